@@ -1,0 +1,152 @@
+//! Command-line parsing shared by the subcommands. Precedence for every setting: flag, then `ETCD_SENTINEL_*`,
+//! then etcdctl's `ETCDCTL_*` where the meaning is the same, then the default.
+
+pub mod status;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use etcd_sentinel::etcd::connect::ConnectSettings;
+use etcd_sentinel::etcd::endpoint::Endpoint;
+use etcd_sentinel::probe::poller::{Discovery, Target};
+
+/// Exit codes: 0 fine, 1 the cluster or the operation is not fine, 2 bad usage or configuration.
+pub const EXIT_UNHEALTHY: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+/// A failure at the CLI edge, with the exit code it deserves.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad flags, environment or configuration: exit 2.
+    Usage(String),
+    /// The operation failed: exit 1.
+    Failed(anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Usage(_) => ExitCode::from(EXIT_USAGE),
+            CliError::Failed(_) => ExitCode::from(EXIT_UNHEALTHY),
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Usage(m) => write!(f, "{m}"),
+            CliError::Failed(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WriteOut {
+    Table,
+    Json,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 500ms, 2s, 1m)"))
+}
+
+/// How to reach one cluster from the command line.
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// Comma-separated endpoints: host:port, http://host:port [env: ETCDCTL_ENDPOINTS] [default: 127.0.0.1:2379]
+    #[arg(long, env = "ETCD_SENTINEL_ENDPOINTS", value_name = "URLS")]
+    pub endpoints: Option<String>,
+
+    /// Probe every member's client URLs, found through the member list of the given endpoints [env: ETCDCTL_CLUSTER]
+    #[arg(long, env = "ETCD_SENTINEL_CLUSTER")]
+    pub cluster: bool,
+
+    /// How long to wait for a connection [env: ETCDCTL_DIAL_TIMEOUT] [default: 2s]
+    #[arg(long, env = "ETCD_SENTINEL_DIAL_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub dial_timeout: Option<Duration>,
+
+    /// How long one request may take [env: ETCDCTL_COMMAND_TIMEOUT] [default: 5s]
+    #[arg(long, env = "ETCD_SENTINEL_COMMAND_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub command_timeout: Option<Duration>,
+}
+
+/// Reads an etcdctl variable, or nothing when unset or empty.
+fn etcdctl_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn duration_setting(
+    flag: Option<Duration>,
+    etcdctl: &str,
+    default: Duration,
+) -> Result<Duration, CliError> {
+    if let Some(d) = flag {
+        return Ok(d);
+    }
+    match etcdctl_var(etcdctl) {
+        Some(text) => {
+            parse_duration(&text).map_err(|e| CliError::Usage(format!("{etcdctl}={text:?}: {e}")))
+        }
+        None => Ok(default),
+    }
+}
+
+impl ConnectionArgs {
+    pub fn settings(&self) -> Result<ConnectSettings, CliError> {
+        let defaults = ConnectSettings::default();
+        let settings = ConnectSettings {
+            dial_timeout: duration_setting(
+                self.dial_timeout,
+                "ETCDCTL_DIAL_TIMEOUT",
+                defaults.dial_timeout,
+            )?,
+            command_timeout: duration_setting(
+                self.command_timeout,
+                "ETCDCTL_COMMAND_TIMEOUT",
+                defaults.command_timeout,
+            )?,
+        };
+        if settings.dial_timeout.is_zero() || settings.command_timeout.is_zero() {
+            return Err(CliError::Usage("timeouts must be longer than zero".into()));
+        }
+        Ok(settings)
+    }
+
+    pub fn target(&self, name: &str) -> Result<Target, CliError> {
+        let (source, text) = match (&self.endpoints, etcdctl_var("ETCDCTL_ENDPOINTS")) {
+            (Some(e), _) => ("--endpoints", e.clone()),
+            (None, Some(e)) => ("ETCDCTL_ENDPOINTS", e),
+            (None, None) => ("default endpoint", "127.0.0.1:2379".to_string()),
+        };
+        let endpoints =
+            Endpoint::parse_list(&text).map_err(|e| CliError::Usage(format!("{source}: {e}")))?;
+        let cluster = self.cluster
+            || etcdctl_var("ETCDCTL_CLUSTER")
+                .is_some_and(|v| matches!(v.to_lowercase().as_str(), "true" | "1"));
+        Ok(Target {
+            name: name.to_string(),
+            endpoints,
+            discovery: if cluster {
+                Discovery::Members
+            } else {
+                Discovery::Static
+            },
+        })
+    }
+}
+
+/// `-w table|json`, with etcdctl's variable as a fallback.
+pub fn write_out(flag: Option<WriteOut>) -> Result<WriteOut, CliError> {
+    if let Some(w) = flag {
+        return Ok(w);
+    }
+    match etcdctl_var("ETCDCTL_WRITE_OUT") {
+        None => Ok(WriteOut::Table),
+        Some(v) => WriteOut::from_str(&v, true).map_err(|_| {
+            CliError::Usage(format!("ETCDCTL_WRITE_OUT={v:?}: expected table or json"))
+        }),
+    }
+}

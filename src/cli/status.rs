@@ -1,0 +1,52 @@
+//! `etcd-sentinel status`: one probe of every endpoint, one verdict, exit 0 only when all is well.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use etcd_sentinel::etcd::connect::Connector;
+use etcd_sentinel::export::render;
+use etcd_sentinel::probe::poller::ClusterPoller;
+
+use super::{CliError, ConnectionArgs, EXIT_UNHEALTHY, WriteOut, write_out};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// Output format [env: ETCDCTL_WRITE_OUT] [default: table]
+    #[arg(short = 'w', long, env = "ETCD_SENTINEL_WRITE_OUT", value_enum)]
+    pub write_out: Option<WriteOut>,
+}
+
+pub async fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
+    let settings = args.connection.settings()?;
+    let target = args.connection.target("default")?;
+    let format = write_out(args.write_out)?;
+    let connector = Connector::new(settings).map_err(|e| CliError::Failed(e.into()))?;
+
+    let mut poller = ClusterPoller::new(target, Arc::new(connector));
+    let view = poller.poll().await;
+
+    let text = match format {
+        WriteOut::Json => render::json(&view),
+        WriteOut::Table => render::table(&view, std::io::stdout().is_terminal()),
+    };
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{}", text.trim_end()).and_then(|_| stdout.flush()) {
+        // `status | head` is not a failure of the cluster: stay quiet, keep the verdict.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other
+            .context("writing to stdout")
+            .map_err(CliError::Failed)?,
+    }
+    Ok(if view.healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_UNHEALTHY)
+    })
+}

@@ -1,0 +1,5 @@
+//! Everything that talks to etcd: endpoints, connections, and the members' own /metrics.
+
+pub mod connect;
+pub mod endpoint;
+pub mod member_metrics;

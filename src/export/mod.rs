@@ -1,0 +1,3 @@
+//! Ways out of the view: the CLI's table and JSON (`render`); later Prometheus metrics and the HTTP API.
+
+pub mod render;

@@ -1,0 +1,11 @@
+//! etcd-sentinel: keeps etcd clusters healthy.
+//!
+//! Data flows one way: targets → poller (probes every endpoint concurrently) → [`view::ClusterView`] → exporters
+//! and maintenance. Pure logic (view, histogram math) has no I/O; I/O lives in `etcd` and `probe`.
+
+pub mod etcd;
+pub mod export;
+pub mod histogram;
+pub mod id;
+pub mod probe;
+pub mod view;

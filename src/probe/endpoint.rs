@@ -1,0 +1,192 @@
+//! The probe of one endpoint: Status, the health read, alarms, the member list and the member's /metrics, all at
+//! once, each bounded by the command timeout, so a frozen member costs one timeout and never more.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use etcd_client::{AlarmAction, AlarmType, Client};
+
+use crate::etcd::connect::{Connector, describe_etcd_error};
+use crate::etcd::endpoint::Endpoint;
+use crate::etcd::member_metrics::{self, MemberMetrics};
+use crate::histogram::Histogram;
+use crate::id::Id;
+use crate::view::{Alarm, Member, Outcome, PeerRtt, ProbeMetrics, ProbeResult, StatusInfo};
+
+/// What a probe leaves behind for the next one: the connection, and the raw histograms to diff against.
+#[derive(Default)]
+pub struct EndpointMemory {
+    pub client: Option<Client>,
+    pub metrics: Option<MemberMetrics>,
+}
+
+async fn bounded<T, F>(timeout: Duration, call: F) -> Outcome<T>
+where
+    F: Future<Output = Result<T, etcd_client::Error>>,
+{
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(describe_etcd_error(&e)),
+        Err(_) => Err(format!(
+            "timed out after {}",
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
+/// Probes one endpoint. `memory` carries the connection and last metrics between polls; pass a fresh one for
+/// a one-shot probe (peer round-trip times are then cumulative since the member started).
+pub async fn probe(
+    connector: &Connector,
+    endpoint: &Endpoint,
+    memory: &mut EndpointMemory,
+) -> ProbeResult {
+    let started = Instant::now();
+    let client = match memory.client.take() {
+        Some(c) => c,
+        None => match connector.connect(endpoint).await {
+            Ok(c) => c,
+            Err(e) => {
+                memory.metrics = None;
+                return ProbeResult::unreachable(
+                    endpoint.clone(),
+                    e.to_string(),
+                    started.elapsed().as_secs_f64(),
+                );
+            }
+        },
+    };
+    let timeout = connector.settings().command_timeout;
+
+    let mut maintenance = client.maintenance_client();
+    let mut kv = client.kv_client();
+    let mut alarm_client = client.maintenance_client();
+    let mut cluster = client.cluster_client();
+    let metrics_url = format!("{}/metrics", endpoint.url());
+
+    let (status, health, alarms, members, metrics_text) = tokio::join!(
+        bounded(timeout, maintenance.status()),
+        // `etcdctl endpoint health` semantics: permission denied still proves the member served a linearizable
+        // read, so it counts as healthy.
+        bounded(timeout, async {
+            match kv.get("health", None).await {
+                Err(etcd_client::Error::GRpcStatus(s))
+                    if s.code() == tonic::Code::PermissionDenied =>
+                {
+                    Ok(())
+                }
+                // A learner refuses linearizable reads ("rpc not supported for learner"); what can be asked of
+                // it is that it serves a local read.
+                Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("learner") => kv
+                    .get(
+                        "health",
+                        Some(etcd_client::GetOptions::new().with_serializable()),
+                    )
+                    .await
+                    .map(|_| ()),
+                other => other.map(|_| ()),
+            }
+        }),
+        bounded(
+            timeout,
+            alarm_client.alarm(AlarmAction::Get, AlarmType::None, None)
+        ),
+        bounded(timeout, cluster.member_list()),
+        async {
+            match tokio::time::timeout(timeout, connector.fetch_metrics(&metrics_url)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("GET {metrics_url}: timed out")),
+            }
+        },
+    );
+
+    let status = status.and_then(|s| {
+        let header = s
+            .header()
+            .ok_or_else(|| "Status response without header".to_string())?;
+        Ok(StatusInfo {
+            member_id: Id(header.member_id()),
+            cluster_id: Id(header.cluster_id()),
+            leader: Id(s.leader()),
+            raft_term: s.raft_term(),
+            raft_index: s.raft_index(),
+            raft_applied_index: s.raft_applied_index(),
+            db_size: s.db_size().max(0) as u64,
+            db_size_in_use: s.raft_used_db_size().max(0) as u64,
+            db_quota: Some(s.db_size_quota()).filter(|q| *q > 0).map(|q| q as u64),
+            version: s.version().to_string(),
+            is_learner: s.is_learner(),
+            errors: s.errors().to_vec(),
+        })
+    });
+    let alarms = alarms.map(|a| {
+        a.alarms()
+            .iter()
+            .filter(|m| m.alarm() != AlarmType::None)
+            .map(|m| Alarm {
+                member_id: Id(m.member_id()),
+                kind: m.alarm().as_str_name().to_string(),
+            })
+            .collect()
+    });
+    let members = members.map(|list| {
+        list.members()
+            .iter()
+            .map(|m| {
+                Member::new(
+                    Id(m.id()),
+                    m.name().to_string(),
+                    m.peer_urls().to_vec(),
+                    m.client_urls().to_vec(),
+                    m.is_learner(),
+                )
+            })
+            .collect()
+    });
+    let parsed =
+        metrics_text.and_then(|text| member_metrics::parse(&text).map_err(|e| e.to_string()));
+    let metrics = parsed.map(|now| {
+        let summary = ProbeMetrics {
+            quota_backend_bytes: now.quota_backend_bytes,
+            peer_rtt: peer_rtt(&now, memory.metrics.as_ref()),
+        };
+        memory.metrics = Some(now);
+        summary
+    });
+
+    // Keep the connection unless it is broken: a member that answered nothing is dialled afresh next time.
+    if status.is_ok() || health.is_ok() {
+        memory.client = Some(client);
+    }
+    ProbeResult {
+        endpoint: endpoint.clone(),
+        status,
+        health,
+        alarms,
+        members,
+        metrics,
+        probe_seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Peer round-trip time: over the last interval when a previous reading exists, else since the member started.
+/// A counter reset (restart) between the two readings gives nothing for this poll rather than a wrong figure.
+fn peer_rtt(now: &MemberMetrics, previous: Option<&MemberMetrics>) -> BTreeMap<Id, PeerRtt> {
+    let mut out = BTreeMap::new();
+    for (peer, hist) in &now.peer_rtt {
+        let window: Option<Histogram> = match previous {
+            None => Some(hist.clone()),
+            Some(prev) => match prev.peer_rtt.get(peer) {
+                None => Some(hist.clone()),
+                Some(before) => hist.since(before),
+            },
+        };
+        if let Some(w) = window
+            && let (Some(p50), Some(p99)) = (w.quantile(0.5), w.quantile(0.99))
+        {
+            out.insert(*peer, PeerRtt { p50, p99 });
+        }
+    }
+    out
+}

@@ -1,0 +1,377 @@
+//! `etcd-sentinel status` against real etcd clusters started by the harness.
+
+mod support;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{EtcdCluster, free_ports, wait_for};
+
+/// Runs the binary with a clean environment (no stray ETCDCTL_* or ETCD_SENTINEL_* from the caller).
+fn sentinel(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ETCDCTL_") || k.starts_with("ETCD_SENTINEL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(args).envs(env.iter().copied());
+    cmd.output().expect("run etcd-sentinel")
+}
+
+fn status_json(args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["status", "-w", "json"];
+    all.extend_from_slice(args);
+    let out = sentinel(&all, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "status -w json printed no JSON ({e}):\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().expect("exit code"), json)
+}
+
+fn endpoint<'a>(view: &'a Value, url: &str) -> &'a Value {
+    view["endpoints"]
+        .as_array()
+        .expect("endpoints array")
+        .iter()
+        .find(|e| e["endpoint"] == url)
+        .unwrap_or_else(|| panic!("no endpoint {url} in {view:#}"))
+}
+
+fn warning_kinds(view: &Value) -> Vec<String> {
+    view["warnings"]
+        .as_array()
+        .expect("warnings array")
+        .iter()
+        .map(|w| w["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn healthy_cluster_is_discovered_from_one_endpoint_and_exits_0() {
+    let cluster = EtcdCluster::start(3).await;
+    let (code, view) = status_json(&["--endpoints", &cluster.client_url(0), "--cluster"]);
+    assert_eq!(code, 0, "{view:#}");
+    assert_eq!(view["healthy"], true);
+    let endpoints = view["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 3, "--cluster probes every member");
+    assert_eq!(
+        endpoints.iter().filter(|e| e["is_leader"] == true).count(),
+        1
+    );
+    for e in endpoints {
+        assert_eq!(e["healthy"], true, "{e:#}");
+        let id = e["member_id"].as_str().unwrap();
+        assert!(
+            id.len() == 16
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        // The quota is not in a 3.4 Status: it comes from the member's /metrics (default 2 GiB).
+        assert_eq!(e["db_quota_bytes"], 2u64 * 1024 * 1024 * 1024, "{e:#}");
+        assert!(e["db_size_bytes"].as_u64().unwrap() > 0);
+        assert_eq!(e["raft_term"], view["endpoints"][0]["raft_term"]);
+    }
+    assert_eq!(view["quorum"]["voting_members"], 3);
+    assert_eq!(view["quorum"]["healthy_voting_members"], 3);
+    assert_eq!(view["quorum"]["quorum_size"], 2);
+    assert_eq!(view["quorum"]["failure_tolerance"], 1);
+    assert_eq!(view["members"].as_array().unwrap().len(), 3);
+    assert!(
+        view["warnings"].as_array().unwrap().is_empty(),
+        "{:#}",
+        view["warnings"]
+    );
+
+    // The table says the same at a glance.
+    let out = sentinel(&["status", "--endpoints", &cluster.endpoints()], &[]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    assert!(
+        table.contains("HEALTHY")
+            && table.contains("leader")
+            && table.contains("failure tolerance 1")
+    );
+    for m in &cluster.members {
+        assert!(table.contains(&m.client_url()), "{table}");
+    }
+}
+
+#[tokio::test]
+async fn etcdctl_environment_is_honoured() {
+    let cluster = EtcdCluster::start(1).await;
+    let out = sentinel(
+        &["status"],
+        &[
+            ("ETCDCTL_ENDPOINTS", &cluster.client_url(0)),
+            ("ETCDCTL_WRITE_OUT", "json"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let view: Value =
+        serde_json::from_slice(&out.stdout).expect("ETCDCTL_WRITE_OUT=json gives JSON");
+    assert_eq!(view["endpoints"][0]["endpoint"], cluster.client_url(0));
+    // ETCD_SENTINEL_* wins over ETCDCTL_*.
+    let out = sentinel(
+        &["status"],
+        &[
+            ("ETCDCTL_ENDPOINTS", "127.0.0.1:1"),
+            ("ETCD_SENTINEL_ENDPOINTS", &cluster.client_url(0)),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test]
+async fn killed_member_is_unhealthy_and_tolerance_drops_to_zero() {
+    let mut cluster = EtcdCluster::start(3).await;
+    cluster.kill(2);
+    let (code, view) = status_json(&["--endpoints", &cluster.endpoints()]);
+    assert_eq!(code, 1);
+    let dead = endpoint(&view, &cluster.client_url(2));
+    assert_eq!(dead["healthy"], false);
+    assert!(
+        dead["error"].as_str().unwrap().contains("connect"),
+        "{dead:#}"
+    );
+    assert_eq!(
+        dead["member_id"].as_str().map(str::len),
+        Some(16),
+        "known from the member list"
+    );
+    assert_eq!(view["quorum"]["healthy_voting_members"], 2);
+    assert_eq!(view["quorum"]["failure_tolerance"], 0);
+    let kinds = warning_kinds(&view);
+    assert!(kinds.contains(&"quorum_at_risk".into()) && kinds.contains(&"member_unhealthy".into()));
+}
+
+#[tokio::test]
+async fn frozen_member_costs_one_timeout_not_more() {
+    let mut cluster = EtcdCluster::start(3).await;
+    // Freeze a follower so the others keep a leader.
+    let leader = cluster.leader_index().await;
+    let frozen = (leader + 1) % 3;
+    cluster.freeze(frozen);
+    let started = Instant::now();
+    let (code, view) = status_json(&[
+        "--endpoints",
+        &cluster.endpoints(),
+        "--dial-timeout",
+        "1s",
+        "--command-timeout",
+        "2s",
+    ]);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "status took {elapsed:?} (timeout 2s + 1s)"
+    );
+    assert_eq!(code, 1);
+    let e = endpoint(&view, &cluster.client_url(frozen));
+    assert_eq!(e["healthy"], false);
+    assert!(e["error"].as_str().unwrap().contains("timed out"), "{e:#}");
+    for i in (0..3).filter(|i| *i != frozen) {
+        assert_eq!(endpoint(&view, &cluster.client_url(i))["healthy"], true);
+    }
+    cluster.thaw(frozen);
+}
+
+#[tokio::test]
+async fn two_of_three_killed_loses_quorum() {
+    let mut cluster = EtcdCluster::start(3).await;
+    cluster.kill(1);
+    cluster.kill(2);
+    let (code, view) = status_json(&[
+        "--endpoints",
+        &cluster.endpoints(),
+        "--command-timeout",
+        "2s",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        view["quorum"]["failure_tolerance"].as_i64().unwrap() < 0,
+        "{:#}",
+        view["quorum"]
+    );
+    assert_eq!(view["quorum"]["has_quorum"], false);
+    assert_eq!(
+        endpoint(&view, &cluster.client_url(0))["healthy"],
+        false,
+        "no linearizable read"
+    );
+    assert!(warning_kinds(&view).contains(&"quorum_lost".into()));
+}
+
+#[tokio::test]
+async fn learner_is_reported_and_does_not_vote() {
+    let mut cluster = EtcdCluster::start(3).await;
+    let learner = cluster.add_learner().await;
+    let url = cluster.client_url(learner);
+    let seed = cluster.client_url(0);
+    let view = wait_for(
+        "the learner to start and answer",
+        Duration::from_secs(20),
+        || {
+            let seed = seed.clone();
+            let url = url.clone();
+            async move {
+                let (_, view) = status_json(&["--endpoints", &seed, "--cluster"]);
+                let started = view["endpoints"]
+                    .as_array()?
+                    .iter()
+                    .any(|e| e["endpoint"] == url.as_str() && e["healthy"] == true);
+                started.then_some(view)
+            }
+        },
+    )
+    .await;
+    let e = endpoint(&view, &url);
+    assert_eq!(e["is_learner"], true);
+    assert_eq!(view["members"].as_array().unwrap().len(), 4);
+    assert_eq!(view["quorum"]["voting_members"], 3, "learners do not vote");
+    assert_eq!(view["quorum"]["quorum_size"], 2);
+    assert!(warning_kinds(&view).contains(&"learner_present".into()));
+    assert_eq!(
+        view["healthy"], true,
+        "a learner is no fault: {:#}",
+        view["warnings"]
+    );
+}
+
+#[tokio::test]
+async fn unstarted_member_is_reported_not_dropped() {
+    let cluster = EtcdCluster::start(3).await;
+    let peer = format!("http://127.0.0.1:{}", free_ports(1)[0]);
+    cluster.member_add(&peer, false).await;
+    let (code, view) = status_json(&["--endpoints", &cluster.client_url(0), "--cluster"]);
+    let unstarted: Vec<&Value> = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["started"] == false)
+        .collect();
+    assert_eq!(unstarted.len(), 1, "{:#}", view["members"]);
+    assert_eq!(unstarted[0]["peer_urls"][0], peer.as_str());
+    // The new voter counts before it runs: 4 voting, quorum 3, and 3 healthy leave no tolerance.
+    assert_eq!(view["quorum"]["voting_members"], 4);
+    assert_eq!(view["quorum"]["quorum_size"], 3);
+    assert_eq!(view["quorum"]["failure_tolerance"], 0);
+    let kinds = warning_kinds(&view);
+    assert!(
+        kinds.contains(&"member_not_started".into())
+            && kinds.contains(&"even_voting_members".into())
+    );
+    assert_eq!(code, 0, "all probed endpoints are healthy and quorum holds");
+}
+
+#[tokio::test]
+async fn endpoint_of_another_cluster_is_flagged() {
+    let ours = EtcdCluster::start(3).await;
+    let theirs = EtcdCluster::start(1).await;
+    let endpoints = format!("{},{}", ours.endpoints(), theirs.client_url(0));
+    let (code, view) = status_json(&["--endpoints", &endpoints]);
+    assert_eq!(code, 1);
+    let stranger = endpoint(&view, &theirs.client_url(0));
+    assert_eq!(stranger["healthy"], false);
+    assert_ne!(stranger["cluster_id"], view["cluster_id"]);
+    assert!(
+        stranger["error"]
+            .as_str()
+            .unwrap()
+            .contains("belongs to cluster")
+    );
+    assert!(warning_kinds(&view).contains(&"foreign_cluster".into()));
+    // Not merged: our quorum is still counted over our three members.
+    assert_eq!(view["quorum"]["voting_members"], 3);
+    assert_eq!(view["quorum"]["healthy_voting_members"], 3);
+}
+
+#[tokio::test]
+async fn nospace_alarm_is_shown_with_its_member() {
+    let cluster = EtcdCluster::builder()
+        .members(1)
+        .quota_backend_bytes(1024 * 1024)
+        .start()
+        .await;
+    let mut client = cluster.client(0).await;
+    let value = vec![b'x'; 64 * 1024];
+    let mut filled = false;
+    for i in 0..200 {
+        match client.put(format!("fill-{i}"), value.clone(), None).await {
+            Ok(_) => {}
+            Err(e) => {
+                assert!(
+                    e.to_string().contains("space exceeded"),
+                    "unexpected error {e}"
+                );
+                filled = true;
+                break;
+            }
+        }
+    }
+    assert!(filled, "a 1 MiB quota never filled up");
+    let (code, view) = status_json(&["--endpoints", &cluster.client_url(0)]);
+    assert_eq!(code, 1, "a cluster that refuses writes is not fine");
+    let e = endpoint(&view, &cluster.client_url(0));
+    assert_eq!(e["alarms"], serde_json::json!(["NOSPACE"]));
+    assert_eq!(
+        e["healthy"], true,
+        "NOSPACE alone leaves the member serving reads"
+    );
+    assert_eq!(e["db_quota_bytes"], 1024 * 1024);
+    let alarm = view["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["kind"] == "alarm")
+        .expect("an alarm warning");
+    assert_eq!(alarm["member_id"], e["member_id"]);
+    assert!(alarm["message"].as_str().unwrap().contains("NOSPACE"));
+}
+
+#[test]
+fn malformed_endpoint_exits_2_naming_it() {
+    let out = sentinel(&["status", "--endpoints", "127.0.0.1:2379,localhost"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"localhost\"") && err.contains("port"),
+        "{err}"
+    );
+    let out = sentinel(&["status", "--dial-timeout", "soon"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dial-timeout"));
+    let out = sentinel(&["status", "-w", "yaml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = sentinel(&["status"], &[("ETCDCTL_DIAL_TIMEOUT", "forever")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ETCDCTL_DIAL_TIMEOUT"));
+}
+
+#[test]
+fn nothing_reachable_prints_errors_and_exits_1() {
+    let ports = free_ports(2);
+    let endpoints = format!("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let out = sentinel(&["status", "--endpoints", &endpoints], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("UNHEALTHY") && table.contains("connect"),
+        "{table}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    let out = sentinel(&["status", "--endpoints", "https://127.0.0.1:1"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("TLS"));
+}

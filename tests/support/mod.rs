@@ -1,0 +1,431 @@
+//! The real-etcd test harness: starts N-member clusters of Debian's `etcd` (3.4) on free loopback ports in a temp
+//! dir, and can kill, freeze, thaw, restart members and add a learner. Everything is removed on drop; each etcd
+//! also gets SIGKILL from the kernel if the test process dies first, so no etcd outlives a test run.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions, MemberAddOptions};
+use tempfile::TempDir;
+
+/// The etcd binary: `$ETCD_BIN`, or `etcd` on the PATH (Debian's etcd-server package).
+fn etcd_bin() -> String {
+    std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".to_string())
+}
+
+/// Free loopback ports, all held until every one is chosen so none is handed out twice.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub struct EtcdMember {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    /// A separate metrics listener (`--listen-metrics-urls`), when asked for.
+    pub metrics_port: Option<u16>,
+    data_dir: PathBuf,
+    log: PathBuf,
+    initial_cluster: String,
+    initial_state: &'static str,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+    frozen: bool,
+}
+
+impl EtcdMember {
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    fn spawn(&mut self, token: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open etcd log");
+        let mut cmd = Command::new(etcd_bin());
+        cmd.arg("--name")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen-client-urls")
+            .arg(self.client_url())
+            .arg("--advertise-client-urls")
+            .arg(self.client_url())
+            .arg("--listen-peer-urls")
+            .arg(self.peer_url())
+            .arg("--initial-advertise-peer-urls")
+            .arg(self.peer_url())
+            .arg("--initial-cluster")
+            .arg(&self.initial_cluster)
+            .arg("--initial-cluster-state")
+            .arg(self.initial_state)
+            .arg("--initial-cluster-token")
+            .arg(token)
+            // Fast elections keep tests short; loopback has no latency to speak of.
+            .arg("--heartbeat-interval=50")
+            .arg("--election-timeout=500")
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log);
+        if let Some(port) = self.metrics_port {
+            cmd.arg("--listen-metrics-urls")
+                .arg(format!("http://127.0.0.1:{port}"));
+        }
+        // SAFETY: prctl is async-signal-safe; it asks the kernel to SIGKILL etcd when the test thread that
+        // started it exits, so a crashed or aborted test cannot leak an etcd process.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        self.child = Some(cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start {} (install Debian's etcd-server, or set ETCD_BIN): {e}",
+                etcd_bin()
+            )
+        }));
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: plain kill(2) on a child we own and have not reaped.
+            unsafe {
+                libc::kill(child.id() as i32, sig);
+            }
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+pub struct ClusterBuilder {
+    members: usize,
+    extra_args: Vec<String>,
+    separate_metrics_port: bool,
+}
+
+impl ClusterBuilder {
+    pub fn members(mut self, n: usize) -> Self {
+        self.members = n;
+        self
+    }
+
+    /// `--quota-backend-bytes` for every member.
+    pub fn quota_backend_bytes(mut self, bytes: u64) -> Self {
+        self.extra_args
+            .push(format!("--quota-backend-bytes={bytes}"));
+        self
+    }
+
+    /// Serve /metrics on a port of its own too (`--listen-metrics-urls`), as kubeadm does on 2381.
+    pub fn separate_metrics_port(mut self) -> Self {
+        self.separate_metrics_port = true;
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra_args.push(arg.to_string());
+        self
+    }
+
+    pub async fn start(self) -> EtcdCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("etcd-sentinel-test-")
+            .tempdir()
+            .expect("temp dir");
+        let ports = free_ports(self.members * 3);
+        let token = format!(
+            "t-{}-{}",
+            std::process::id(),
+            dir.path()
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("x")
+        );
+        let mut members: Vec<EtcdMember> = (0..self.members)
+            .map(|i| EtcdMember {
+                name: format!("m{i}"),
+                client_port: ports[3 * i],
+                peer_port: ports[3 * i + 1],
+                metrics_port: self.separate_metrics_port.then_some(ports[3 * i + 2]),
+                data_dir: dir.path().join(format!("m{i}.etcd")),
+                log: dir.path().join(format!("m{i}.log")),
+                initial_cluster: String::new(),
+                initial_state: "new",
+                extra_args: self.extra_args.clone(),
+                child: None,
+                frozen: false,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = EtcdCluster {
+            dir,
+            members: Vec::new(),
+            token,
+        };
+        for m in &mut members {
+            m.initial_cluster = initial_cluster.clone();
+            m.spawn(&cluster.token);
+        }
+        cluster.members = members;
+        cluster.wait_for_leader(Duration::from_secs(20)).await;
+        cluster
+    }
+}
+
+pub struct EtcdCluster {
+    dir: TempDir,
+    pub members: Vec<EtcdMember>,
+    token: String,
+}
+
+impl EtcdCluster {
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            members: 3,
+            extra_args: Vec::new(),
+            separate_metrics_port: false,
+        }
+    }
+
+    /// A healthy cluster of `n` members with a leader.
+    pub async fn start(n: usize) -> EtcdCluster {
+        Self::builder().members(n).start().await
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn client_url(&self, i: usize) -> String {
+        self.members[i].client_url()
+    }
+
+    /// Every member's client URL, comma-separated, as `--endpoints` takes them.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.client_url())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub async fn client(&self, i: usize) -> Client {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(5));
+        Client::connect([self.client_url(i)], Some(opts))
+            .await
+            .expect("connect to test member")
+    }
+
+    /// Ids of the running members, with the leader each reports; `None` until all agree on one leader.
+    async fn agreed_leader(&self) -> Option<u64> {
+        let mut leader = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if !m.is_running() || m.frozen {
+                continue;
+            }
+            let opts = ConnectOptions::new()
+                .with_connect_timeout(Duration::from_millis(500))
+                .with_timeout(Duration::from_millis(500));
+            let mut c = Client::connect([self.client_url(i)], Some(opts))
+                .await
+                .ok()?;
+            let status = c.status().await.ok()?;
+            if status.leader() == 0 || leader.is_some_and(|l| l != status.leader()) {
+                return None;
+            }
+            leader = Some(status.leader());
+        }
+        leader
+    }
+
+    /// Waits until every running member reports the same leader.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.agreed_leader().await {
+                return l;
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self
+                    .members
+                    .iter()
+                    .map(|m| format!("--- {} ---\n{}", m.name, tail(&m.log_text(), 20)))
+                    .collect();
+                panic!("no leader after {timeout:?}\n{}", logs.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Index of the member that currently leads.
+    pub async fn leader_index(&self) -> usize {
+        let leader = self.wait_for_leader(Duration::from_secs(20)).await;
+        for i in 0..self.members.len() {
+            if !self.members[i].is_running() || self.members[i].frozen {
+                continue;
+            }
+            let mut c = self.client(i).await;
+            if let Ok(s) = c.status().await
+                && s.header().map(|h| h.member_id()) == Some(leader)
+            {
+                return i;
+            }
+        }
+        panic!("leader {leader:x} is not one of the running members");
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        if let Some(mut child) = m.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        m.frozen = false;
+    }
+
+    /// SIGSTOP: the process keeps its sockets open but answers nothing, like a hung member.
+    pub fn freeze(&mut self, i: usize) {
+        self.members[i].signal(libc::SIGSTOP);
+        self.members[i].frozen = true;
+    }
+
+    pub fn thaw(&mut self, i: usize) {
+        self.members[i].signal(libc::SIGCONT);
+        self.members[i].frozen = false;
+    }
+
+    /// Starts a killed member again on its data dir.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let token = self.token.clone();
+        let m = &mut self.members[i];
+        m.initial_state = "existing";
+        m.spawn(&token);
+    }
+
+    /// MemberAdd, retried while etcd refuses it because its members have not been connected long enough yet
+    /// (the strict reconfiguration check answers "unhealthy cluster" for about 5s after start).
+    pub async fn member_add(&self, peer_url: &str, learner: bool) {
+        let leader = self.leader_index().await;
+        let client = self.client(leader).await;
+        wait_for(
+            "etcd to accept a new member",
+            Duration::from_secs(20),
+            || {
+                let mut client = client.clone();
+                async move {
+                    let opts = learner.then(|| MemberAddOptions::new().with_is_learner());
+                    match client.member_add([peer_url], opts).await {
+                        Ok(_) => Some(()),
+                        Err(e) if e.to_string().contains("unhealthy cluster") => None,
+                        Err(e) => panic!("member add {peer_url}: {e}"),
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    /// Adds a learner through the member API and starts it; returns its index.
+    pub async fn add_learner(&mut self) -> usize {
+        let ports = free_ports(2);
+        let i = self.members.len();
+        let name = format!("m{i}");
+        let peer_url = format!("http://127.0.0.1:{}", ports[1]);
+        self.member_add(&peer_url, true).await;
+        let mut initial: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect();
+        initial.push(format!("{name}={peer_url}"));
+        let mut member = EtcdMember {
+            name: name.clone(),
+            client_port: ports[0],
+            peer_port: ports[1],
+            metrics_port: None,
+            data_dir: self.dir.path().join(format!("{name}.etcd")),
+            log: self.dir.path().join(format!("{name}.log")),
+            initial_cluster: initial.join(","),
+            initial_state: "existing",
+            extra_args: self.members[0].extra_args.clone(),
+            child: None,
+            frozen: false,
+        };
+        member.spawn(&self.token);
+        self.members.push(member);
+        i
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            if let Some(mut child) = m.child.take() {
+                // SIGKILL works on a stopped process too; wait so that no zombie is left.
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
