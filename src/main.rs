@@ -49,8 +49,10 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
     init_logging(&cli.log_level)?;
     match cli.command {
         Command::Status(args) => {
-            // One probe round: a single-threaded runtime starts faster and is plenty.
-            let runtime = tokio::runtime::Builder::new_current_thread()
+            // Two workers: the members' /metrics pages are read and filtered while gRPC answers arrive
+            // (measured 5% faster than a single thread, docs/benchmarks.md).
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
                 .enable_all()
                 .build()
                 .map_err(|e| CliError::Failed(e.into()))?;

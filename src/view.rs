@@ -3,6 +3,9 @@
 //! Everything else reads this value: the CLI renders it, the daemon exports it as metrics and JSON, events are
 //! the difference between two of them, and maintenance decides from it whether a member may be touched.
 
+mod quorum;
+mod warnings;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -74,11 +77,19 @@ impl Member {
 }
 
 /// An active alarm, as AlarmList reports it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Alarm {
     pub member_id: Id,
     /// `NOSPACE` or `CORRUPT`.
+    #[serde(rename = "alarm")]
     pub kind: String,
+}
+
+impl Alarm {
+    /// NOSPACE leaves a member serving reads; any other alarm (CORRUPT) makes it unhealthy.
+    pub fn blocks_member(kind: &str) -> bool {
+        kind != "NOSPACE"
+    }
 }
 
 /// Heartbeat round-trip time to one peer, estimated from the member's histogram.
@@ -133,6 +144,8 @@ pub struct EndpointState {
     pub healthy: bool,
     pub error: Option<String>,
     pub is_leader: bool,
+    /// The leader this member names (etcdctl's view of one member); `None` when unreachable or leaderless.
+    pub leader_id: Option<Id>,
     pub raft_term: Option<u64>,
     pub raft_index: Option<u64>,
     pub raft_applied_index: Option<u64>,
@@ -252,6 +265,8 @@ pub struct ClusterView {
     pub members: Vec<Member>,
     pub endpoints: Vec<EndpointState>,
     pub quorum: Quorum,
+    /// Active alarms of the cluster.
+    pub alarms: Vec<Alarm>,
     pub warnings: Vec<Warning>,
 }
 
@@ -274,6 +289,11 @@ impl ClusterView {
     pub fn has_warning(&self, kind: WarningKind) -> bool {
         self.warnings.iter().any(|w| w.kind == kind)
     }
+
+    /// An endpoint that answered for another cluster id: shown, never merged.
+    pub fn is_foreign(&self, endpoint: &EndpointState) -> bool {
+        endpoint.cluster_id.is_some() && endpoint.cluster_id != self.cluster_id
+    }
 }
 
 /// The value most often seen, ties going to the one seen first (the order endpoints were given in).
@@ -289,23 +309,16 @@ fn most_common<T: PartialEq + Copy>(values: impl Iterator<Item = T>) -> Option<T
     counts.into_iter().find(|(_, n)| *n == best).map(|(v, _)| v)
 }
 
-fn same_endpoint(url: &str, endpoint: &Endpoint) -> bool {
-    Endpoint::parse(url).is_ok_and(|e| &e == endpoint)
-}
-
-fn warn(kind: WarningKind, message: String) -> Warning {
-    Warning {
-        kind,
-        message,
-        member_id: None,
-        endpoint: None,
+/// Whether a member's advertised URL is this endpoint (compared normalised: `127.0.0.1:2379` = `http://…`).
+pub(crate) fn same_endpoint(url: &str, endpoint: &str) -> bool {
+    match (Endpoint::parse(url), Endpoint::parse(endpoint)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 
 /// Merges the probes of one poll into the cluster's verdict.
 pub fn build(cluster: &str, probes: &[ProbeResult], polled_at: SystemTime) -> ClusterView {
-    let mut warnings = Vec::new();
-
     // Which cluster are we looking at? The id most endpoints answer for; the others are flagged, not merged.
     let cluster_id = most_common(
         probes
@@ -316,38 +329,18 @@ pub fn build(cluster: &str, probes: &[ProbeResult], polled_at: SystemTime) -> Cl
         (Ok(s), Some(id)) => s.cluster_id == id,
         _ => true,
     };
+    let ours = || probes.iter().filter(|p| belongs(p));
 
-    // Who leads: what most members say; members that say otherwise are flagged.
-    let leader_claims: Vec<(Id, Id)> = probes
-        .iter()
-        .filter(|p| belongs(p))
-        .filter_map(|p| p.status.as_ref().ok())
-        .map(|s| (s.member_id, s.leader))
-        .collect();
-    let leader_id = most_common(leader_claims.iter().map(|(_, l)| *l).filter(|l| l.0 != 0));
-    let distinct_leaders: BTreeSet<Id> = leader_claims
-        .iter()
-        .map(|(_, l)| *l)
-        .filter(|l| l.0 != 0)
-        .collect();
-    if distinct_leaders.len() > 1 {
-        let claims: Vec<String> = leader_claims
-            .iter()
-            .map(|(m, l)| format!("{m} says {l}"))
-            .collect();
-        warnings.push(warn(
-            WarningKind::LeaderDisagreement,
-            format!("members disagree about the leader: {}", claims.join(", ")),
-        ));
-    }
+    // Who leads: what most members say (the warnings flag members that say otherwise).
+    let leader_id = most_common(
+        ours()
+            .filter_map(|p| p.status.as_ref().ok())
+            .map(|s| s.leader)
+            .filter(|l| l.0 != 0),
+    );
 
     // The member list: the leader's if we have it (it is the authority), else the first one read.
-    let member_lists = || {
-        probes
-            .iter()
-            .filter(|p| belongs(p))
-            .filter_map(|p| Some((p, p.members.as_ref().ok()?)))
-    };
+    let member_lists = || ours().filter_map(|p| Some((p, p.members.as_ref().ok()?)));
     let mut members: Vec<Member> = member_lists()
         .find(|(p, _)| matches!((&p.status, leader_id), (Ok(s), Some(l)) if s.member_id == l))
         .or_else(|| member_lists().next())
@@ -355,298 +348,32 @@ pub fn build(cluster: &str, probes: &[ProbeResult], polled_at: SystemTime) -> Cl
         .unwrap_or_default();
     members.sort_by(|a, b| (!a.started, &a.name, a.id).cmp(&(!b.started, &b.name, b.id)));
 
-    let leader_index = probes
-        .iter()
+    let leader_index = ours()
         .filter_map(|p| p.status.as_ref().ok())
         .find(|s| Some(s.member_id) == leader_id)
         .map(|s| s.raft_index);
 
     // Alarms are cluster-wide: every member reports the same list; take the union to be safe.
-    let mut alarms: BTreeSet<Alarm> = BTreeSet::new();
-    for p in probes.iter().filter(|p| belongs(p)) {
-        if let Ok(list) = &p.alarms {
-            alarms.extend(list.iter().cloned());
-        }
-    }
-
-    let mut endpoints = Vec::with_capacity(probes.len());
-    for p in probes {
-        let status = p.status.as_ref().ok();
-        let member_id = status.map(|s| s.member_id).or_else(|| {
-            members
-                .iter()
-                .find(|m| m.client_urls.iter().any(|u| same_endpoint(u, &p.endpoint)))
-                .map(|m| m.id)
-        });
-        let member = member_id.and_then(|id| members.iter().find(|m| m.id == id));
-        let metrics = p.metrics.as_ref().ok();
-        let own_alarms: Vec<String> = alarms
-            .iter()
-            .filter(|a| Some(a.member_id) == member_id)
-            .map(|a| a.kind.clone())
-            .collect();
-        let blocking_alarms: Vec<&String> = own_alarms.iter().filter(|a| *a != "NOSPACE").collect();
-
-        let mut error = None;
-        if let Err(e) = &p.status {
-            error = Some(e.clone());
-        }
-        if let Err(e) = &p.health {
-            error.get_or_insert_with(|| format!("health check failed: {e}"));
-        }
-        let foreign = !belongs(p);
-        if foreign {
-            let other = status.map(|s| s.cluster_id).unwrap_or_default();
-            let msg = format!(
-                "endpoint belongs to cluster {other}, not to cluster {}",
-                cluster_id.unwrap_or_default()
-            );
-            warnings.push(Warning {
-                kind: WarningKind::ForeignCluster,
-                message: format!("{}: {msg}", p.endpoint),
-                member_id,
-                endpoint: Some(p.endpoint.url()),
-            });
-            error = Some(msg);
-        }
-        if !blocking_alarms.is_empty() {
-            let list: Vec<&str> = blocking_alarms.iter().map(|s| s.as_str()).collect();
-            error.get_or_insert_with(|| format!("active alarm: {}", list.join(", ")));
-        }
-        let healthy =
-            p.health.is_ok() && p.status.is_ok() && blocking_alarms.is_empty() && !foreign;
-
-        let quota = status
-            .and_then(|s| s.db_quota)
-            .filter(|q| *q > 0)
-            .or_else(|| metrics.and_then(|m| m.quota_backend_bytes));
-        let db_size = status.map(|s| s.db_size);
-        let db_in_use = status.map(|s| s.db_size_in_use);
-        let metrics_error = p.metrics.as_ref().err().cloned();
-        // An unreachable member has no metrics either; that is already its error, not a second warning.
-        if let (Some(e), true) = (&metrics_error, status.is_some()) {
-            warnings.push(Warning {
-                kind: WarningKind::MetricsUnreadable,
-                message: format!("{}: cannot read the member's /metrics: {e}", p.endpoint),
-                member_id,
-                endpoint: Some(p.endpoint.url()),
-            });
-        }
-        endpoints.push(EndpointState {
-            endpoint: p.endpoint.url(),
-            member_id,
-            member_name: member.map(|m| m.display_name()),
-            cluster_id: status.map(|s| s.cluster_id),
-            healthy,
-            error,
-            is_leader: status.is_some_and(|s| Some(s.member_id) == leader_id && !foreign),
-            raft_term: status.map(|s| s.raft_term),
-            raft_index: status.map(|s| s.raft_index),
-            raft_applied_index: status.map(|s| s.raft_applied_index),
-            raft_index_lag: match (status, leader_index, foreign) {
-                (Some(s), Some(l), false) => Some(l.saturating_sub(s.raft_index)),
-                _ => None,
-            },
-            db_size_bytes: db_size,
-            db_size_in_use_bytes: db_in_use,
-            db_quota_bytes: quota,
-            db_fragmented_bytes: db_size.zip(db_in_use).map(|(s, u)| s.saturating_sub(u)),
-            db_quota_usage: db_size.zip(quota).map(|(s, q)| s as f64 / q as f64),
-            version: status.map(|s| s.version.clone()),
-            is_learner: status
-                .map_or_else(|| member.is_some_and(|m| m.is_learner), |s| s.is_learner),
-            alarms: own_alarms,
-            probe_seconds: p.probe_seconds,
-            peer_rtt_seconds: metrics.map(|m| m.peer_rtt.clone()).unwrap_or_default(),
-            metrics_error,
-        });
-    }
-
-    // Quorum, counted over voting members. A voter counts when it served a linearizable read, or when it
-    // answers and follows the cluster's leader: during an election the reads fail for a moment, yet the
-    // surviving voters are still a quorum. An isolated member drops its leader and stops counting.
-    let voting: Vec<&Member> = members.iter().filter(|m| !m.is_learner).collect();
-    let healthy_ids: BTreeSet<Id> = endpoints
-        .iter()
-        .zip(probes)
-        .filter(|(e, p)| {
-            let follows_leader = matches!(
-                (&p.status, leader_id),
-                (Ok(s), Some(l)) if s.leader == l && belongs(p)
-            );
-            let no_blocking_alarm = e.alarms.iter().all(|a| a == "NOSPACE");
-            e.healthy || (follows_leader && no_blocking_alarm)
-        })
-        .filter_map(|(e, _)| e.member_id)
+    let alarms: BTreeSet<Alarm> = ours()
+        .filter_map(|p| p.alarms.as_ref().ok())
+        .flatten()
+        .cloned()
         .collect();
-    let probed_ids: BTreeSet<Id> = endpoints
-        .iter()
-        .filter(|e| e.cluster_id.is_none() || e.cluster_id == cluster_id)
-        .filter_map(|e| e.member_id)
-        .collect();
-    let healthy_voting = voting
-        .iter()
-        .filter(|m| healthy_ids.contains(&m.id))
-        .count();
-    let quorum_size = voting.len() / 2 + 1;
-    let failure_tolerance = healthy_voting as i64 - quorum_size as i64;
-    let all_voters_probed = voting.iter().all(|m| probed_ids.contains(&m.id));
-    let any_linearizable_read = endpoints.iter().any(|e| e.healthy);
-    let has_quorum = !voting.is_empty()
-        && (failure_tolerance >= 0 || (!all_voters_probed && any_linearizable_read));
-    let quorum = Quorum {
-        voting_members: voting.len(),
-        healthy_voting_members: healthy_voting,
-        quorum_size,
-        failure_tolerance,
-        has_quorum,
-    };
 
-    if leader_id.is_none() {
-        warnings.push(warn(
-            WarningKind::NoLeader,
-            "no member reports a leader".into(),
-        ));
-    }
-    if members.is_empty() {
-        warnings.push(warn(
-            WarningKind::QuorumLost,
-            "no member answered: membership and quorum unknown".into(),
-        ));
-    } else if !has_quorum {
-        warnings.push(warn(
-            WarningKind::QuorumLost,
-            format!(
-                "quorum lost: {healthy_voting} of {} voting members healthy, {quorum_size} needed",
-                voting.len()
-            ),
-        ));
-    } else if failure_tolerance == 0 && all_voters_probed {
-        warnings.push(warn(
-            WarningKind::QuorumAtRisk,
-            format!(
-                "no failure tolerance: {healthy_voting} of {} voting members healthy, {quorum_size} needed; one more failure loses quorum",
-                voting.len()
-            ),
-        ));
-    }
-    for e in endpoints.iter().filter(|e| !e.healthy) {
-        if e.cluster_id.is_some() && e.cluster_id != cluster_id {
-            continue; // already a foreign_cluster warning
-        }
-        warnings.push(Warning {
-            kind: WarningKind::MemberUnhealthy,
-            message: format!(
-                "{} ({}) is unhealthy: {}",
-                e.endpoint,
-                e.member_name.as_deref().unwrap_or("unknown member"),
-                e.error.as_deref().unwrap_or("unknown error")
-            ),
-            member_id: e.member_id,
-            endpoint: Some(e.endpoint.clone()),
-        });
-    }
-    for a in &alarms {
-        let name = members
-            .iter()
-            .find(|m| m.id == a.member_id)
-            .map_or_else(|| a.member_id.to_string(), |m| m.display_name());
-        warnings.push(Warning {
-            kind: WarningKind::Alarm,
-            message: format!("alarm {} active on member {name}", a.kind),
-            member_id: Some(a.member_id),
-            endpoint: None,
-        });
-    }
-    if !voting.is_empty() && voting.len().is_multiple_of(2) {
-        warnings.push(warn(
-            WarningKind::EvenVotingMembers,
-            format!(
-                "{} voting members: an even count tolerates no more failures than one member fewer",
-                voting.len()
-            ),
-        ));
-    }
-    for m in members.iter().filter(|m| m.is_learner) {
-        warnings.push(Warning {
-            kind: WarningKind::LearnerPresent,
-            message: format!(
-                "member {} is a learner (does not vote; promote it when it has caught up)",
-                m.display_name()
-            ),
-            member_id: Some(m.id),
-            endpoint: None,
-        });
-    }
-    for m in members.iter().filter(|m| !m.started) {
-        warnings.push(Warning {
-            kind: WarningKind::MemberNotStarted,
-            message: format!(
-                "member {} was added but has not started{}",
-                m.id,
-                if m.is_learner {
-                    ""
-                } else {
-                    " (it already counts towards the quorum)"
-                }
-            ),
-            member_id: Some(m.id),
-            endpoint: None,
-        });
-    }
-    if !members.is_empty() {
-        for p in probes.iter().filter(|p| belongs(p)) {
-            let listed = members
-                .iter()
-                .any(|m| m.client_urls.iter().any(|u| same_endpoint(u, &p.endpoint)));
-            if !listed {
-                warnings.push(Warning {
-                    kind: WarningKind::EndpointNotMember,
-                    message: format!("{} is not a client URL of any member", p.endpoint),
-                    member_id: None,
-                    endpoint: Some(p.endpoint.url()),
-                });
-            }
-        }
-        for m in members
-            .iter()
-            .filter(|m| m.started && !probed_ids.contains(&m.id))
-        {
-            warnings.push(Warning {
-                kind: WarningKind::MemberNotProbed,
-                message: format!(
-                    "member {} ({}) is not probed: none of the given endpoints reaches it (use --cluster)",
-                    m.display_name(),
-                    m.client_urls.join(",")
-                ),
-                member_id: Some(m.id),
-                endpoint: None,
-            });
-        }
-    }
-    let versions: BTreeSet<&str> = endpoints
+    let endpoints: Vec<EndpointState> = probes
         .iter()
-        .filter(|e| e.cluster_id == cluster_id)
-        .filter_map(|e| e.version.as_deref())
+        .map(|p| endpoint_state(p, &members, &alarms, cluster_id, leader_id, leader_index))
         .collect();
-    if versions.len() > 1 {
-        warnings.push(warn(
-            WarningKind::VersionSkew,
-            format!(
-                "members run different versions: {}",
-                versions.into_iter().collect::<Vec<_>>().join(", ")
-            ),
-        ));
-    }
+    let quorum = quorum::count(&members, &endpoints, cluster_id, leader_id);
 
     // Any alarm fails the verdict, NOSPACE included: the member still answers reads (so it stays healthy, as
     // etcdctl says) but the cluster refuses writes until the alarm is disarmed.
     let healthy = !endpoints.is_empty()
         && endpoints.iter().all(|e| e.healthy)
-        && has_quorum
+        && quorum.has_quorum
         && leader_id.is_some()
         && alarms.is_empty();
-    ClusterView {
+    let mut view = ClusterView {
         cluster: cluster.to_string(),
         polled_at,
         healthy,
@@ -655,7 +382,94 @@ pub fn build(cluster: &str, probes: &[ProbeResult], polled_at: SystemTime) -> Cl
         members,
         endpoints,
         quorum,
-        warnings,
+        alarms: alarms.into_iter().collect(),
+        warnings: Vec::new(),
+    };
+    view.warnings = warnings::collect(&view);
+    view
+}
+
+/// One endpoint's row of the view, from its probe and what the whole poll established.
+fn endpoint_state(
+    p: &ProbeResult,
+    members: &[Member],
+    alarms: &BTreeSet<Alarm>,
+    cluster_id: Option<Id>,
+    leader_id: Option<Id>,
+    leader_index: Option<u64>,
+) -> EndpointState {
+    let status = p.status.as_ref().ok();
+    let url = p.endpoint.url();
+    // Unreachable, the endpoint is still known by the member that advertises it.
+    let member_id = status.map(|s| s.member_id).or_else(|| {
+        members
+            .iter()
+            .find(|m| m.client_urls.iter().any(|u| same_endpoint(u, &url)))
+            .map(|m| m.id)
+    });
+    let member = member_id.and_then(|id| members.iter().find(|m| m.id == id));
+    let metrics = p.metrics.as_ref().ok();
+    let own_alarms: Vec<String> = alarms
+        .iter()
+        .filter(|a| Some(a.member_id) == member_id)
+        .map(|a| a.kind.clone())
+        .collect();
+    let blocking: Vec<&str> = own_alarms
+        .iter()
+        .map(String::as_str)
+        .filter(|a| Alarm::blocks_member(a))
+        .collect();
+    let foreign = matches!((status, cluster_id), (Some(s), Some(id)) if s.cluster_id != id);
+
+    let mut error = p.status.as_ref().err().cloned();
+    if let Err(e) = &p.health {
+        error.get_or_insert_with(|| format!("health check failed: {e}"));
+    }
+    if let (true, Some(s)) = (foreign, status) {
+        error = Some(format!(
+            "endpoint belongs to cluster {}, not to cluster {}",
+            s.cluster_id,
+            cluster_id.unwrap_or_default()
+        ));
+    }
+    if !blocking.is_empty() {
+        error.get_or_insert_with(|| format!("active alarm: {}", blocking.join(", ")));
+    }
+    let healthy = p.health.is_ok() && p.status.is_ok() && blocking.is_empty() && !foreign;
+
+    let quota = status
+        .and_then(|s| s.db_quota)
+        .filter(|q| *q > 0)
+        .or_else(|| metrics.and_then(|m| m.quota_backend_bytes));
+    let db_size = status.map(|s| s.db_size);
+    let db_in_use = status.map(|s| s.db_size_in_use);
+    EndpointState {
+        endpoint: url,
+        member_id,
+        member_name: member.map(|m| m.display_name()),
+        cluster_id: status.map(|s| s.cluster_id),
+        healthy,
+        error,
+        is_leader: status.is_some_and(|s| Some(s.member_id) == leader_id && !foreign),
+        leader_id: status.map(|s| s.leader).filter(|l| l.0 != 0),
+        raft_term: status.map(|s| s.raft_term),
+        raft_index: status.map(|s| s.raft_index),
+        raft_applied_index: status.map(|s| s.raft_applied_index),
+        raft_index_lag: match (status, leader_index, foreign) {
+            (Some(s), Some(l), false) => Some(l.saturating_sub(s.raft_index)),
+            _ => None,
+        },
+        db_size_bytes: db_size,
+        db_size_in_use_bytes: db_in_use,
+        db_quota_bytes: quota,
+        db_fragmented_bytes: db_size.zip(db_in_use).map(|(s, u)| s.saturating_sub(u)),
+        db_quota_usage: db_size.zip(quota).map(|(s, q)| s as f64 / q as f64),
+        version: status.map(|s| s.version.clone()),
+        is_learner: status.map_or_else(|| member.is_some_and(|m| m.is_learner), |s| s.is_learner),
+        alarms: own_alarms,
+        probe_seconds: p.probe_seconds,
+        peer_rtt_seconds: metrics.map(|m| m.peer_rtt.clone()).unwrap_or_default(),
+        metrics_error: p.metrics.as_ref().err().cloned(),
     }
 }
 

@@ -35,37 +35,20 @@ where
     }
 }
 
-/// Probes one endpoint. `memory` carries the connection and last metrics between polls; pass a fresh one for
-/// a one-shot probe (peer round-trip times are then cumulative since the member started).
-pub async fn probe(
-    connector: &Connector,
-    endpoint: &Endpoint,
-    memory: &mut EndpointMemory,
-) -> ProbeResult {
-    let started = Instant::now();
-    let client = match memory.client.take() {
-        Some(c) => c,
-        None => match connector.connect(endpoint).await {
-            Ok(c) => c,
-            Err(e) => {
-                memory.metrics = None;
-                return ProbeResult::unreachable(
-                    endpoint.clone(),
-                    e.to_string(),
-                    started.elapsed().as_secs_f64(),
-                );
-            }
-        },
-    };
-    let timeout = connector.settings().command_timeout;
+type Calls = (
+    Outcome<etcd_client::StatusResponse>,
+    Outcome<()>,
+    Outcome<etcd_client::AlarmResponse>,
+    Outcome<etcd_client::MemberListResponse>,
+);
 
+/// Status, the health read, AlarmList and MemberList, all at once.
+async fn grpc_calls(client: &Client, timeout: Duration) -> Calls {
     let mut maintenance = client.maintenance_client();
     let mut kv = client.kv_client();
     let mut alarm_client = client.maintenance_client();
     let mut cluster = client.cluster_client();
-    let metrics_url = format!("{}/metrics", endpoint.url());
-
-    let (status, health, alarms, members, metrics_text) = tokio::join!(
+    tokio::join!(
         bounded(timeout, maintenance.status()),
         // `etcdctl endpoint health` semantics: permission denied still proves the member served a linearizable
         // read, so it counts as healthy.
@@ -93,13 +76,50 @@ pub async fn probe(
             alarm_client.alarm(AlarmAction::Get, AlarmType::None, None)
         ),
         bounded(timeout, cluster.member_list()),
-        async {
+    )
+}
+
+/// Probes one endpoint. `memory` carries the connection and last metrics between polls; pass a fresh one for
+/// a one-shot probe (peer round-trip times are then cumulative since the member started).
+pub async fn probe(
+    connector: &Connector,
+    endpoint: &Endpoint,
+    memory: &mut EndpointMemory,
+) -> ProbeResult {
+    let started = Instant::now();
+    let timeout = connector.settings().command_timeout;
+    let metrics_url = format!("{}/metrics", endpoint.url());
+    // The member renders ~150 KB for /metrics, the slowest part of a probe: ask for it while gRPC connects.
+    let metrics_fetch = async {
+        let result =
             match tokio::time::timeout(timeout, connector.fetch_metrics(&metrics_url)).await {
                 Ok(r) => r,
                 Err(_) => Err(format!("GET {metrics_url}: timed out")),
-            }
-        },
-    );
+            };
+        tracing::debug!(%endpoint, ms = started.elapsed().as_secs_f64() * 1e3, "metrics read");
+        result
+    };
+    let cached = memory.client.take();
+    let grpc = async {
+        let client = match cached {
+            Some(c) => c,
+            None => connector
+                .connect(endpoint)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        let calls = grpc_calls(&client, timeout).await;
+        tracing::debug!(%endpoint, ms = started.elapsed().as_secs_f64() * 1e3, "gRPC calls done");
+        Ok::<_, String>((client, calls))
+    };
+    let (grpc, metrics_text) = tokio::join!(grpc, metrics_fetch);
+    let (client, (status, health, alarms, members)) = match grpc {
+        Ok(done) => done,
+        Err(e) => {
+            memory.metrics = None;
+            return ProbeResult::unreachable(endpoint.clone(), e, started.elapsed().as_secs_f64());
+        }
+    };
 
     let status = status.and_then(|s| {
         let header = s

@@ -1,0 +1,201 @@
+//! What an operator should look at, derived from a built view (pure). Kinds are a closed set: they are a metric
+//! label (`cluster_warnings{kind}`) and a JSON value.
+
+use std::collections::BTreeSet;
+
+use super::{ClusterView, Warning, WarningKind, same_endpoint};
+use crate::id::Id;
+
+fn cluster_wide(kind: WarningKind, message: String) -> Warning {
+    Warning {
+        kind,
+        message,
+        member_id: None,
+        endpoint: None,
+    }
+}
+
+fn about_member(kind: WarningKind, member_id: Id, message: String) -> Warning {
+    Warning {
+        kind,
+        message,
+        member_id: Some(member_id),
+        endpoint: None,
+    }
+}
+
+pub(super) fn collect(view: &ClusterView) -> Vec<Warning> {
+    let mut out = Vec::new();
+    leadership(view, &mut out);
+    quorum(view, &mut out);
+    endpoints(view, &mut out);
+    membership(view, &mut out);
+    out
+}
+
+fn leadership(view: &ClusterView, out: &mut Vec<Warning>) {
+    if view.leader_id.is_none() {
+        out.push(cluster_wide(
+            WarningKind::NoLeader,
+            "no member reports a leader".into(),
+        ));
+    }
+    let ours = view.endpoints.iter().filter(|e| !view.is_foreign(e));
+    let claims: Vec<(Id, Id)> = ours
+        .filter_map(|e| Some((e.member_id?, e.leader_id?)))
+        .collect();
+    let distinct: BTreeSet<Id> = claims.iter().map(|(_, l)| *l).collect();
+    if distinct.len() > 1 {
+        let said: Vec<String> = claims
+            .iter()
+            .map(|(m, l)| format!("{m} says {l}"))
+            .collect();
+        out.push(cluster_wide(
+            WarningKind::LeaderDisagreement,
+            format!("members disagree about the leader: {}", said.join(", ")),
+        ));
+    }
+}
+
+fn quorum(view: &ClusterView, out: &mut Vec<Warning>) {
+    let q = &view.quorum;
+    let all_probed = view
+        .members
+        .iter()
+        .filter(|m| !m.is_learner)
+        .all(|m| view.endpoints.iter().any(|e| e.member_id == Some(m.id)));
+    if view.members.is_empty() {
+        out.push(cluster_wide(
+            WarningKind::QuorumLost,
+            "no member answered: membership and quorum unknown".into(),
+        ));
+    } else if !q.has_quorum {
+        out.push(cluster_wide(
+            WarningKind::QuorumLost,
+            format!(
+                "quorum lost: {} of {} voting members healthy, {} needed",
+                q.healthy_voting_members, q.voting_members, q.quorum_size
+            ),
+        ));
+    } else if q.failure_tolerance == 0 && all_probed {
+        out.push(cluster_wide(
+            WarningKind::QuorumAtRisk,
+            format!(
+                "no failure tolerance: {} of {} voting members healthy, {} needed; one more failure loses quorum",
+                q.healthy_voting_members, q.voting_members, q.quorum_size
+            ),
+        ));
+    }
+    let voting = q.voting_members;
+    if voting > 0 && voting.is_multiple_of(2) {
+        out.push(cluster_wide(
+            WarningKind::EvenVotingMembers,
+            format!("{voting} voting members: an even count tolerates no more failures than one member fewer"),
+        ));
+    }
+}
+
+fn endpoints(view: &ClusterView, out: &mut Vec<Warning>) {
+    for e in &view.endpoints {
+        let name = e.member_name.as_deref().unwrap_or("unknown member");
+        let warning = |kind, message| Warning {
+            kind,
+            message,
+            member_id: e.member_id,
+            endpoint: Some(e.endpoint.clone()),
+        };
+        if view.is_foreign(e) {
+            let error = e.error.as_deref().unwrap_or("another cluster");
+            out.push(warning(
+                WarningKind::ForeignCluster,
+                format!("{}: {error}", e.endpoint),
+            ));
+            continue;
+        }
+        if !e.healthy {
+            let error = e.error.as_deref().unwrap_or("unknown error");
+            out.push(warning(
+                WarningKind::MemberUnhealthy,
+                format!("{} ({name}) is unhealthy: {error}", e.endpoint),
+            ));
+        }
+        // An unreachable member has no metrics either: that is already its error, not a second warning.
+        if let (Some(error), Some(_)) = (&e.metrics_error, e.raft_term) {
+            out.push(warning(
+                WarningKind::MetricsUnreadable,
+                format!("{}: cannot read the member's /metrics: {error}", e.endpoint),
+            ));
+        }
+        if !view.members.is_empty()
+            && !view
+                .members
+                .iter()
+                .any(|m| m.client_urls.iter().any(|u| same_endpoint(u, &e.endpoint)))
+        {
+            out.push(warning(
+                WarningKind::EndpointNotMember,
+                format!("{} is not a client URL of any member", e.endpoint),
+            ));
+        }
+    }
+    let versions: BTreeSet<&str> = view
+        .endpoints
+        .iter()
+        .filter(|e| !view.is_foreign(e))
+        .filter_map(|e| e.version.as_deref())
+        .collect();
+    if versions.len() > 1 {
+        let list: Vec<&str> = versions.into_iter().collect();
+        out.push(cluster_wide(
+            WarningKind::VersionSkew,
+            format!("members run different versions: {}", list.join(", ")),
+        ));
+    }
+}
+
+fn membership(view: &ClusterView, out: &mut Vec<Warning>) {
+    for a in &view.alarms {
+        let name = view
+            .member(a.member_id)
+            .map_or_else(|| a.member_id.to_string(), |m| m.display_name());
+        out.push(about_member(
+            WarningKind::Alarm,
+            a.member_id,
+            format!("alarm {} active on member {name}", a.kind),
+        ));
+    }
+    for m in &view.members {
+        if m.is_learner {
+            out.push(about_member(
+                WarningKind::LearnerPresent,
+                m.id,
+                format!(
+                    "member {} is a learner (does not vote; promote it when it has caught up)",
+                    m.display_name()
+                ),
+            ));
+        }
+        if !m.started {
+            let counts = if m.is_learner {
+                ""
+            } else {
+                " (it already counts towards the quorum)"
+            };
+            out.push(about_member(
+                WarningKind::MemberNotStarted,
+                m.id,
+                format!("member {} was added but has not started{counts}", m.id),
+            ));
+        } else if !view.endpoints.iter().any(|e| e.member_id == Some(m.id)) {
+            out.push(about_member(
+                WarningKind::MemberNotProbed,
+                m.id,
+                format!(
+                    "member {} ({}) is not probed: none of the given endpoints reaches it (use --cluster)",
+                    m.display_name(),
+                    m.client_urls.join(",")
+                ),
+            ));
+        }
+    }
+}
