@@ -44,11 +44,19 @@ start_local_cluster() {
 }
 
 stop_local_cluster() {
+  # Callers run under `set -e`, and `wait` on a killed process returns 137: every step must tolerate failure,
+  # or the loop stops after the first member and leaks the others.
   local pid
   for pid in "${ETCD_PIDS[@]:-}"; do
-    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    [ -n "$pid" ] || continue
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
   done
   ETCD_PIDS=()
-  [ -n "${ETCD_DIR:-}" ] && rm -rf "$ETCD_DIR"
+  if [ -n "${ETCD_DIR:-}" ]; then
+    # Safety net: anything still running on this cluster's data directories.
+    pkill -9 -f -- "--data-dir $ETCD_DIR/" 2>/dev/null || true
+    rm -rf "$ETCD_DIR"
+  fi
   return 0
 }

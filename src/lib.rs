@@ -3,9 +3,14 @@
 //! Data flows one way: targets → poller (probes every endpoint concurrently) → [`view::ClusterView`] → exporters
 //! and maintenance. Pure logic (view, histogram math) has no I/O; I/O lives in `etcd` and `probe`.
 
+pub mod config;
+pub mod daemon;
 pub mod etcd;
+pub mod events;
 pub mod export;
 pub mod histogram;
 pub mod id;
 pub mod probe;
+#[cfg(test)]
+mod testing;
 pub mod view;

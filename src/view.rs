@@ -92,11 +92,16 @@ impl Alarm {
     }
 }
 
-/// Heartbeat round-trip time to one peer, estimated from the member's histogram.
+/// Heartbeat round-trip time to one peer, estimated from the member's histogram: quantiles over the last
+/// interval (or since start for a one-shot probe), count and sum cumulative, as a Prometheus summary has them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PeerRtt {
     pub p50: f64,
     pub p99: f64,
+    #[serde(skip)]
+    pub count: u64,
+    #[serde(skip)]
+    pub sum: f64,
 }
 
 /// What the probe learned from the member's own /metrics.

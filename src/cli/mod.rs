@@ -1,6 +1,8 @@
 //! Command-line parsing shared by the subcommands. Precedence for every setting: flag, then `ETCD_SENTINEL_*`,
 //! then etcdctl's `ETCDCTL_*` where the meaning is the same, then the default.
 
+pub mod check_config;
+pub mod run;
 pub mod status;
 
 use std::process::ExitCode;
@@ -49,7 +51,7 @@ pub enum WriteOut {
     Json,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 500ms, 2s, 1m)"))
 }
 

@@ -62,10 +62,22 @@ pub fn describe(err: &(dyn StdError + 'static)) -> String {
 pub fn describe_etcd_error(err: &etcd_client::Error) -> String {
     match err {
         etcd_client::Error::GRpcStatus(status) => {
-            if status.message().is_empty() {
+            let message = if status.message().is_empty() {
                 format!("{:?}", status.code())
             } else {
                 status.message().to_string()
+            };
+            // A transport failure on an established channel ("tcp connect error") keeps its cause in the source.
+            match status.source() {
+                Some(cause) => {
+                    let cause = describe(cause);
+                    if cause.contains(&message) {
+                        cause
+                    } else {
+                        format!("{message}: {cause}")
+                    }
+                }
+                None => message,
             }
         }
         other => describe(other),
@@ -108,7 +120,8 @@ impl Connector {
         let channel = tonic::transport::Endpoint::from_shared(endpoint.url())
             .map_err(|e| ConnectError::Connect(describe(&e)))?
             .connect_timeout(dial)
-            .timeout(self.settings.command_timeout)
+            // No per-request timeout on the channel: callers bound each call themselves (a probe by the command
+            // timeout), and a snapshot stream may rightly take minutes.
             .tcp_nodelay(true)
             // Notices a member that stops answering on an idle, cached connection.
             .http2_keep_alive_interval(Duration::from_secs(10))

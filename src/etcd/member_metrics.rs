@@ -13,6 +13,7 @@ use crate::id::Id;
 
 const QUOTA: &str = "etcd_server_quota_backend_bytes";
 const PEER_RTT: &str = "etcd_network_peer_round_trip_time_seconds";
+const PEER_RTT_SUM: &str = "etcd_network_peer_round_trip_time_seconds_sum";
 const WANTED: [&str; 2] = [QUOTA, PEER_RTT];
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,6 +22,8 @@ pub struct MemberMetrics {
     pub quota_backend_bytes: Option<u64>,
     /// Heartbeat round-trip time to each peer, cumulative since the member started.
     pub peer_rtt: BTreeMap<Id, Histogram>,
+    /// Sum of those round-trip times (the histogram's `_sum`), cumulative.
+    pub peer_rtt_sum: BTreeMap<Id, f64>,
 }
 
 #[derive(Debug, Error)]
@@ -53,6 +56,11 @@ pub fn parse(text: &str) -> Result<MemberMetrics, MetricsParseError> {
         match (sample.metric.as_str(), &sample.value) {
             (QUOTA, Value::Gauge(v) | Value::Untyped(v)) if v.is_finite() && *v >= 0.0 => {
                 out.quota_backend_bytes = Some(*v as u64);
+            }
+            (PEER_RTT_SUM, Value::Untyped(v) | Value::Counter(v) | Value::Gauge(v)) => {
+                if let Some(peer) = sample.labels.get("To").and_then(Id::from_hex) {
+                    out.peer_rtt_sum.insert(peer, *v);
+                }
             }
             (PEER_RTT, Value::Histogram(buckets)) => {
                 let Some(peer) = sample.labels.get("To").and_then(Id::from_hex) else {
@@ -93,6 +101,7 @@ etcd_server_quota_backend_bytes 2.147483648e+09
         assert_eq!(m.quota_backend_bytes, Some(2_147_483_648));
         let rtt = &m.peer_rtt[&Id(0x8211f1d0f64f3269)];
         assert_eq!(rtt.count(), 8.0);
+        assert_eq!(m.peer_rtt_sum[&Id(0x8211f1d0f64f3269)], 0.0015);
         let p50 = rtt.quantile(0.5).unwrap();
         assert!(p50 > 0.0001 && p50 <= 0.0002, "p50 {p50}");
     }

@@ -19,6 +19,8 @@ use crate::view::{Alarm, Member, Outcome, PeerRtt, ProbeMetrics, ProbeResult, St
 pub struct EndpointMemory {
     pub client: Option<Client>,
     pub metrics: Option<MemberMetrics>,
+    /// The last round-trip estimates, kept while the member measures nothing new.
+    pub peer_rtt: BTreeMap<Id, PeerRtt>,
 }
 
 async fn bounded<T, F>(timeout: Duration, call: F) -> Outcome<T>
@@ -167,9 +169,11 @@ pub async fn probe(
     let parsed =
         metrics_text.and_then(|text| member_metrics::parse(&text).map_err(|e| e.to_string()));
     let metrics = parsed.map(|now| {
+        let rtt = peer_rtt(&now, memory.metrics.as_ref(), &memory.peer_rtt);
+        memory.peer_rtt = rtt.clone();
         let summary = ProbeMetrics {
             quota_backend_bytes: now.quota_backend_bytes,
-            peer_rtt: peer_rtt(&now, memory.metrics.as_ref()),
+            peer_rtt: rtt,
         };
         memory.metrics = Some(now);
         summary
@@ -191,22 +195,84 @@ pub async fn probe(
 }
 
 /// Peer round-trip time: over the last interval when a previous reading exists, else since the member started.
-/// A counter reset (restart) between the two readings gives nothing for this poll rather than a wrong figure.
-fn peer_rtt(now: &MemberMetrics, previous: Option<&MemberMetrics>) -> BTreeMap<Id, PeerRtt> {
+///
+/// etcd measures peer round trips only every few seconds, so an interval may hold no new observation: then the
+/// last estimate stands. A counter reset (the member restarted) between two readings gives nothing for this poll
+/// rather than a wrong figure.
+fn peer_rtt(
+    now: &MemberMetrics,
+    previous: Option<&MemberMetrics>,
+    last: &BTreeMap<Id, PeerRtt>,
+) -> BTreeMap<Id, PeerRtt> {
     let mut out = BTreeMap::new();
     for (peer, hist) in &now.peer_rtt {
-        let window: Option<Histogram> = match previous {
+        let window: Option<Histogram> = match previous.and_then(|p| p.peer_rtt.get(peer)) {
             None => Some(hist.clone()),
-            Some(prev) => match prev.peer_rtt.get(peer) {
-                None => Some(hist.clone()),
-                Some(before) => hist.since(before),
-            },
+            Some(before) => hist.since(before),
         };
-        if let Some(w) = window
-            && let (Some(p50), Some(p99)) = (w.quantile(0.5), w.quantile(0.99))
-        {
-            out.insert(*peer, PeerRtt { p50, p99 });
+        let Some(window) = window else {
+            continue; // reset
+        };
+        let count = hist.count() as u64;
+        let sum = now.peer_rtt_sum.get(peer).copied().unwrap_or(0.0);
+        match (window.quantile(0.5), window.quantile(0.99)) {
+            (Some(p50), Some(p99)) => {
+                out.insert(
+                    *peer,
+                    PeerRtt {
+                        p50,
+                        p99,
+                        count,
+                        sum,
+                    },
+                );
+            }
+            _ => {
+                if let Some(kept) = last.get(peer) {
+                    out.insert(
+                        *peer,
+                        PeerRtt {
+                            count,
+                            sum,
+                            ..*kept
+                        },
+                    );
+                }
+            }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(peer: u64, buckets: &[(f64, f64)]) -> MemberMetrics {
+        let mut m = MemberMetrics::default();
+        m.peer_rtt
+            .insert(Id(peer), Histogram::new(buckets.to_vec()));
+        m
+    }
+
+    #[test]
+    fn peer_rtt_per_interval_keeps_the_last_estimate_and_drops_on_reset() {
+        let first = metrics(7, &[(0.001, 4.0), (0.01, 4.0), (f64::INFINITY, 4.0)]);
+        let cumulative = peer_rtt(&first, None, &BTreeMap::new());
+        assert!(cumulative[&Id(7)].p99 <= 0.001);
+
+        // Two slow heartbeats in the interval: the interval's estimate, not the cumulative one.
+        let slow = metrics(7, &[(0.001, 4.0), (0.01, 6.0), (f64::INFINITY, 6.0)]);
+        let interval = peer_rtt(&slow, Some(&first), &cumulative);
+        assert!(interval[&Id(7)].p50 > 0.001);
+
+        // Nothing measured since: the last estimate stands.
+        let quiet = peer_rtt(&slow, Some(&slow), &interval);
+        assert_eq!(quiet[&Id(7)].p99, interval[&Id(7)].p99);
+        assert_eq!(quiet[&Id(7)].count, 6);
+
+        // Restarted member: counts went down, no figure this time.
+        let restarted = metrics(7, &[(0.001, 1.0), (0.01, 1.0), (f64::INFINITY, 1.0)]);
+        assert!(peer_rtt(&restarted, Some(&slow), &interval).is_empty());
+    }
 }

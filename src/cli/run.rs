@@ -1,0 +1,82 @@
+//! `etcd-sentinel run`: the daemon, from a configuration file or, for a single cluster, from flags alone.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use etcd_sentinel::config::{ClusterConfig, Config, DEFAULT_INTERVAL, DEFAULT_LISTEN};
+use etcd_sentinel::daemon::{self, ConfigSource, DaemonError};
+
+use super::{CliError, ConnectionArgs, parse_duration};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file (TOML); reloaded on SIGHUP
+    #[arg(long, env = "ETCD_SENTINEL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address of the HTTP server (/metrics, /api/v1/…); overrides the file's `listen` [default: 0.0.0.0:9379]
+    #[arg(long, env = "ETCD_SENTINEL_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Without --config: the name of the single cluster (metric label, API path)
+    #[arg(long, env = "ETCD_SENTINEL_NAME", default_value = "default")]
+    pub name: String,
+
+    /// Without --config: how often to poll [default: 10s]
+    #[arg(long, env = "ETCD_SENTINEL_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Option<Duration>,
+
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// The configuration from flags alone: one cluster.
+fn from_flags(args: &RunArgs) -> Result<Config, CliError> {
+    let target = args.connection.target(&args.name)?;
+    let interval = args.interval.unwrap_or(DEFAULT_INTERVAL);
+    if interval < Duration::from_millis(100) {
+        return Err(CliError::Usage("--interval: must be at least 100ms".into()));
+    }
+    // Validate the name with the same rules as the file, by building the equivalent file.
+    let probe = format!(
+        "[[cluster]]\nname = {:?}\nendpoints = [\"127.0.0.1:1\"]\n",
+        args.name
+    );
+    etcd_sentinel::config::parse("--name", &probe).map_err(|e| CliError::Usage(e.to_string()))?;
+    Ok(Config {
+        listen: DEFAULT_LISTEN
+            .parse()
+            .map_err(|_| CliError::Usage("bad default listen address".into()))?,
+        clusters: vec![ClusterConfig {
+            name: target.name,
+            endpoints: target.endpoints,
+            discovery: target.discovery,
+            interval,
+            connect: args.connection.settings()?,
+        }],
+    })
+}
+
+pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
+    let (config, source) = match &args.config {
+        Some(path) => {
+            if args.connection.endpoints.is_some() || args.interval.is_some() {
+                return Err(CliError::Usage(
+                    "use either --config or --endpoints/--interval, not both".into(),
+                ));
+            }
+            let config = daemon::load_config(path).map_err(CliError::Usage)?;
+            (config, ConfigSource::File(path.clone()))
+        }
+        None => (from_flags(&args)?, ConfigSource::Flags),
+    };
+    match daemon::run(config, source, args.listen).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e @ DaemonError::Bind { .. }) => Err(CliError::Failed(e.into())),
+        Err(e) => Err(CliError::Failed(e.into())),
+    }
+}

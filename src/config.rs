@@ -1,0 +1,351 @@
+//! Configuration: a TOML file (or flags for a single cluster) → a validated [`Config`]. Pure: the caller reads
+//! the file. Every error names the file, the line and the field, because the person reading it is fixing a
+//! config at 3 a.m.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+use toml::Spanned;
+
+use crate::etcd::connect::ConnectSettings;
+use crate::etcd::endpoint::Endpoint;
+use crate::probe::poller::{Discovery, Target};
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9379";
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// Polling faster than this only loads etcd; nothing useful changes within 100 ms.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub clusters: Vec<ClusterConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// Unique; used as the `cluster` metric label and in API paths.
+    pub name: String,
+    pub endpoints: Vec<Endpoint>,
+    pub discovery: Discovery,
+    pub interval: Duration,
+    pub connect: ConnectSettings,
+}
+
+impl ClusterConfig {
+    pub fn target(&self) -> Target {
+        Target {
+            name: self.name.clone(),
+            endpoints: self.endpoints.clone(),
+            discovery: self.discovery,
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{file}:{line}: {field}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        field: String,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    Whole { file: String, message: String },
+}
+
+// The file as written. Unknown keys are errors: a typo ("intervall") must not silently fall back to a default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    #[serde(default, rename = "cluster")]
+    clusters: Vec<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: Spanned<String>,
+    endpoints: Spanned<Vec<Spanned<String>>>,
+    discovery: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    dial_timeout: Option<Spanned<String>>,
+    command_timeout: Option<Spanned<String>>,
+}
+
+/// Turns byte offsets into line numbers for the messages.
+struct Source<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        (line, column)
+    }
+
+    fn invalid<T>(
+        &self,
+        spanned: &Spanned<T>,
+        field: String,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_string(),
+            line: self.line_col(spanned.span().start).0,
+            field,
+            message: message.into(),
+        }
+    }
+
+    fn duration(&self, value: &Spanned<String>, field: String) -> Result<Duration, ConfigError> {
+        let d = humantime::parse_duration(value.get_ref().trim()).map_err(|e| {
+            self.invalid(
+                value,
+                field.clone(),
+                format!("{:?}: {e} (expected e.g. 500ms, 10s, 1m)", value.get_ref()),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(self.invalid(value, field, "must be longer than zero"));
+        }
+        Ok(d)
+    }
+}
+
+/// A cluster name is a metric label value and a URL path segment: keep it to a safe alphabet.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Parses and validates a configuration file's text; `file` is only used in messages.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    let src = Source { file, text };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let (line, column) = e.span().map_or((1, 1), |s| src.line_col(s.start));
+        ConfigError::Syntax {
+            file: file.to_string(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
+    })?;
+
+    let listen = match &raw.listen {
+        None => DEFAULT_LISTEN.parse().map_err(|_| ConfigError::Whole {
+            file: file.to_string(),
+            message: "bad built-in listen address".into(),
+        })?,
+        Some(l) => l.get_ref().trim().parse::<SocketAddr>().map_err(|e| {
+            src.invalid(
+                l,
+                "listen".into(),
+                format!(
+                    "{:?}: {e} (expected host:port, e.g. 0.0.0.0:9379)",
+                    l.get_ref()
+                ),
+            )
+        })?,
+    };
+
+    if raw.clusters.is_empty() {
+        return Err(ConfigError::Whole {
+            file: file.to_string(),
+            message: "no [[cluster]] configured: nothing to watch".into(),
+        });
+    }
+    let mut names = BTreeSet::new();
+    let mut clusters = Vec::with_capacity(raw.clusters.len());
+    for (i, c) in raw.clusters.iter().enumerate() {
+        let field = |f: &str| format!("cluster[{i}].{f}");
+        let name = c.name.get_ref().trim().to_string();
+        if !valid_name(&name) {
+            return Err(src.invalid(
+                &c.name,
+                field("name"),
+                format!("{name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(src.invalid(
+                &c.name,
+                field("name"),
+                format!("{name:?} is used by another cluster"),
+            ));
+        }
+        if c.endpoints.get_ref().is_empty() {
+            return Err(src.invalid(
+                &c.endpoints,
+                field("endpoints"),
+                "at least one endpoint is needed",
+            ));
+        }
+        let mut endpoints = Vec::new();
+        for (j, e) in c.endpoints.get_ref().iter().enumerate() {
+            let ep = Endpoint::parse(e.get_ref()).map_err(|err| {
+                src.invalid(e, field(&format!("endpoints[{j}]")), err.to_string())
+            })?;
+            if !endpoints.contains(&ep) {
+                endpoints.push(ep);
+            }
+        }
+        let discovery = match &c.discovery {
+            None => Discovery::Static,
+            Some(d) => match d.get_ref().trim() {
+                "static" => Discovery::Static,
+                "members" => Discovery::Members,
+                other => {
+                    return Err(src.invalid(
+                        d,
+                        field("discovery"),
+                        format!("{other:?}: expected \"static\" or \"members\""),
+                    ));
+                }
+            },
+        };
+        let defaults = ConnectSettings::default();
+        let interval = match &c.interval {
+            Some(v) => src.duration(v, field("interval"))?,
+            None => DEFAULT_INTERVAL,
+        };
+        if let (Some(v), true) = (&c.interval, interval < MIN_INTERVAL) {
+            return Err(src.invalid(v, field("interval"), "must be at least 100ms"));
+        }
+        let connect = ConnectSettings {
+            dial_timeout: match &c.dial_timeout {
+                Some(v) => src.duration(v, field("dial_timeout"))?,
+                None => defaults.dial_timeout,
+            },
+            command_timeout: match &c.command_timeout {
+                Some(v) => src.duration(v, field("command_timeout"))?,
+                None => defaults.command_timeout,
+            },
+        };
+        clusters.push(ClusterConfig {
+            name,
+            endpoints,
+            discovery,
+            interval,
+            connect,
+        });
+    }
+    Ok(Config { listen, clusters })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:9400"
+
+[[cluster]]
+name = "prod"
+endpoints = ["https://10.0.0.1:2379", "10.0.0.2:2379"]
+discovery = "members"
+interval = "15s"
+command_timeout = "3s"
+
+[[cluster]]
+name = "staging"
+endpoints = ["127.0.0.1:2379"]
+"#;
+
+    #[test]
+    fn a_full_file_parses_with_defaults_filled_in() {
+        let c = parse("sentinel.toml", GOOD).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9400".parse().unwrap());
+        assert_eq!(c.clusters.len(), 2);
+        let prod = &c.clusters[0];
+        assert_eq!(prod.discovery, Discovery::Members);
+        assert_eq!(prod.interval, Duration::from_secs(15));
+        assert_eq!(prod.connect.command_timeout, Duration::from_secs(3));
+        assert_eq!(prod.connect.dial_timeout, Duration::from_secs(2));
+        assert_eq!(prod.endpoints[1].url(), "http://10.0.0.2:2379");
+        let staging = &c.clusters[1];
+        assert_eq!(staging.interval, DEFAULT_INTERVAL);
+        assert_eq!(staging.discovery, Discovery::Static);
+    }
+
+    fn error_of(text: &str) -> String {
+        parse("s.toml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"127.0.0.1\"]\n",
+                "s.toml:3: cluster[0].endpoints[0]: invalid endpoint \"127.0.0.1\": missing port",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\ninterval = \"often\"\n",
+                "s.toml:4: cluster[0].interval: \"often\"",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\ninterval = \"10ms\"\n",
+                "s.toml:4: cluster[0].interval: must be at least 100ms",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[[cluster]]\nname = \"a\"\nendpoints = [\"b:1\"]\n",
+                "s.toml:5: cluster[1].name: \"a\" is used by another cluster",
+            ),
+            (
+                "[[cluster]]\nname = \"a b\"\nendpoints = [\"a:1\"]\n",
+                "s.toml:2: cluster[0].name",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = []\n",
+                "s.toml:3: cluster[0].endpoints: at least one endpoint",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\ndiscovery = \"dns\"\n",
+                "s.toml:4: cluster[0].discovery: \"dns\"",
+            ),
+            (
+                "listen = \"nowhere\"\n[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n",
+                "s.toml:1: listen",
+            ),
+            ("listen = \"0.0.0.0:9379\"\n", "no [[cluster]]"),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\nintervall = \"5s\"\n",
+                "s.toml:4:1: unknown field `intervall`",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"\n",
+                "s.toml:3:",
+            ),
+            (
+                "[[cluster]]\nendpoints = [\"a:1\"]\n",
+                "missing field `name`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = error_of(text);
+            assert!(
+                err.contains(expected),
+                "for\n{text}\ngot:      {err}\nexpected: {expected}"
+            );
+        }
+    }
+}

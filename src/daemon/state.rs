@@ -1,0 +1,82 @@
+//! What the daemon shares between its pollers and its HTTP server: per cluster, the latest view (a watch
+//! channel, so readers never wait for a poll) and the event log.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::watch;
+
+use crate::config::ClusterConfig;
+use crate::events::{Event, EventLog};
+use crate::export::metrics::Metrics;
+use crate::view::ClusterView;
+
+pub type LatestView = watch::Receiver<Option<Arc<ClusterView>>>;
+
+pub struct ClusterEntry {
+    pub config: ClusterConfig,
+    pub view: LatestView,
+    pub events: Arc<Mutex<EventLog>>,
+}
+
+impl ClusterEntry {
+    pub fn latest(&self) -> Option<Arc<ClusterView>> {
+        self.view.borrow().clone()
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        // A poisoned lock means a poller panicked while appending; the log itself is still consistent.
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .snapshot()
+    }
+}
+
+/// The daemon's shared state. Lock order: only `clusters`, held briefly, never across an await.
+pub struct Shared {
+    clusters: RwLock<BTreeMap<String, ClusterEntry>>,
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    pub fn new(metrics: Metrics) -> Self {
+        Shared {
+            clusters: RwLock::new(BTreeMap::new()),
+            metrics,
+        }
+    }
+
+    pub fn insert(&self, entry: ClusterEntry) {
+        self.write().insert(entry.config.name.clone(), entry);
+    }
+
+    pub fn remove(&self, name: &str) -> Option<ClusterEntry> {
+        self.write().remove(name)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    /// Runs `f` on one cluster's entry, if it exists.
+    pub fn with_cluster<T>(&self, name: &str, f: impl FnOnce(&ClusterEntry) -> T) -> Option<T> {
+        self.read().get(name).map(f)
+    }
+
+    /// Latest views of every cluster, `None` where the first poll has not completed.
+    pub fn latest_views(&self) -> Vec<(String, Option<Arc<ClusterView>>)> {
+        self.read()
+            .iter()
+            .map(|(name, e)| (name.clone(), e.latest()))
+            .collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ClusterEntry>> {
+        self.clusters.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ClusterEntry>> {
+        self.clusters.write().unwrap_or_else(|p| p.into_inner())
+    }
+}

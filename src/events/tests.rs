@@ -1,0 +1,166 @@
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::*;
+use crate::testing::*;
+use crate::view::{self, ProbeResult};
+
+fn view_of(probes: &[ProbeResult], at_secs: u64) -> ClusterView {
+    view::build("prod", probes, UNIX_EPOCH + Duration::from_secs(at_secs))
+}
+
+fn kinds(events: &[Event]) -> Vec<EventKind> {
+    events.iter().map(|e| e.kind).collect()
+}
+
+#[test]
+fn nothing_changed_no_events() {
+    let (_, probes) = three();
+    assert!(diff(&view_of(&probes, 1), &view_of(&probes, 2)).is_empty());
+}
+
+#[test]
+fn member_down_then_back_up() {
+    let (_, healthy) = three();
+    let mut one_down = healthy.clone();
+    one_down[2] = down(2);
+    let a = view_of(&healthy, 1);
+    let b = view_of(&one_down, 2);
+    let c = view_of(&healthy, 3);
+    let down_events = diff(&a, &b);
+    assert_eq!(
+        kinds(&down_events),
+        vec![EventKind::MemberUnhealthy, EventKind::QuorumAtRisk]
+    );
+    assert_eq!(down_events[0].member_id, Some(crate::id::Id(3)));
+    assert!(
+        down_events[0].message.contains("m2")
+            && down_events[0].message.contains("connection refused")
+    );
+    assert_eq!(down_events[0].time, UNIX_EPOCH + Duration::from_secs(2));
+    assert_eq!(
+        kinds(&diff(&b, &c)),
+        vec![EventKind::MemberHealthy, EventKind::QuorumRestored]
+    );
+}
+
+#[test]
+fn leader_change_names_old_new_and_term() {
+    let (members, before) = three();
+    let after: Vec<ProbeResult> = (0..3)
+        .map(|i| {
+            let mut p = healthy_probe(i, &members, 1);
+            if let Ok(s) = &mut p.status {
+                s.raft_term = 3;
+            }
+            p
+        })
+        .collect();
+    let events = diff(&view_of(&before, 1), &view_of(&after, 2));
+    assert_eq!(kinds(&events), vec![EventKind::LeaderChanged]);
+    assert_eq!(events[0].message, "leader changed from m0 to m1 (term 3)");
+}
+
+#[test]
+fn quorum_lost_and_restored() {
+    let (_, healthy) = three();
+    let mut lost = healthy.clone();
+    lost[1] = down(1);
+    lost[2] = down(2);
+    lost[0].health = Err("timed out".into());
+    if let Ok(s) = &mut lost[0].status {
+        s.leader = crate::id::Id(0);
+    }
+    let events = diff(&view_of(&healthy, 1), &view_of(&lost, 2));
+    assert!(
+        kinds(&events).contains(&EventKind::QuorumLost),
+        "{events:?}"
+    );
+    assert!(
+        kinds(&events).contains(&EventKind::LeaderLost),
+        "{events:?}"
+    );
+    let back = diff(&view_of(&lost, 2), &view_of(&healthy, 3));
+    assert!(
+        kinds(&back).contains(&EventKind::QuorumRestored),
+        "{back:?}"
+    );
+}
+
+#[test]
+fn membership_and_alarm_changes() {
+    let (mut members, before) = three();
+    let mut learner = member(3);
+    learner.is_learner = true;
+    members.push(learner.clone());
+    let mut with_learner: Vec<ProbeResult> =
+        (0..3).map(|i| healthy_probe(i, &members, 0)).collect();
+    let added = diff(&view_of(&before, 1), &view_of(&with_learner, 2));
+    assert_eq!(kinds(&added), vec![EventKind::MemberAdded]);
+    assert!(added[0].message.contains("learner"));
+
+    members[3].is_learner = false;
+    let promoted: Vec<ProbeResult> = (0..3).map(|i| healthy_probe(i, &members, 0)).collect();
+    let events = diff(&view_of(&with_learner, 2), &view_of(&promoted, 3));
+    assert!(
+        kinds(&events).contains(&EventKind::MemberPromoted),
+        "{events:?}"
+    );
+
+    for p in &mut with_learner {
+        p.alarms = Ok(vec![Alarm {
+            member_id: crate::id::Id(1),
+            kind: "NOSPACE".into(),
+        }]);
+    }
+    let (_, plain) = three();
+    let raised = diff(&view_of(&before, 1), &view_of(&with_learner, 2));
+    assert!(kinds(&raised).contains(&EventKind::AlarmRaised));
+    let cleared = diff(&view_of(&with_learner, 2), &view_of(&plain, 3));
+    assert!(kinds(&cleared).contains(&EventKind::AlarmCleared));
+    assert!(kinds(&cleared).contains(&EventKind::MemberRemoved));
+}
+
+#[test]
+fn an_unreachable_cluster_does_not_look_emptied() {
+    let (_, healthy) = three();
+    let mut alarmed = healthy.clone();
+    for p in &mut alarmed {
+        p.alarms = Ok(vec![Alarm {
+            member_id: crate::id::Id(1),
+            kind: "NOSPACE".into(),
+        }]);
+    }
+    let nothing = vec![down(0), down(1), down(2)];
+    let events = diff(&view_of(&alarmed, 1), &view_of(&nothing, 2));
+    let k = kinds(&events);
+    assert!(
+        !k.contains(&EventKind::MemberRemoved) && !k.contains(&EventKind::AlarmCleared),
+        "{k:?}"
+    );
+    assert_eq!(
+        k.iter()
+            .filter(|k| **k == EventKind::MemberUnhealthy)
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn the_log_keeps_the_newest_events() {
+    let (_, healthy) = three();
+    let mut one_down = healthy.clone();
+    one_down[2] = down(2);
+    let mut log = EventLog::new(3);
+    for i in 0..4 {
+        let (a, b) = if i % 2 == 0 {
+            (&healthy, &one_down)
+        } else {
+            (&one_down, &healthy)
+        };
+        log.extend(diff(&view_of(a, i), &view_of(b, i + 1)));
+    }
+    assert_eq!(log.len(), 3);
+    let kept = log.snapshot();
+    assert_eq!(kept.last().unwrap().kind, EventKind::QuorumRestored);
+    assert!(kept.windows(2).all(|w| w[0].time <= w[1].time));
+}

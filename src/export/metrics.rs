@@ -1,0 +1,496 @@
+//! Prometheus metrics (`etcd_sentinel_*`).
+//!
+//! Two kinds of families. Counters and histograms accumulate across polls, so they live in a registry updated by
+//! the pollers. Everything else is the state of the latest view, rendered at scrape time from the views
+//! themselves: a member or cluster that disappears leaves no stale series behind. Label values are bounded:
+//! cluster names, endpoint URLs, member names and ids, etcd versions, alarm and warning kinds, never an error text.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, UNIX_EPOCH};
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use thiserror::Error;
+
+use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary};
+
+use crate::view::{ClusterView, EndpointState, PeerRtt, WarningKind};
+
+const PREFIX: &str = "etcd_sentinel";
+const ENDPOINT_LABELS: [&str; 4] = ["cluster", "endpoint", "member", "member_id"];
+/// The alarms etcd knows; each endpoint exports both, 0 or 1, so alerts need no `absent()`.
+const ALARMS: [&str; 2] = ["NOSPACE", "CORRUPT"];
+
+#[derive(Debug, Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+fn name(short: &str) -> String {
+    format!("{PREFIX}_{short}")
+}
+
+/// The accumulating families, shared by every poller of the daemon.
+pub struct Metrics {
+    registry: Registry,
+    probe_duration: HistogramVec,
+    poll_duration: HistogramVec,
+    poll_errors: IntCounterVec,
+    leader_changes: IntCounterVec,
+    /// Endpoints with histogram series per cluster, so series of endpoints no longer probed can be removed.
+    endpoints_seen: Mutex<BTreeMap<String, BTreeSet<String>>>,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let latency_buckets = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let probe_duration = HistogramVec::new(
+            HistogramOpts::new(
+                name("probe_duration_seconds"),
+                "Time to probe one endpoint (connect, Status, health read, alarms, members, /metrics).",
+            )
+            .buckets(latency_buckets.clone()),
+            &["cluster", "endpoint"],
+        )?;
+        let poll_duration = HistogramVec::new(
+            HistogramOpts::new(
+                name("poll_duration_seconds"),
+                "Time to poll every endpoint of a cluster.",
+            )
+            .buckets(latency_buckets),
+            &["cluster"],
+        )?;
+        let poll_errors = IntCounterVec::new(
+            Opts::new(
+                name("poll_errors_total"),
+                "Endpoint probes that failed: unreachable, timed out, or a failed health read.",
+            ),
+            &["cluster"],
+        )?;
+        let leader_changes = IntCounterVec::new(
+            Opts::new(
+                name("cluster_leader_changes_total"),
+                "Leader changes seen between two polls.",
+            ),
+            &["cluster"],
+        )?;
+        registry.register(Box::new(probe_duration.clone()))?;
+        registry.register(Box::new(poll_duration.clone()))?;
+        registry.register(Box::new(poll_errors.clone()))?;
+        registry.register(Box::new(leader_changes.clone()))?;
+        Ok(Metrics {
+            registry,
+            probe_duration,
+            poll_duration,
+            poll_errors,
+            leader_changes,
+            endpoints_seen: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Records one poll of a cluster.
+    pub fn observe_poll(&self, view: &ClusterView, poll_time: Duration, leader_changes: u64) {
+        let cluster = view.cluster.as_str();
+        self.poll_duration
+            .with_label_values(&[cluster])
+            .observe(poll_time.as_secs_f64());
+        // Touch the counters so the series exist (at 0) from the first poll on.
+        let errors = self.poll_errors.with_label_values(&[cluster]);
+        errors.inc_by(view.endpoints.iter().filter(|e| !e.healthy).count() as u64);
+        self.leader_changes
+            .with_label_values(&[cluster])
+            .inc_by(leader_changes);
+        let mut current = BTreeSet::new();
+        for e in &view.endpoints {
+            self.probe_duration
+                .with_label_values(&[cluster, e.endpoint.as_str()])
+                .observe(e.probe_seconds);
+            current.insert(e.endpoint.clone());
+        }
+        // A poisoned lock only means another poller panicked mid-update; the set is still usable.
+        let mut seen = self
+            .endpoints_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let previous = seen
+            .insert(cluster.to_string(), current.clone())
+            .unwrap_or_default();
+        for gone in previous.difference(&current) {
+            let _ = self
+                .probe_duration
+                .remove_label_values(&[cluster, gone.as_str()]);
+        }
+    }
+
+    /// Drops every accumulated series of a cluster removed from the configuration.
+    pub fn forget_cluster(&self, cluster: &str) {
+        let mut seen = self
+            .endpoints_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for endpoint in seen.remove(cluster).unwrap_or_default() {
+            let _ = self
+                .probe_duration
+                .remove_label_values(&[cluster, endpoint.as_str()]);
+        }
+        let _ = self.poll_duration.remove_label_values(&[cluster]);
+        let _ = self.poll_errors.remove_label_values(&[cluster]);
+        let _ = self.leader_changes.remove_label_values(&[cluster]);
+    }
+
+    /// The whole /metrics page: accumulated families plus the state of the given views.
+    pub fn render<'a>(
+        &self,
+        views: impl IntoIterator<Item = &'a ClusterView>,
+    ) -> Result<String, MetricsError> {
+        let mut families = self.registry.gather();
+        families.extend(state_families(views)?);
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new().encode(&families, &mut out)?;
+        // The text encoder writes UTF-8 from UTF-8 names and label values.
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+/// Gauges of one scrape, built from the views.
+struct StateGauges {
+    registry: Registry,
+}
+
+impl StateGauges {
+    fn gauge(&self, short: &str, help: &str, labels: &[&str]) -> Result<GaugeVec, MetricsError> {
+        let g = GaugeVec::new(Opts::new(name(short), help), labels)?;
+        self.registry.register(Box::new(g.clone()))?;
+        Ok(g)
+    }
+
+    fn int_gauge(
+        &self,
+        short: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<IntGaugeVec, MetricsError> {
+        let g = IntGaugeVec::new(Opts::new(name(short), help), labels)?;
+        self.registry.register(Box::new(g.clone()))?;
+        Ok(g)
+    }
+}
+
+fn endpoint_labels<'a>(cluster: &'a str, e: &'a EndpointState, member_id: &'a str) -> [&'a str; 4] {
+    [
+        cluster,
+        e.endpoint.as_str(),
+        e.member_name.as_deref().unwrap_or(""),
+        member_id,
+    ]
+}
+
+fn flag(b: bool) -> i64 {
+    i64::from(b)
+}
+
+fn state_families<'a>(
+    views: impl IntoIterator<Item = &'a ClusterView>,
+) -> Result<Vec<prometheus::proto::MetricFamily>, MetricsError> {
+    let s = StateGauges {
+        registry: Registry::new(),
+    };
+    let l = &ENDPOINT_LABELS;
+    let up = s.int_gauge("endpoint_up", "1 when the endpoint answered Status.", l)?;
+    let healthy = s.int_gauge(
+        "endpoint_healthy",
+        "1 when the endpoint is healthy as etcdctl endpoint health says (linearizable read, no blocking alarm).",
+        l,
+    )?;
+    let is_leader = s.int_gauge(
+        "member_is_leader",
+        "1 when this member is the cluster's leader.",
+        l,
+    )?;
+    let is_learner = s.int_gauge("member_is_learner", "1 when this member is a learner.", l)?;
+    let term = s.int_gauge("raft_term", "Raft term of the member.", l)?;
+    let index = s.int_gauge("raft_index", "Raft index of the member.", l)?;
+    let applied = s.int_gauge("raft_applied_index", "Raft applied index of the member.", l)?;
+    let lag = s.int_gauge(
+        "raft_index_lag",
+        "Raft entries the member is behind the leader's index.",
+        l,
+    )?;
+    let db_size = s.int_gauge(
+        "db_size_bytes",
+        "Physical size of the member's backend database.",
+        l,
+    )?;
+    let db_in_use = s.int_gauge(
+        "db_size_in_use_bytes",
+        "Logically used size of the member's backend database.",
+        l,
+    )?;
+    let db_quota = s.int_gauge(
+        "db_quota_bytes",
+        "Backend quota of the member; etcd raises NOSPACE when the database reaches it.",
+        l,
+    )?;
+    let with_alarm: Vec<&str> = l.iter().copied().chain(["alarm"]).collect();
+    let alarm = s.int_gauge(
+        "alarm_active",
+        "1 while the alarm is active on this member.",
+        &with_alarm,
+    )?;
+    let with_version: Vec<&str> = l.iter().copied().chain(["version"]).collect();
+    let info = s.int_gauge(
+        "member_info",
+        "Always 1; the etcd version in a label.",
+        &with_version,
+    )?;
+
+    let c = &["cluster"];
+    let has_leader = s.int_gauge("cluster_has_leader", "1 when the cluster has a leader.", c)?;
+    let cluster_healthy = s.int_gauge(
+        "cluster_healthy",
+        "1 when every endpoint is healthy, there is a leader and quorum, and no alarm is active.",
+        c,
+    )?;
+    let voting = s.int_gauge(
+        "cluster_voting_members",
+        "Voting members in the member list (started or not).",
+        c,
+    )?;
+    let learners = s.int_gauge("cluster_learners", "Learners in the member list.", c)?;
+    let healthy_voting = s.int_gauge(
+        "cluster_healthy_voting_members",
+        "Voting members that answer and take part in the cluster.",
+        c,
+    )?;
+    let quorum_size = s.int_gauge(
+        "cluster_quorum_size",
+        "Voting members needed for quorum.",
+        c,
+    )?;
+    let tolerance = s.int_gauge(
+        "cluster_failure_tolerance",
+        "How many more voting members may fail; negative when quorum is lost.",
+        c,
+    )?;
+    let warnings = s.int_gauge(
+        "cluster_warnings",
+        "Warnings of the latest poll, by kind.",
+        &["cluster", "kind"],
+    )?;
+    let last_poll = s.gauge(
+        "last_poll_timestamp_seconds",
+        "Unix time of the latest completed poll.",
+        c,
+    )?;
+    let build = s.int_gauge(
+        "build_info",
+        "Always 1; the etcd-sentinel version in a label.",
+        &["version"],
+    )?;
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+
+    let mut peer_rtt = Vec::new();
+    for view in views {
+        let cluster = view.cluster.as_str();
+        for e in &view.endpoints {
+            let id = e.member_id.map(|i| i.to_string()).unwrap_or_default();
+            let labels = endpoint_labels(cluster, e, &id);
+            up.with_label_values(&labels)
+                .set(flag(e.raft_term.is_some()));
+            healthy.with_label_values(&labels).set(flag(e.healthy));
+            is_leader.with_label_values(&labels).set(flag(e.is_leader));
+            is_learner
+                .with_label_values(&labels)
+                .set(flag(e.is_learner));
+            let optional = [
+                (&term, e.raft_term),
+                (&index, e.raft_index),
+                (&applied, e.raft_applied_index),
+                (&lag, e.raft_index_lag),
+                (&db_size, e.db_size_bytes),
+                (&db_in_use, e.db_size_in_use_bytes),
+                (&db_quota, e.db_quota_bytes),
+            ];
+            for (gauge, value) in optional {
+                if let Some(v) = value {
+                    gauge
+                        .with_label_values(&labels)
+                        .set(v.min(i64::MAX as u64) as i64);
+                }
+            }
+            if e.raft_term.is_some() {
+                for kind in ALARMS {
+                    let active = e.alarms.iter().any(|a| a == kind);
+                    let mut with = labels.to_vec();
+                    with.push(kind);
+                    alarm.with_label_values(&with).set(flag(active));
+                }
+            }
+            if let Some(version) = &e.version {
+                let mut with = labels.to_vec();
+                with.push(version);
+                info.with_label_values(&with).set(1);
+            }
+            for (peer, rtt) in &e.peer_rtt_seconds {
+                peer_rtt.push(peer_rtt_metric(&labels, &peer.to_string(), rtt));
+            }
+        }
+        let q = &view.quorum;
+        has_leader
+            .with_label_values(&[cluster])
+            .set(flag(view.leader_id.is_some()));
+        cluster_healthy
+            .with_label_values(&[cluster])
+            .set(flag(view.healthy));
+        voting
+            .with_label_values(&[cluster])
+            .set(q.voting_members as i64);
+        learners
+            .with_label_values(&[cluster])
+            .set(view.members.iter().filter(|m| m.is_learner).count() as i64);
+        healthy_voting
+            .with_label_values(&[cluster])
+            .set(q.healthy_voting_members as i64);
+        quorum_size
+            .with_label_values(&[cluster])
+            .set(q.quorum_size as i64);
+        tolerance
+            .with_label_values(&[cluster])
+            .set(q.failure_tolerance);
+        for kind in WarningKind::ALL {
+            let n = view.warnings.iter().filter(|w| w.kind == kind).count();
+            warnings
+                .with_label_values(&[cluster, kind.as_str()])
+                .set(n as i64);
+        }
+        let at = view
+            .polled_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        last_poll.with_label_values(&[cluster]).set(at);
+    }
+    let mut families = s.registry.gather();
+    if !peer_rtt.is_empty() {
+        let mut family = MetricFamily::default();
+        family.set_name(name("peer_round_trip_time_seconds"));
+        family.set_help(
+            "Heartbeat round-trip time to a peer: quantiles over the last poll interval, estimated from the \
+             member's histogram; count and sum since the member started."
+                .into(),
+        );
+        family.set_field_type(MetricType::SUMMARY);
+        family.set_metric(peer_rtt);
+        families.push(family);
+    }
+    Ok(families)
+}
+
+/// One summary sample of peer round-trip time. The prometheus crate has no summary type; this is how the Go
+/// client exports one: quantiles over a recent window, `_count` and `_sum` cumulative.
+fn peer_rtt_metric(endpoint_labels: &[&str; 4], peer: &str, rtt: &PeerRtt) -> Metric {
+    let names = ENDPOINT_LABELS.iter().copied().chain(["peer"]);
+    let values = endpoint_labels.iter().copied().chain([peer]);
+    let labels = names
+        .zip(values)
+        .map(|(n, v)| {
+            let mut pair = LabelPair::default();
+            pair.set_name(n.to_string());
+            pair.set_value(v.to_string());
+            pair
+        })
+        .collect();
+    let quantiles = [(0.5, rtt.p50), (0.99, rtt.p99)]
+        .into_iter()
+        .map(|(q, v)| {
+            let mut quantile = Quantile::default();
+            quantile.set_quantile(q);
+            quantile.set_value(v);
+            quantile
+        })
+        .collect();
+    let mut summary = Summary::default();
+    summary.set_sample_count(rtt.count);
+    summary.set_sample_sum(rtt.sum);
+    summary.set_quantile(quantiles);
+    let mut metric = Metric::default();
+    metric.set_label(labels);
+    metric.set_summary(summary);
+    metric
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+    use crate::view;
+
+    #[test]
+    fn a_view_renders_to_the_documented_families() {
+        let (_, mut probes) = three();
+        probes[2] = down(2);
+        if let Ok(m) = &mut probes[0].metrics {
+            let rtt = PeerRtt {
+                p50: 0.0002,
+                p99: 0.0008,
+                count: 12,
+                sum: 0.003,
+            };
+            m.peer_rtt.insert(crate::id::Id(2), rtt);
+        }
+        let v = view::build(
+            "prod",
+            &probes,
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        );
+        let m = Metrics::new().unwrap();
+        m.observe_poll(&v, Duration::from_millis(12), 1);
+        let text = m.render([&v]).unwrap();
+        for line in [
+            r#"etcd_sentinel_endpoint_up{cluster="prod",endpoint="http://127.0.0.1:2399",member="m2",member_id="0000000000000003"} 0"#,
+            r#"etcd_sentinel_endpoint_healthy{cluster="prod",endpoint="http://127.0.0.1:2379",member="m0",member_id="0000000000000001"} 1"#,
+            r#"etcd_sentinel_member_is_leader{cluster="prod",endpoint="http://127.0.0.1:2379",member="m0",member_id="0000000000000001"} 1"#,
+            r#"etcd_sentinel_db_quota_bytes{cluster="prod",endpoint="http://127.0.0.1:2379",member="m0",member_id="0000000000000001"} 4000"#,
+            r#"etcd_sentinel_alarm_active{alarm="NOSPACE",cluster="prod",endpoint="http://127.0.0.1:2379",member="m0",member_id="0000000000000001"} 0"#,
+            r#"etcd_sentinel_member_info{cluster="prod",endpoint="http://127.0.0.1:2379",member="m0",member_id="0000000000000001",version="3.4.23"} 1"#,
+            r#"etcd_sentinel_cluster_failure_tolerance{cluster="prod"} 0"#,
+            r#"etcd_sentinel_cluster_quorum_size{cluster="prod"} 2"#,
+            r#"etcd_sentinel_cluster_warnings{cluster="prod",kind="quorum_at_risk"} 1"#,
+            r#"etcd_sentinel_cluster_warnings{cluster="prod",kind="alarm"} 0"#,
+            r#"etcd_sentinel_cluster_leader_changes_total{cluster="prod"} 1"#,
+            r#"etcd_sentinel_poll_errors_total{cluster="prod"} 1"#,
+            r#"etcd_sentinel_last_poll_timestamp_seconds{cluster="prod"} 1700000000"#,
+            r#"etcd_sentinel_poll_duration_seconds_count{cluster="prod"} 1"#,
+            "# TYPE etcd_sentinel_peer_round_trip_time_seconds summary",
+            r#"etcd_sentinel_peer_round_trip_time_seconds{cluster="prod",endpoint="http://127.0.0.1:2379",member="m0",member_id="0000000000000001",peer="0000000000000002",quantile="0.99"} 0.0008"#,
+            r#"etcd_sentinel_peer_round_trip_time_seconds_count{cluster="prod",endpoint="http://127.0.0.1:2379",member="m0",member_id="0000000000000001",peer="0000000000000002"} 12"#,
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+        // The dead member has no raft values rather than zeros.
+        assert!(!text.contains(
+            r#"etcd_sentinel_raft_term{cluster="prod",endpoint="http://127.0.0.1:2399""#
+        ));
+        assert!(text.contains("etcd_sentinel_build_info{version="));
+    }
+
+    #[test]
+    fn forgotten_clusters_and_vanished_endpoints_leave_no_series() {
+        let (_, probes) = three();
+        let v = view::build("prod", &probes, UNIX_EPOCH);
+        let m = Metrics::new().unwrap();
+        m.observe_poll(&v, Duration::from_millis(5), 0);
+        let smaller = view::build("prod", &probes[..2], UNIX_EPOCH);
+        m.observe_poll(&smaller, Duration::from_millis(5), 0);
+        let text = m.render([&smaller]).unwrap();
+        assert!(!text.contains("127.0.0.1:2399"), "{text}");
+        m.forget_cluster("prod");
+        let text = m.render(std::iter::empty()).unwrap();
+        assert!(!text.contains("prod"), "{text}");
+    }
+}

@@ -1,0 +1,599 @@
+//! `etcd-sentinel run` against real etcd clusters: metrics, the JSON API, events, reloads, signals.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{EtcdCluster, free_ports, wait_for};
+
+/// A running daemon on a free loopback port, killed on drop.
+struct Daemon {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `run --config` with the given TOML (without `listen`, which the harness sets).
+    fn start(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("sentinel.toml");
+        std::fs::write(&path, config).expect("write config");
+        let port = free_ports(1)[0];
+        let log = dir.path().join("daemon.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"))
+            .args([
+                "run",
+                "--log-format",
+                "json",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--config",
+            ])
+            .arg(&path)
+            .env_remove("ETCD_SENTINEL_ENDPOINTS")
+            .env_remove("ETCDCTL_ENDPOINTS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start the daemon");
+        Daemon {
+            child,
+            port,
+            log,
+            config: path,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let client = reqwest::Client::new();
+        match client
+            .get(self.url(path))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    async fn json(&self, path: &str) -> Value {
+        let (code, body) = self.get(path).await;
+        assert_eq!(code, 200, "GET {path}: {body}");
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("GET {path} is not JSON ({e}): {body}"))
+    }
+
+    async fn wait_ready(&self) {
+        wait_for(
+            "the daemon's first poll (/readyz 200)",
+            Duration::from_secs(20),
+            || async { (self.get("/readyz").await.0 == 200).then_some(()) },
+        )
+        .await;
+    }
+
+    async fn metrics(&self) -> String {
+        let (code, body) = self.get("/metrics").await;
+        assert_eq!(code, 200);
+        body
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child process.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_for(clusters: &[(&str, &EtcdCluster, &str)]) -> String {
+    clusters
+        .iter()
+        .map(|(name, cluster, extra)| {
+            let endpoints: Vec<String> = cluster
+                .members
+                .iter()
+                .map(|m| format!("{:?}", m.client_url()))
+                .collect();
+            format!(
+                "[[cluster]]\nname = {name:?}\nendpoints = [{}]\n{extra}\n",
+                endpoints.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// The value of one sample, found by its metric name and a label substring.
+fn sample(metrics: &str, name: &str, label: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_follow_a_killed_leader_within_two_intervals() {
+    let mut cluster = EtcdCluster::start(3).await;
+    let daemon = Daemon::start(&config_for(&[(
+        "prod",
+        &cluster,
+        "interval = \"1s\"\ncommand_timeout = \"2s\"",
+    )]));
+    daemon.wait_ready().await;
+    let m = daemon.metrics().await;
+    assert_eq!(
+        sample(&m, "etcd_sentinel_cluster_failure_tolerance", "prod"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "etcd_sentinel_cluster_leader_changes_total", "prod"),
+        Some(0.0)
+    );
+
+    let leader = cluster.leader_index().await;
+    let leader_url = cluster.client_url(leader);
+    cluster.kill(leader);
+    let killed_at = Instant::now();
+    let label = format!("endpoint=\"{leader_url}\"");
+    wait_for(
+        "the killed leader to show as down",
+        Duration::from_secs(10),
+        || async {
+            let m = daemon.metrics().await;
+            (sample(&m, "etcd_sentinel_endpoint_up", &label) == Some(0.0)).then_some(())
+        },
+    )
+    .await;
+    let seen_after = killed_at.elapsed();
+    // Two intervals, plus the time the poll itself takes.
+    assert!(
+        seen_after < Duration::from_millis(2500),
+        "down only after {seen_after:?}"
+    );
+
+    let m = wait_for(
+        "a new leader and a counted leader change",
+        Duration::from_secs(15),
+        || async {
+            let m = daemon.metrics().await;
+            let changed =
+                sample(&m, "etcd_sentinel_cluster_leader_changes_total", "prod") == Some(1.0);
+            let has_leader = sample(&m, "etcd_sentinel_cluster_has_leader", "prod") == Some(1.0);
+            let leads = m.lines().any(|l| {
+                l.starts_with("etcd_sentinel_member_is_leader{")
+                    && !l.contains(&label)
+                    && l.ends_with(" 1")
+            });
+            (changed && has_leader && leads).then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(&m, "etcd_sentinel_cluster_failure_tolerance", "prod"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "etcd_sentinel_cluster_healthy_voting_members", "prod"),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&m, "etcd_sentinel_member_is_leader", &label),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn api_returns_the_view_of_status_json() {
+    let cluster = EtcdCluster::start(3).await;
+    let daemon = Daemon::start(&config_for(&[("prod", &cluster, "interval = \"500ms\"")]));
+    daemon.wait_ready().await;
+
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"))
+        .args(["status", "-w", "json", "--endpoints", &cluster.endpoints()])
+        .output()
+        .expect("status");
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let api = daemon.json("/api/v1/clusters/prod").await;
+    for key in ["cluster_id", "leader_id", "members", "quorum", "alarms"] {
+        assert_eq!(api[key], status[key], "{key} differs");
+    }
+    assert_eq!(api["cluster"], "prod");
+    let stable = |v: &Value| -> Vec<(Value, Value, Value, Value)> {
+        v["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["endpoint"].clone(),
+                    e["member_id"].clone(),
+                    e["healthy"].clone(),
+                    e["is_leader"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(stable(&api), stable(&status));
+    // Every key of the status JSON is in the API's view, and the other way round.
+    let keys = |v: &Value| -> Vec<String> { v.as_object().unwrap().keys().cloned().collect() };
+    assert_eq!(keys(&api), keys(&status));
+    assert_eq!(keys(&api["endpoints"][0]), keys(&status["endpoints"][0]));
+
+    let list = daemon.json("/api/v1/clusters").await;
+    assert_eq!(list["clusters"][0]["name"], "prod");
+    assert_eq!(list["clusters"][0]["healthy"], true);
+    assert_eq!(list["clusters"][0]["failure_tolerance"], 1);
+
+    let (code, body) = daemon.get("/api/v1/clusters/nope").await;
+    assert_eq!(code, 404);
+    assert!(body.contains("nope") && body.contains("error"), "{body}");
+    let (code, _) = daemon.get("/api/v1/clusters/nope/events").await;
+    assert_eq!(code, 404);
+    let (code, _) = daemon.get("/no/such/path").await;
+    assert_eq!(code, 404);
+    let post = reqwest::Client::new()
+        .post(daemon.url("/api/v1/clusters/prod"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(post.status().as_u16(), 405);
+    assert_eq!(daemon.get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn events_record_unhealthy_then_healthy_in_order() {
+    let mut cluster = EtcdCluster::start(3).await;
+    let daemon = Daemon::start(&config_for(&[("prod", &cluster, "interval = \"500ms\"")]));
+    daemon.wait_ready().await;
+    let leader = cluster.leader_index().await;
+    let victim = (leader + 1) % 3;
+    let url = cluster.client_url(victim);
+    cluster.kill(victim);
+    wait_for(
+        "a member_unhealthy event",
+        Duration::from_secs(10),
+        || async {
+            let events = daemon.json("/api/v1/clusters/prod/events").await;
+            events["events"]
+                .as_array()?
+                .iter()
+                .any(|e| e["kind"] == "member_unhealthy" && e["endpoint"] == url.as_str())
+                .then_some(())
+        },
+    )
+    .await;
+    cluster.restart(victim);
+    let events = wait_for(
+        "a member_healthy event",
+        Duration::from_secs(20),
+        || async {
+            let events = daemon.json("/api/v1/clusters/prod/events").await;
+            let list = events["events"].as_array()?.clone();
+            list.iter()
+                .any(|e| e["kind"] == "member_healthy" && e["endpoint"] == url.as_str())
+                .then_some(list)
+        },
+    )
+    .await;
+    let mine: Vec<&str> = events
+        .iter()
+        .filter(|e| e["endpoint"] == url.as_str())
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert_eq!(
+        mine,
+        vec!["member_unhealthy", "member_healthy"],
+        "{events:#?}"
+    );
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(
+        kinds.contains(&"quorum_at_risk") && kinds.contains(&"quorum_restored"),
+        "{kinds:?}"
+    );
+    let times: Vec<f64> = events.iter().filter_map(|e| e["time"].as_f64()).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "events in time order"
+    );
+    // The same events reach the log, machine-readable.
+    let log = daemon.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"event\":\"member_unhealthy\"") && l.contains(&url)),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_frozen_cluster_does_not_delay_another() {
+    let mut slow = EtcdCluster::start(1).await;
+    let fast = EtcdCluster::start(1).await;
+    let daemon = Daemon::start(&config_for(&[
+        (
+            "slow",
+            &slow,
+            "interval = \"500ms\"\ncommand_timeout = \"4s\"",
+        ),
+        ("fast", &fast, "interval = \"500ms\""),
+    ]));
+    daemon.wait_ready().await;
+    slow.freeze(0);
+    let polls = |m: &str, c: &str| {
+        sample(
+            m,
+            "etcd_sentinel_poll_duration_seconds_count",
+            &format!("cluster=\"{c}\""),
+        )
+    };
+    // Let the slow cluster's first frozen poll start, then count over 4 seconds.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = daemon.metrics().await;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = daemon.metrics().await;
+    let window = started.elapsed().as_secs_f64();
+    let fast_polls = polls(&after, "fast").unwrap() - polls(&before, "fast").unwrap();
+    let slow_polls = polls(&after, "slow").unwrap() - polls(&before, "slow").unwrap();
+    // 500ms interval: about 8 polls in 4s; demand at least 6.
+    assert!(
+        fast_polls >= 6.0,
+        "fast cluster polled {fast_polls} times in {window:.1}s"
+    );
+    assert!(
+        slow_polls <= 2.0,
+        "the frozen cluster's polls each wait for the timeout ({slow_polls})"
+    );
+    let m = daemon.metrics().await;
+    assert_eq!(
+        sample(&m, "etcd_sentinel_cluster_healthy", "cluster=\"fast\""),
+        Some(1.0)
+    );
+    slow.thaw(0);
+}
+
+#[tokio::test]
+async fn promtool_finds_nothing_to_complain_about() {
+    let mut cluster = EtcdCluster::start(3).await;
+    let daemon = Daemon::start(&config_for(&[("prod", &cluster, "interval = \"500ms\"")]));
+    daemon.wait_ready().await;
+    // etcd measures peer round trips every few seconds: wait for the first measurement to be exported.
+    wait_for("peer round-trip times", Duration::from_secs(20), || async {
+        let m = daemon.metrics().await;
+        m.contains("etcd_sentinel_peer_round_trip_time_seconds{")
+            .then_some(())
+    })
+    .await;
+    // A dead follower and a couple of polls: down series, warnings and histograms all present.
+    let victim = (cluster.leader_index().await + 1) % 3;
+    cluster.kill(victim);
+    let text = wait_for(
+        "metrics with the dead member",
+        Duration::from_secs(10),
+        || async {
+            let m = daemon.metrics().await;
+            let down =
+                sample(&m, "etcd_sentinel_endpoint_up", &cluster.client_url(victim)) == Some(0.0);
+            let led = sample(&m, "etcd_sentinel_cluster_has_leader", "prod") == Some(1.0);
+            (down && led).then_some(m)
+        },
+    )
+    .await;
+    let path = daemon._dir.path().join("metrics.txt");
+    std::fs::write(&path, &text).unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .expect("promtool (Debian's prometheus package; scripts/test installs it)");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}"
+    );
+    for family in [
+        "etcd_sentinel_endpoint_up",
+        "etcd_sentinel_endpoint_healthy",
+        "etcd_sentinel_member_is_leader",
+        "etcd_sentinel_raft_index_lag",
+        "etcd_sentinel_db_size_in_use_bytes",
+        "etcd_sentinel_db_quota_bytes",
+        "etcd_sentinel_probe_duration_seconds_bucket",
+        "etcd_sentinel_peer_round_trip_time_seconds",
+        "etcd_sentinel_cluster_quorum_size",
+        "etcd_sentinel_poll_errors_total",
+        "etcd_sentinel_alarm_active",
+        "etcd_sentinel_build_info",
+    ] {
+        assert!(text.contains(&format!("{family}{{")), "missing {family}");
+    }
+}
+
+fn check_config(path: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"))
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .expect("check-config");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn invalid_configs_exit_2_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    for (text, expected) in [
+        (
+            "[[cluster]]\nname = \"a\"\nendpoints = [\"10.0.0.1\"]\n",
+            "bad.toml:3: cluster[0].endpoints[0]",
+        ),
+        (
+            "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\ninterval = \"soon\"\n",
+            "bad.toml:4: cluster[0].interval",
+        ),
+        (
+            "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\nbogus = 1\n",
+            "unknown field `bogus`",
+        ),
+        (
+            "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"\n",
+            "bad.toml:3",
+        ),
+        ("listen = \"0.0.0.0:9379\"\n", "no [[cluster]]"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let (code, output) = check_config(&path);
+        assert_eq!(code, 2, "{text}\n{output}");
+        assert!(
+            output.contains(expected),
+            "expected {expected:?} in {output}"
+        );
+        // `run` refuses the same file the same way, before listening on anything.
+        let out = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"))
+            .args(["run", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(expected));
+    }
+    let (code, output) = check_config(&dir.path().join("missing.toml"));
+    assert_eq!(code, 2);
+    assert!(output.contains("missing.toml"), "{output}");
+    std::fs::write(&path, "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n").unwrap();
+    let (code, output) = check_config(&path);
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("cluster a"));
+}
+
+#[tokio::test]
+async fn sighup_reloads_and_a_bad_file_keeps_the_running_config() {
+    let a = EtcdCluster::start(1).await;
+    let b = EtcdCluster::start(1).await;
+    let daemon = Daemon::start(&config_for(&[("a", &a, "interval = \"300ms\"")]));
+    daemon.wait_ready().await;
+    let names = |v: Value| -> Vec<String> {
+        v["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(daemon.json("/api/v1/clusters").await), vec!["a"]);
+
+    std::fs::write(
+        &daemon.config,
+        config_for(&[("a", &a, "interval = \"300ms\""), ("b", &b, "")]),
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_for(
+        "cluster b after the reload",
+        Duration::from_secs(10),
+        || async { (names(daemon.json("/api/v1/clusters").await) == vec!["a", "b"]).then_some(()) },
+    )
+    .await;
+    daemon.wait_ready().await;
+
+    std::fs::write(
+        &daemon.config,
+        "[[cluster]]\nname = \"a\"\nendpoints = [\"nope\"]\n",
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_for(
+        "the rejected reload in the log",
+        Duration::from_secs(10),
+        || async {
+            daemon
+                .log_text()
+                .contains("configuration not reloaded")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(daemon.log_text().contains("cluster[0].endpoints[0]"));
+    assert_eq!(names(daemon.json("/api/v1/clusters").await), vec!["a", "b"]);
+    // The old configuration keeps polling.
+    let before = daemon.json("/api/v1/clusters/a").await["polled_at"]
+        .as_f64()
+        .unwrap();
+    wait_for("another poll of a", Duration::from_secs(5), || async {
+        (daemon.json("/api/v1/clusters/a").await["polled_at"].as_f64()? > before).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_within_a_second_and_readyz_waits_for_the_first_poll() {
+    // A black hole: the kernel accepts connections, nobody answers, so the first poll waits for the dial timeout.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hole.local_addr().unwrap();
+    let mut daemon = Daemon::start(&format!(
+        "[[cluster]]\nname = \"hole\"\nendpoints = [\"{addr}\"]\ndial_timeout = \"3s\"\n"
+    ));
+    let (code, body) = wait_for("the HTTP server", Duration::from_secs(10), || async {
+        let (code, body) = daemon.get("/readyz").await;
+        (code != 0).then_some((code, body))
+    })
+    .await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("hole"));
+    daemon.wait_ready().await;
+    let view = daemon.json("/api/v1/clusters/hole").await;
+    assert_eq!(view["healthy"], false);
+
+    daemon.signal(libc::SIGTERM);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still running 1s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    drop(hole);
+}
