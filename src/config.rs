@@ -2,7 +2,7 @@
 //! the file. Every error names the file, the line and the field, because the person reading it is fixing a
 //! config at 3 a.m.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,7 +12,9 @@ use toml::Spanned;
 
 use crate::etcd::connect::ConnectSettings;
 use crate::etcd::endpoint::Endpoint;
+use crate::probe::endpoint::MetricsSource;
 use crate::probe::poller::{Discovery, Target};
+use crate::view::Thresholds;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9379";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
@@ -34,6 +36,9 @@ pub struct ClusterConfig {
     pub discovery: Discovery,
     pub interval: Duration,
     pub connect: ConnectSettings,
+    pub metrics: MetricsSource,
+    pub vitals_interval: Option<Duration>,
+    pub thresholds: Thresholds,
 }
 
 impl ClusterConfig {
@@ -42,6 +47,9 @@ impl ClusterConfig {
             name: self.name.clone(),
             endpoints: self.endpoints.clone(),
             discovery: self.discovery,
+            metrics: self.metrics.clone(),
+            vitals_interval: self.vitals_interval,
+            thresholds: self.thresholds,
         }
     }
 }
@@ -84,6 +92,55 @@ struct RawCluster {
     interval: Option<Spanned<String>>,
     dial_timeout: Option<Spanned<String>>,
     command_timeout: Option<Spanned<String>>,
+    metrics_urls: Option<Spanned<RawMetricsUrls>>,
+    vitals_interval: Option<Spanned<String>>,
+    thresholds: Option<RawThresholds>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawMetricsUrls {
+    Template(String),
+    PerMember(BTreeMap<String, String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThresholds {
+    wal_fsync_p99: Option<Spanned<String>>,
+    backend_commit_p99: Option<Spanned<String>>,
+    proposals_pending: Option<Spanned<u64>>,
+    apply_gap: Option<Spanned<u64>>,
+    open_fds_ratio: Option<Spanned<f64>>,
+}
+
+const TEMPLATE_PLACEHOLDERS: [&str; 4] = ["{scheme}", "{host}", "{port}", "{name}"];
+
+/// A metrics URL must be an http(s) URL; in a template, only the known placeholders may appear.
+fn check_metrics_url(url: &str, template: bool) -> Result<(), String> {
+    let mut sample = url.to_string();
+    if template {
+        for (p, v) in TEMPLATE_PLACEHOLDERS
+            .iter()
+            .zip(["http", "127.0.0.1", "2379", "m0"])
+        {
+            sample = sample.replace(p, v);
+        }
+        if let Some(start) = sample.find('{') {
+            let rest = &sample[start..];
+            let end = rest.find('}').map_or(rest.len(), |i| i + 1);
+            return Err(format!(
+                "unknown placeholder {} (known: {})",
+                &rest[..end],
+                TEMPLATE_PLACEHOLDERS.join(", ")
+            ));
+        }
+    }
+    let parsed = url::Url::parse(&sample).map_err(|e| format!("{url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{url:?}: only http and https URLs can be read"));
+    }
+    Ok(())
 }
 
 /// Turns byte offsets into line numbers for the messages.
@@ -136,6 +193,38 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn thresholds(
+    src: &Source,
+    raw: &RawThresholds,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Thresholds, ConfigError> {
+    let mut t = Thresholds::default();
+    if let Some(v) = &raw.wal_fsync_p99 {
+        t.wal_fsync_p99_seconds = src.duration(v, field("wal_fsync_p99"))?.as_secs_f64();
+    }
+    if let Some(v) = &raw.backend_commit_p99 {
+        t.backend_commit_p99_seconds = src.duration(v, field("backend_commit_p99"))?.as_secs_f64();
+    }
+    if let Some(v) = &raw.proposals_pending {
+        t.proposals_pending = *v.get_ref() as f64;
+    }
+    if let Some(v) = &raw.apply_gap {
+        t.apply_gap = *v.get_ref() as f64;
+    }
+    if let Some(v) = &raw.open_fds_ratio {
+        let ratio = *v.get_ref();
+        if !(ratio > 0.0 && ratio <= 1.0) {
+            return Err(src.invalid(
+                v,
+                field("open_fds_ratio"),
+                format!("{ratio}: a share between 0 and 1"),
+            ));
+        }
+        t.open_fds_ratio = ratio;
+    }
+    Ok(t)
 }
 
 /// Parses and validates a configuration file's text; `file` is only used in messages.
@@ -241,12 +330,41 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 None => defaults.command_timeout,
             },
         };
+        let metrics = match &c.metrics_urls {
+            None => MetricsSource::ClientUrl,
+            Some(spanned) => match spanned.get_ref() {
+                RawMetricsUrls::Template(t) => {
+                    check_metrics_url(t, true)
+                        .map_err(|m| src.invalid(spanned, field("metrics_urls"), m))?;
+                    MetricsSource::Template(t.clone())
+                }
+                RawMetricsUrls::PerMember(map) => {
+                    for (member, url) in map {
+                        check_metrics_url(url, false).map_err(|m| {
+                            src.invalid(spanned, field(&format!("metrics_urls.{member}")), m)
+                        })?;
+                    }
+                    MetricsSource::PerMember(map.clone())
+                }
+            },
+        };
+        let vitals_interval = match &c.vitals_interval {
+            Some(v) => Some(src.duration(v, field("vitals_interval"))?),
+            None => None,
+        };
+        let thresholds = match &c.thresholds {
+            None => Thresholds::default(),
+            Some(t) => thresholds(&src, t, &|f| field(&format!("thresholds.{f}")))?,
+        };
         clusters.push(ClusterConfig {
             name,
             endpoints,
             discovery,
             interval,
             connect,
+            metrics,
+            vitals_interval,
+            thresholds,
         });
     }
     Ok(Config { listen, clusters })
@@ -269,22 +387,54 @@ command_timeout = "3s"
 [[cluster]]
 name = "staging"
 endpoints = ["127.0.0.1:2379"]
+metrics_urls = "http://{host}:2381/metrics"
+vitals_interval = "1m"
+
+[cluster.thresholds]
+wal_fsync_p99 = "20ms"
+apply_gap = 500
+open_fds_ratio = 0.9
+
+[[cluster]]
+name = "kubeadm"
+endpoints = ["10.0.0.1:2379"]
+
+[cluster.metrics_urls]
+cp-1 = "http://10.0.0.1:2381/metrics"
 "#;
 
     #[test]
     fn a_full_file_parses_with_defaults_filled_in() {
         let c = parse("sentinel.toml", GOOD).unwrap();
         assert_eq!(c.listen, "127.0.0.1:9400".parse().unwrap());
-        assert_eq!(c.clusters.len(), 2);
+        assert_eq!(c.clusters.len(), 3);
         let prod = &c.clusters[0];
         assert_eq!(prod.discovery, Discovery::Members);
         assert_eq!(prod.interval, Duration::from_secs(15));
         assert_eq!(prod.connect.command_timeout, Duration::from_secs(3));
         assert_eq!(prod.connect.dial_timeout, Duration::from_secs(2));
         assert_eq!(prod.endpoints[1].url(), "http://10.0.0.2:2379");
+        assert_eq!(prod.metrics, MetricsSource::ClientUrl);
+        assert_eq!(prod.thresholds, Thresholds::default());
         let staging = &c.clusters[1];
         assert_eq!(staging.interval, DEFAULT_INTERVAL);
         assert_eq!(staging.discovery, Discovery::Static);
+        assert_eq!(
+            staging.metrics,
+            MetricsSource::Template("http://{host}:2381/metrics".into())
+        );
+        assert_eq!(staging.vitals_interval, Some(Duration::from_secs(60)));
+        assert_eq!(staging.thresholds.wal_fsync_p99_seconds, 0.020);
+        assert_eq!(staging.thresholds.apply_gap, 500.0);
+        assert_eq!(staging.thresholds.open_fds_ratio, 0.9);
+        assert_eq!(
+            staging.thresholds.backend_commit_p99_seconds, 0.025,
+            "unset keeps the default"
+        );
+        let MetricsSource::PerMember(map) = &c.clusters[2].metrics else {
+            panic!("a table of metrics URLs per member");
+        };
+        assert_eq!(map["cp-1"], "http://10.0.0.1:2381/metrics");
     }
 
     fn error_of(text: &str) -> String {

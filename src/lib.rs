@@ -14,3 +14,4 @@ pub mod probe;
 #[cfg(test)]
 mod testing;
 pub mod view;
+pub mod vitals;

@@ -46,6 +46,7 @@ pub fn healthy_probe(i: usize, members: &[Member], leader: usize) -> ProbeResult
         metrics: Ok(ProbeMetrics {
             quota_backend_bytes: Some(4000),
             peer_rtt: BTreeMap::new(),
+            vitals: Default::default(),
         }),
         probe_seconds: 0.002,
     }

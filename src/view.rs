@@ -13,6 +13,7 @@ use serde::{Serialize, Serializer};
 
 use crate::etcd::endpoint::Endpoint;
 use crate::id::Id;
+use crate::vitals::Vitals;
 
 /// The outcome of one call of a probe; the error is already a message fit for an operator.
 pub type Outcome<T> = Result<T, String>;
@@ -109,6 +110,34 @@ pub struct PeerRtt {
 pub struct ProbeMetrics {
     pub quota_backend_bytes: Option<u64>,
     pub peer_rtt: BTreeMap<Id, PeerRtt>,
+    pub vitals: Vitals,
+}
+
+/// Where vital signs turn into warnings; each cluster may set its own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// etcd's guidance: p99 WAL fsync under 10 ms.
+    pub wal_fsync_p99_seconds: f64,
+    /// etcd's guidance: p99 backend commit under 25 ms.
+    pub backend_commit_p99_seconds: f64,
+    /// Pending proposals at or above this, and more than at the previous poll, is a growing backlog.
+    pub proposals_pending: f64,
+    /// committed − applied at or above this is apply lag (etcd refuses requests beyond 5000).
+    pub apply_gap: f64,
+    /// Open file descriptors over this share of the limit.
+    pub open_fds_ratio: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            wal_fsync_p99_seconds: 0.010,
+            backend_commit_p99_seconds: 0.025,
+            proposals_pending: 100.0,
+            apply_gap: 1000.0,
+            open_fds_ratio: 0.8,
+        }
+    }
 }
 
 /// Everything one probe of one endpoint found out; every call may have failed on its own.
@@ -171,6 +200,8 @@ pub struct EndpointState {
     pub peer_rtt_seconds: BTreeMap<Id, PeerRtt>,
     /// Why the member's /metrics could not be read (health does not depend on it).
     pub metrics_error: Option<String>,
+    /// Disk, proposals, gRPC and process signs from the member's /metrics; `null` when unreadable.
+    pub vitals: Option<Vitals>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -206,10 +237,15 @@ pub enum WarningKind {
     MemberNotProbed,
     VersionSkew,
     MetricsUnreadable,
+    SlowWalFsync,
+    SlowBackendCommit,
+    ProposalsPendingGrowing,
+    ApplyLag,
+    FdsNearLimit,
 }
 
 impl WarningKind {
-    pub const ALL: [WarningKind; 14] = [
+    pub const ALL: [WarningKind; 19] = [
         WarningKind::NoLeader,
         WarningKind::LeaderDisagreement,
         WarningKind::QuorumLost,
@@ -224,6 +260,11 @@ impl WarningKind {
         WarningKind::MemberNotProbed,
         WarningKind::VersionSkew,
         WarningKind::MetricsUnreadable,
+        WarningKind::SlowWalFsync,
+        WarningKind::SlowBackendCommit,
+        WarningKind::ProposalsPendingGrowing,
+        WarningKind::ApplyLag,
+        WarningKind::FdsNearLimit,
     ];
 
     /// The snake_case name used in JSON and as the `kind` metric label.
@@ -243,6 +284,11 @@ impl WarningKind {
             WarningKind::MemberNotProbed => "member_not_probed",
             WarningKind::VersionSkew => "version_skew",
             WarningKind::MetricsUnreadable => "metrics_unreadable",
+            WarningKind::SlowWalFsync => "slow_wal_fsync",
+            WarningKind::SlowBackendCommit => "slow_backend_commit",
+            WarningKind::ProposalsPendingGrowing => "proposals_pending_growing",
+            WarningKind::ApplyLag => "apply_lag",
+            WarningKind::FdsNearLimit => "fds_near_limit",
         }
     }
 }
@@ -322,8 +368,18 @@ pub(crate) fn same_endpoint(url: &str, endpoint: &str) -> bool {
     }
 }
 
-/// Merges the probes of one poll into the cluster's verdict.
+/// Merges the probes of one poll into the cluster's verdict, with the default thresholds.
 pub fn build(cluster: &str, probes: &[ProbeResult], polled_at: SystemTime) -> ClusterView {
+    build_with(cluster, probes, polled_at, &Thresholds::default())
+}
+
+/// Merges the probes of one poll into the cluster's verdict.
+pub fn build_with(
+    cluster: &str,
+    probes: &[ProbeResult],
+    polled_at: SystemTime,
+    thresholds: &Thresholds,
+) -> ClusterView {
     // Which cluster are we looking at? The id most endpoints answer for; the others are flagged, not merged.
     let cluster_id = most_common(
         probes
@@ -390,7 +446,7 @@ pub fn build(cluster: &str, probes: &[ProbeResult], polled_at: SystemTime) -> Cl
         alarms: alarms.into_iter().collect(),
         warnings: Vec::new(),
     };
-    view.warnings = warnings::collect(&view);
+    view.warnings = warnings::collect(&view, thresholds);
     view
 }
 
@@ -475,6 +531,7 @@ fn endpoint_state(
         probe_seconds: p.probe_seconds,
         peer_rtt_seconds: metrics.map(|m| m.peer_rtt.clone()).unwrap_or_default(),
         metrics_error: p.metrics.as_ref().err().cloned(),
+        vitals: metrics.map(|m| m.vitals.clone()),
     }
 }
 

@@ -435,6 +435,14 @@ async fn promtool_finds_nothing_to_complain_about() {
         "etcd_sentinel_poll_errors_total",
         "etcd_sentinel_alarm_active",
         "etcd_sentinel_build_info",
+        "etcd_sentinel_wal_fsync_duration_seconds",
+        "etcd_sentinel_backend_commit_duration_seconds",
+        "etcd_sentinel_proposals_committed_total",
+        "etcd_sentinel_proposals_pending",
+        "etcd_sentinel_proposals_apply_gap",
+        "etcd_sentinel_member_has_leader",
+        "etcd_sentinel_grpc_requests_total",
+        "etcd_sentinel_member_open_fds",
     ] {
         assert!(text.contains(&format!("{family}{{")), "missing {family}");
     }

@@ -12,6 +12,7 @@ use clap::{Args, ValueEnum};
 
 use etcd_sentinel::etcd::connect::ConnectSettings;
 use etcd_sentinel::etcd::endpoint::Endpoint;
+use etcd_sentinel::probe::endpoint::MetricsSource;
 use etcd_sentinel::probe::poller::{Discovery, Target};
 
 /// Exit codes: 0 fine, 1 the cluster or the operation is not fine, 2 bad usage or configuration.
@@ -73,6 +74,11 @@ pub struct ConnectionArgs {
     /// How long one request may take [env: ETCDCTL_COMMAND_TIMEOUT] [default: 5s]
     #[arg(long, env = "ETCD_SENTINEL_COMMAND_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
     pub command_timeout: Option<Duration>,
+
+    /// Where members serve /metrics, as a template: {scheme} {host} {port} of the client endpoint, {name} of
+    /// the member (e.g. http://{host}:2381/metrics) [default: the client URL]
+    #[arg(long, env = "ETCD_SENTINEL_METRICS_URL", value_name = "TEMPLATE")]
+    pub metrics_url: Option<String>,
 }
 
 /// Reads an etcdctl variable, or nothing when unset or empty.
@@ -128,15 +134,22 @@ impl ConnectionArgs {
         let cluster = self.cluster
             || etcdctl_var("ETCDCTL_CLUSTER")
                 .is_some_and(|v| matches!(v.to_lowercase().as_str(), "true" | "1"));
-        Ok(Target {
-            name: name.to_string(),
-            endpoints,
-            discovery: if cluster {
-                Discovery::Members
-            } else {
-                Discovery::Static
-            },
-        })
+        let mut target = Target::new(name, endpoints);
+        target.discovery = if cluster {
+            Discovery::Members
+        } else {
+            Discovery::Static
+        };
+        if let Some(template) = &self.metrics_url {
+            // The same validation as the file's `metrics_urls`.
+            let probe = format!(
+                "[[cluster]]\nname = \"x\"\nendpoints = [\"127.0.0.1:1\"]\nmetrics_urls = {template:?}\n"
+            );
+            etcd_sentinel::config::parse("--metrics-url", &probe)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            target.metrics = MetricsSource::Template(template.clone());
+        }
+        Ok(target)
     }
 }
 

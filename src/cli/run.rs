@@ -57,6 +57,9 @@ fn from_flags(args: &RunArgs) -> Result<Config, CliError> {
             discovery: target.discovery,
             interval,
             connect: args.connection.settings()?,
+            metrics: target.metrics,
+            vitals_interval: target.vitals_interval,
+            thresholds: target.thresholds,
         }],
     })
 }

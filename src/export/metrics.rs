@@ -10,14 +10,15 @@ use std::sync::Mutex;
 use std::time::{Duration, UNIX_EPOCH};
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use thiserror::Error;
 
 use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary};
 
-use crate::view::{ClusterView, EndpointState, PeerRtt, WarningKind};
+use crate::view::{ClusterView, EndpointState, WarningKind};
+use crate::vitals::Vitals;
 
 const PREFIX: &str = "etcd_sentinel";
 const ENDPOINT_LABELS: [&str; 4] = ["cluster", "endpoint", "member", "member_id"];
@@ -170,6 +171,17 @@ impl StateGauges {
         Ok(g)
     }
 
+    fn counter(
+        &self,
+        short: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> Result<CounterVec, MetricsError> {
+        let c = CounterVec::new(Opts::new(name(short), help), labels)?;
+        self.registry.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
     fn int_gauge(
         &self,
         short: &str,
@@ -296,6 +308,7 @@ fn state_families<'a>(
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
     let mut peer_rtt = Vec::new();
+    let mut vital = VitalFamilies::new(&s)?;
     for view in views {
         let cluster = view.cluster.as_str();
         for e in &view.endpoints {
@@ -338,7 +351,22 @@ fn state_families<'a>(
                 info.with_label_values(&with).set(1);
             }
             for (peer, rtt) in &e.peer_rtt_seconds {
-                peer_rtt.push(peer_rtt_metric(&labels, &peer.to_string(), rtt));
+                let peer = peer.to_string();
+                let pairs: Vec<(&str, &str)> = ENDPOINT_LABELS
+                    .iter()
+                    .copied()
+                    .zip(labels.iter().copied())
+                    .chain([("peer", peer.as_str())])
+                    .collect();
+                peer_rtt.push(summary_metric(
+                    &pairs,
+                    [(0.5, rtt.p50), (0.99, rtt.p99)],
+                    rtt.count,
+                    rtt.sum,
+                ));
+            }
+            if let Some(v) = &e.vitals {
+                vital.observe(&labels, v);
             }
         }
         let q = &view.quorum;
@@ -376,28 +404,26 @@ fn state_families<'a>(
         last_poll.with_label_values(&[cluster]).set(at);
     }
     let mut families = s.registry.gather();
-    if !peer_rtt.is_empty() {
-        let mut family = MetricFamily::default();
-        family.set_name(name("peer_round_trip_time_seconds"));
-        family.set_help(
-            "Heartbeat round-trip time to a peer: quantiles over the last poll interval, estimated from the \
-             member's histogram; count and sum since the member started."
-                .into(),
-        );
-        family.set_field_type(MetricType::SUMMARY);
-        family.set_metric(peer_rtt);
-        families.push(family);
-    }
+    families.extend(summary_family(
+        "peer_round_trip_time_seconds",
+        "Heartbeat round-trip time to a peer: quantiles over the last poll interval, estimated from the member's \
+         histogram; count and sum since the member started.",
+        peer_rtt,
+    ));
+    families.extend(vital.summaries());
     Ok(families)
 }
 
-/// One summary sample of peer round-trip time. The prometheus crate has no summary type; this is how the Go
-/// client exports one: quantiles over a recent window, `_count` and `_sum` cumulative.
-fn peer_rtt_metric(endpoint_labels: &[&str; 4], peer: &str, rtt: &PeerRtt) -> Metric {
-    let names = ENDPOINT_LABELS.iter().copied().chain(["peer"]);
-    let values = endpoint_labels.iter().copied().chain([peer]);
-    let labels = names
-        .zip(values)
+/// One summary sample. The prometheus crate has no summary type; this is how the Go client exports one:
+/// quantiles over a recent window, `_count` and `_sum` cumulative.
+fn summary_metric(
+    labels: &[(&str, &str)],
+    quantiles: [(f64, f64); 2],
+    count: u64,
+    sum: f64,
+) -> Metric {
+    let labels = labels
+        .iter()
         .map(|(n, v)| {
             let mut pair = LabelPair::default();
             pair.set_name(n.to_string());
@@ -405,7 +431,7 @@ fn peer_rtt_metric(endpoint_labels: &[&str; 4], peer: &str, rtt: &PeerRtt) -> Me
             pair
         })
         .collect();
-    let quantiles = [(0.5, rtt.p50), (0.99, rtt.p99)]
+    let quantiles = quantiles
         .into_iter()
         .map(|(q, v)| {
             let mut quantile = Quantile::default();
@@ -415,8 +441,8 @@ fn peer_rtt_metric(endpoint_labels: &[&str; 4], peer: &str, rtt: &PeerRtt) -> Me
         })
         .collect();
     let mut summary = Summary::default();
-    summary.set_sample_count(rtt.count);
-    summary.set_sample_sum(rtt.sum);
+    summary.set_sample_count(count);
+    summary.set_sample_sum(sum);
     summary.set_quantile(quantiles);
     let mut metric = Metric::default();
     metric.set_label(labels);
@@ -424,11 +450,166 @@ fn peer_rtt_metric(endpoint_labels: &[&str; 4], peer: &str, rtt: &PeerRtt) -> Me
     metric
 }
 
+fn summary_family(short: &str, help: &str, metrics: Vec<Metric>) -> Option<MetricFamily> {
+    if metrics.is_empty() {
+        return None;
+    }
+    let mut family = MetricFamily::default();
+    family.set_name(name(short));
+    family.set_help(help.to_string());
+    family.set_field_type(MetricType::SUMMARY);
+    family.set_metric(metrics);
+    Some(family)
+}
+
+/// Reads one value out of a member's vitals.
+type VitalValue = fn(&Vitals) -> Option<f64>;
+
+/// Families of the members' vital signs. Counters are passed through as counters: Prometheus computes rates and
+/// handles a member's restart itself. Latencies are summaries over the last interval.
+struct VitalFamilies {
+    counters: Vec<(CounterVec, VitalValue)>,
+    gauges: Vec<(GaugeVec, VitalValue)>,
+    peer_sent_failures: CounterVec,
+    grpc_requests: CounterVec,
+    grpc_failed_ratio: GaugeVec,
+    wal_fsync: Vec<Metric>,
+    backend_commit: Vec<Metric>,
+}
+
+impl VitalFamilies {
+    fn new(s: &StateGauges) -> Result<Self, MetricsError> {
+        let l = &ENDPOINT_LABELS;
+        let counter = |short: &str, help: &str| s.counter(short, help, l);
+        let gauge = |short: &str, help: &str| s.gauge(short, help, l);
+        let with = |extra: &'static str| -> Vec<&'static str> {
+            l.iter().copied().chain([extra]).collect()
+        };
+        Ok(VitalFamilies {
+            counters: vec![
+                (counter("proposals_committed_total", "Raft proposals committed, as the member reports.")?, |v| v.proposals_committed),
+                (counter("proposals_applied_total", "Raft proposals applied, as the member reports.")?, |v| v.proposals_applied),
+                (counter("proposals_failed_total", "Raft proposals that failed, as the member reports.")?, |v| v.proposals_failed),
+                (counter("member_leader_changes_seen_total", "Leader changes the member has seen.")?, |v| v.leader_changes_seen),
+                (counter("slow_applies_total", "Applies that took too long on the member.")?, |v| v.slow_applies),
+                (counter("slow_read_indexes_total", "Read indexes that were not served in time by the member.")?, |v| v.slow_read_indexes),
+                (counter("heartbeat_send_failures_total", "Leader heartbeats the member failed to send.")?, |v| v.heartbeat_send_failures),
+            ],
+            gauges: vec![
+                (gauge("proposals_pending", "Raft proposals pending on the member.")?, |v| v.proposals_pending),
+                (gauge("proposals_apply_gap", "Committed minus applied proposals (etcd refuses requests beyond 5000).")?, |v| v.proposals_apply_gap),
+                (gauge("member_has_leader", "1 when the member itself believes there is a leader.")?, |v| v.has_leader.map(|b| f64::from(u8::from(b)))),
+                (gauge("member_resident_memory_bytes", "Resident memory of the etcd process.")?, |v| v.resident_memory_bytes),
+                (gauge("member_open_fds", "Open file descriptors of the etcd process.")?, |v| v.open_fds),
+                (gauge("member_max_fds", "File descriptor limit of the etcd process.")?, |v| v.max_fds),
+                (gauge("db_open_read_transactions", "Open read transactions on the member's backend.")?, |v| v.db_open_read_transactions),
+            ],
+            peer_sent_failures: s.counter("peer_sent_failures_total", "Messages to a peer that could not be sent.", &with("peer"))?,
+            grpc_requests: s.counter(
+                "grpc_requests_total",
+                "gRPC requests handled by the member, by code class (ok, client_error, server_error).",
+                &with("code_class"),
+            )?,
+            grpc_failed_ratio: s.gauge(
+                "grpc_requests_failed_ratio",
+                "Share of the member's gRPC requests of the last interval that failed, by code class.",
+                &with("code_class"),
+            )?,
+            wal_fsync: Vec::new(),
+            backend_commit: Vec::new(),
+        })
+    }
+
+    fn observe(&mut self, labels: &[&str; 4], v: &Vitals) {
+        for (family, value) in &self.counters {
+            if let Some(x) = value(v).filter(|x| *x >= 0.0) {
+                family.with_label_values(labels).inc_by(x);
+            }
+        }
+        for (family, value) in &self.gauges {
+            if let Some(x) = value(v) {
+                family.with_label_values(labels).set(x);
+            }
+        }
+        for (peer, n) in &v.peer_sent_failures {
+            let peer = peer.to_string();
+            let mut with = labels.to_vec();
+            with.push(&peer);
+            self.peer_sent_failures
+                .with_label_values(&with)
+                .inc_by(n.max(0.0));
+        }
+        if let Some(g) = v.grpc_requests {
+            for (class, n) in [
+                ("ok", g.ok),
+                ("client_error", g.client_error),
+                ("server_error", g.server_error),
+            ] {
+                let mut with = labels.to_vec();
+                with.push(class);
+                self.grpc_requests
+                    .with_label_values(&with)
+                    .inc_by(n.max(0.0));
+            }
+        }
+        if let Some(r) = v.grpc_failed_ratio {
+            for (class, x) in [
+                ("client_error", r.client_error),
+                ("server_error", r.server_error),
+            ] {
+                let mut with = labels.to_vec();
+                with.push(class);
+                self.grpc_failed_ratio.with_label_values(&with).set(x);
+            }
+        }
+        let pairs: Vec<(&str, &str)> = ENDPOINT_LABELS
+            .iter()
+            .copied()
+            .zip(labels.iter().copied())
+            .collect();
+        // An empty window exports NaN quantiles, as Go client summaries do, rather than a gap in the series.
+        let q = |x: Option<f64>| x.unwrap_or(f64::NAN);
+        if let Some(l) = v.wal_fsync_seconds {
+            self.wal_fsync.push(summary_metric(
+                &pairs,
+                [(0.5, q(l.p50)), (0.99, q(l.p99))],
+                l.count,
+                l.sum,
+            ));
+        }
+        if let Some(l) = v.backend_commit_seconds {
+            self.backend_commit.push(summary_metric(
+                &pairs,
+                [(0.5, q(l.p50)), (0.99, q(l.p99))],
+                l.count,
+                l.sum,
+            ));
+        }
+    }
+
+    fn summaries(self) -> impl Iterator<Item = MetricFamily> {
+        [
+            summary_family(
+                "wal_fsync_duration_seconds",
+                "WAL fsync latency of the member: quantiles over the last poll interval, count and sum since start.",
+                self.wal_fsync,
+            ),
+            summary_family(
+                "backend_commit_duration_seconds",
+                "Backend commit latency of the member: quantiles over the last poll interval, count and sum since start.",
+                self.backend_commit,
+            ),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::*;
-    use crate::view;
+    use crate::view::{self, PeerRtt};
 
     #[test]
     fn a_view_renders_to_the_documented_families() {
@@ -477,6 +658,45 @@ mod tests {
             r#"etcd_sentinel_raft_term{cluster="prod",endpoint="http://127.0.0.1:2399""#
         ));
         assert!(text.contains("etcd_sentinel_build_info{version="));
+    }
+
+    #[test]
+    fn vitals_render_as_counters_summaries_and_gauges() {
+        use crate::etcd::member_metrics;
+        let before = member_metrics::parse(include_str!(
+            "../../tests/fixtures/etcd-3.4-metrics-before.txt"
+        ))
+        .unwrap();
+        let after = member_metrics::parse(include_str!(
+            "../../tests/fixtures/etcd-3.4-metrics-after.txt"
+        ))
+        .unwrap();
+        let (_, mut probes) = three();
+        if let Ok(m) = &mut probes[0].metrics {
+            m.vitals = crate::vitals::derive(&after, Some((&before, 10.0)));
+        }
+        let v = view::build("prod", &probes, UNIX_EPOCH);
+        let text = Metrics::new().unwrap().render([&v]).unwrap();
+        let m0 = r#"cluster="prod",endpoint="http://127.0.0.1:2379",member="m0",member_id="0000000000000001""#;
+        for line in [
+            "# TYPE etcd_sentinel_wal_fsync_duration_seconds summary".to_string(),
+            format!("etcd_sentinel_wal_fsync_duration_seconds_count{{{m0}}} 307"),
+            "# TYPE etcd_sentinel_proposals_committed_total counter".to_string(),
+            format!("etcd_sentinel_proposals_committed_total{{{m0}}} 308"),
+            format!("etcd_sentinel_proposals_apply_gap{{{m0}}} 0"),
+            format!("etcd_sentinel_member_max_fds{{{m0}}} 20000"),
+            format!("etcd_sentinel_member_has_leader{{{m0}}} 1"),
+        ] {
+            assert!(text.contains(&line), "missing {line}\n{text}");
+        }
+        assert!(text.contains(&format!(
+            "etcd_sentinel_backend_commit_duration_seconds{{{m0},quantile=\"0.99\"}}"
+        )));
+        assert!(text.contains(
+            r#"etcd_sentinel_grpc_requests_failed_ratio{cluster="prod",code_class="server_error",endpoint="http://127.0.0.1:2379",member="m0",member_id="0000000000000001"} 0"#
+        ));
+        // Members without vitals have no such series (not zeros).
+        assert!(!text.contains(r#"etcd_sentinel_proposals_committed_total{cluster="prod",endpoint="http://127.0.0.1:2389""#));
     }
 
     #[test]

@@ -62,6 +62,23 @@ fn quota_cell(e: &EndpointState) -> String {
     }
 }
 
+/// WAL fsync and backend commit p99, the two numbers that tell a slow disk.
+fn disk_cell(e: &EndpointState) -> String {
+    let v = e.vitals.as_ref();
+    let fsync = v
+        .and_then(|v| v.wal_fsync_seconds)
+        .and_then(|l| l.p99)
+        .map(human_seconds);
+    let commit = v
+        .and_then(|v| v.backend_commit_seconds)
+        .and_then(|l| l.p99)
+        .map(human_seconds);
+    match (fsync, commit) {
+        (None, None) => "-".into(),
+        (f, c) => format!("{} / {}", opt(f), opt(c)),
+    }
+}
+
 fn peer_rtt_cell(e: &EndpointState) -> String {
     let worst = e
         .peer_rtt_seconds
@@ -151,6 +168,7 @@ pub fn table(view: &ClusterView, color: bool) -> String {
             } else {
                 e.alarms.join(",")
             }),
+            Cell::new(disk_cell(e)),
             Cell::new(peer_rtt_cell(e)),
             Cell::new(human_seconds(e.probe_seconds)),
             Cell::new(e.error.as_deref().unwrap_or("")),

@@ -13,14 +13,19 @@ use crate::etcd::member_metrics::{self, MemberMetrics};
 use crate::histogram::Histogram;
 use crate::id::Id;
 use crate::view::{Alarm, Member, Outcome, PeerRtt, ProbeMetrics, ProbeResult, StatusInfo};
+use crate::vitals;
 
 /// What a probe leaves behind for the next one: the connection, and the raw histograms to diff against.
 #[derive(Default)]
 pub struct EndpointMemory {
     pub client: Option<Client>,
     pub metrics: Option<MemberMetrics>,
+    /// When `metrics` was read, for rates.
+    pub metrics_at: Option<Instant>,
     /// The last round-trip estimates, kept while the member measures nothing new.
     pub peer_rtt: BTreeMap<Id, PeerRtt>,
+    /// What the last reading gave, shown again on polls that do not read /metrics (vitals interval).
+    pub summary: Option<Outcome<ProbeMetrics>>,
 }
 
 async fn bounded<T, F>(timeout: Duration, call: F) -> Outcome<T>
@@ -81,25 +86,83 @@ async fn grpc_calls(client: &Client, timeout: Duration) -> Calls {
     )
 }
 
+/// Where a member's /metrics are read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum MetricsSource {
+    /// `<client URL>/metrics`, which every etcd member serves.
+    #[default]
+    ClientUrl,
+    /// A URL template with `{scheme}`, `{host}`, `{port}` (of the client endpoint) and `{name}` (the member's),
+    /// e.g. `http://{host}:2381/metrics` for kubeadm's `--listen-metrics-urls`.
+    Template(String),
+    /// A URL per member name; members not listed use their client URL.
+    PerMember(BTreeMap<String, String>),
+}
+
+impl MetricsSource {
+    /// Whether the URL depends on the member's name, which is only known once gRPC answered.
+    fn needs_member_name(&self) -> bool {
+        match self {
+            MetricsSource::ClientUrl => false,
+            MetricsSource::Template(t) => t.contains("{name}"),
+            MetricsSource::PerMember(_) => true,
+        }
+    }
+
+    pub fn url_for(&self, endpoint: &Endpoint, member_name: Option<&str>) -> String {
+        let default = format!("{}/metrics", endpoint.url());
+        match self {
+            MetricsSource::ClientUrl => default,
+            MetricsSource::Template(t) => t
+                .replace("{scheme}", endpoint.scheme().as_str())
+                .replace("{host}", endpoint.host())
+                .replace("{port}", &endpoint.port().to_string())
+                .replace("{name}", member_name.unwrap_or("")),
+            MetricsSource::PerMember(map) => member_name
+                .and_then(|n| map.get(n))
+                .cloned()
+                .unwrap_or(default),
+        }
+    }
+}
+
+/// What a poll asks of a probe beyond the health calls.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeOptions {
+    pub metrics: MetricsSource,
+    /// False when the vitals interval has not elapsed: the last reading of /metrics stands.
+    pub read_metrics: bool,
+}
+
+async fn read_metrics(connector: &Connector, url: &str) -> Outcome<MemberMetrics> {
+    let timeout = connector.settings().command_timeout;
+    let text = match tokio::time::timeout(timeout, connector.fetch_metrics(url)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(format!("GET {url}: timed out")),
+    };
+    member_metrics::parse(&text).map_err(|e| format!("{url}: {e}"))
+}
+
 /// Probes one endpoint. `memory` carries the connection and last metrics between polls; pass a fresh one for
-/// a one-shot probe (peer round-trip times are then cumulative since the member started).
+/// a one-shot probe (peer round-trip times and latencies are then cumulative since the member started).
 pub async fn probe(
     connector: &Connector,
     endpoint: &Endpoint,
     memory: &mut EndpointMemory,
+    options: &ProbeOptions,
 ) -> ProbeResult {
     let started = Instant::now();
     let timeout = connector.settings().command_timeout;
-    let metrics_url = format!("{}/metrics", endpoint.url());
-    // The member renders ~150 KB for /metrics, the slowest part of a probe: ask for it while gRPC connects.
+    // The member renders ~150 KB for /metrics, the slowest part of a probe: ask for it while gRPC connects,
+    // unless its URL depends on the member's name.
+    let early = options.read_metrics && !options.metrics.needs_member_name();
     let metrics_fetch = async {
-        let result =
-            match tokio::time::timeout(timeout, connector.fetch_metrics(&metrics_url)).await {
-                Ok(r) => r,
-                Err(_) => Err(format!("GET {metrics_url}: timed out")),
-            };
+        if !early {
+            return None;
+        }
+        let result = read_metrics(connector, &options.metrics.url_for(endpoint, None)).await;
         tracing::debug!(%endpoint, ms = started.elapsed().as_secs_f64() * 1e3, "metrics read");
-        result
+        Some(result)
     };
     let cached = memory.client.take();
     let grpc = async {
@@ -114,11 +177,13 @@ pub async fn probe(
         tracing::debug!(%endpoint, ms = started.elapsed().as_secs_f64() * 1e3, "gRPC calls done");
         Ok::<_, String>((client, calls))
     };
-    let (grpc, metrics_text) = tokio::join!(grpc, metrics_fetch);
+    let (grpc, early_metrics) = tokio::join!(grpc, metrics_fetch);
     let (client, (status, health, alarms, members)) = match grpc {
         Ok(done) => done,
         Err(e) => {
-            memory.metrics = None;
+            // Keep the last reading: when the member answers again, a restart in between is recognised and
+            // yields no interval values, instead of passing "since start" off as "last interval".
+            memory.summary = None;
             return ProbeResult::unreachable(endpoint.clone(), e, started.elapsed().as_secs_f64());
         }
     };
@@ -152,7 +217,7 @@ pub async fn probe(
             })
             .collect()
     });
-    let members = members.map(|list| {
+    let members: Outcome<Vec<Member>> = members.map(|list| {
         list.members()
             .iter()
             .map(|m| {
@@ -166,18 +231,38 @@ pub async fn probe(
             })
             .collect()
     });
-    let parsed =
-        metrics_text.and_then(|text| member_metrics::parse(&text).map_err(|e| e.to_string()));
-    let metrics = parsed.map(|now| {
-        let rtt = peer_rtt(&now, memory.metrics.as_ref(), &memory.peer_rtt);
-        memory.peer_rtt = rtt.clone();
-        let summary = ProbeMetrics {
-            quota_backend_bytes: now.quota_backend_bytes,
-            peer_rtt: rtt,
-        };
-        memory.metrics = Some(now);
-        summary
-    });
+
+    let reading = match early_metrics {
+        Some(r) => Some(r),
+        None if options.read_metrics => {
+            let name = status.as_ref().ok().and_then(|s| {
+                let list = members.as_ref().ok()?;
+                list.iter()
+                    .find(|m| m.id == s.member_id)
+                    .map(|m| m.name.clone())
+            });
+            Some(
+                read_metrics(
+                    connector,
+                    &options.metrics.url_for(endpoint, name.as_deref()),
+                )
+                .await,
+            )
+        }
+        None => None,
+    };
+    let metrics = match reading {
+        Some(result) => {
+            let summary = result.map(|now| remember_reading(memory, now));
+            memory.summary = Some(summary.clone());
+            summary
+        }
+        // Not this poll: the last reading stands.
+        None => memory
+            .summary
+            .clone()
+            .unwrap_or_else(|| Err("not read yet".to_string())),
+    };
 
     // Keep the connection unless it is broken: a member that answered nothing is dialled afresh next time.
     if status.is_ok() || health.is_ok() {
@@ -192,6 +277,27 @@ pub async fn probe(
         metrics,
         probe_seconds: started.elapsed().as_secs_f64(),
     }
+}
+
+/// Turns a new reading into what the view shows, against the previous reading, and keeps it for next time.
+fn remember_reading(memory: &mut EndpointMemory, now: MemberMetrics) -> ProbeMetrics {
+    let taken = Instant::now();
+    let previous = memory
+        .metrics
+        .as_ref()
+        .zip(memory.metrics_at)
+        .map(|(m, at)| (m, taken.duration_since(at).as_secs_f64()));
+    let rtt = peer_rtt(&now, previous.map(|(m, _)| m), &memory.peer_rtt);
+    let vitals = vitals::derive(&now, previous);
+    memory.peer_rtt = rtt.clone();
+    let summary = ProbeMetrics {
+        quota_backend_bytes: now.quota_backend_bytes,
+        peer_rtt: rtt,
+        vitals,
+    };
+    memory.metrics = Some(now);
+    memory.metrics_at = Some(taken);
+    summary
 }
 
 /// Peer round-trip time: over the last interval when a previous reading exists, else since the member started.
@@ -253,6 +359,36 @@ mod tests {
         m.peer_rtt
             .insert(Id(peer), Histogram::new(buckets.to_vec()));
         m
+    }
+
+    #[test]
+    fn metrics_urls_from_templates_and_maps() {
+        let ep = Endpoint::parse("https://10.0.0.1:2379").unwrap();
+        assert_eq!(
+            MetricsSource::ClientUrl.url_for(&ep, None),
+            "https://10.0.0.1:2379/metrics"
+        );
+        let t = MetricsSource::Template(
+            "http://{host}:2381/metrics?m={name}&p={port}&s={scheme}".into(),
+        );
+        assert!(t.needs_member_name());
+        assert_eq!(
+            t.url_for(&ep, Some("cp-1")),
+            "http://10.0.0.1:2381/metrics?m=cp-1&p=2379&s=https"
+        );
+        let v6 = Endpoint::parse("[::1]:2379").unwrap();
+        let kubeadm = MetricsSource::Template("http://{host}:2381/metrics".into());
+        assert!(!kubeadm.needs_member_name());
+        assert_eq!(kubeadm.url_for(&v6, None), "http://[::1]:2381/metrics");
+        let map = MetricsSource::PerMember(
+            [("cp-1".to_string(), "http://x:1/metrics".to_string())].into(),
+        );
+        assert_eq!(map.url_for(&ep, Some("cp-1")), "http://x:1/metrics");
+        assert_eq!(
+            map.url_for(&ep, Some("cp-2")),
+            "https://10.0.0.1:2379/metrics",
+            "unlisted: client URL"
+        );
     }
 
     #[test]

@@ -3,14 +3,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::join_all;
 
 use crate::etcd::connect::Connector;
 use crate::etcd::endpoint::Endpoint;
-use crate::probe::endpoint::{EndpointMemory, probe};
-use crate::view::{self, ClusterView, Member, ProbeResult};
+use crate::probe::endpoint::{EndpointMemory, MetricsSource, ProbeOptions, probe};
+use crate::view::{self, ClusterView, Member, ProbeResult, Thresholds};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Discovery {
@@ -27,6 +27,24 @@ pub struct Target {
     pub name: String,
     pub endpoints: Vec<Endpoint>,
     pub discovery: Discovery,
+    pub metrics: MetricsSource,
+    /// Read members' /metrics (quota, peer round trips, vitals) at most this often; every poll when `None`.
+    pub vitals_interval: Option<Duration>,
+    pub thresholds: Thresholds,
+}
+
+impl Target {
+    /// A target with the defaults: static discovery, metrics on the client URL at every poll.
+    pub fn new(name: &str, endpoints: Vec<Endpoint>) -> Self {
+        Target {
+            name: name.to_string(),
+            endpoints,
+            discovery: Discovery::Static,
+            metrics: MetricsSource::ClientUrl,
+            vitals_interval: None,
+            thresholds: Thresholds::default(),
+        }
+    }
 }
 
 pub struct ClusterPoller {
@@ -35,6 +53,7 @@ pub struct ClusterPoller {
     memory: HashMap<Endpoint, EndpointMemory>,
     /// Endpoints found through the member list at the last poll, probed straight away next time.
     discovered: Vec<Endpoint>,
+    last_metrics_read: Option<Instant>,
 }
 
 impl ClusterPoller {
@@ -44,6 +63,7 @@ impl ClusterPoller {
             connector,
             memory: HashMap::new(),
             discovered: Vec::new(),
+            last_metrics_read: None,
         }
     }
 
@@ -51,13 +71,17 @@ impl ClusterPoller {
         &self.target
     }
 
-    async fn probe_all(&mut self, endpoints: &[Endpoint]) -> Vec<ProbeResult> {
+    async fn probe_all(
+        &mut self,
+        endpoints: &[Endpoint],
+        options: &ProbeOptions,
+    ) -> Vec<ProbeResult> {
         let connector = &self.connector;
         let mut work = Vec::with_capacity(endpoints.len());
         for ep in endpoints {
             let mut memory = self.memory.remove(ep).unwrap_or_default();
             work.push(async move {
-                let result = probe(connector, ep, &mut memory).await;
+                let result = probe(connector, ep, &mut memory, options).await;
                 (ep.clone(), memory, result)
             });
         }
@@ -71,13 +95,25 @@ impl ClusterPoller {
 
     /// One poll: probe, discover, and merge into a view.
     pub async fn poll(&mut self) -> ClusterView {
+        let now = Instant::now();
+        let read_metrics = match (self.target.vitals_interval, self.last_metrics_read) {
+            (Some(every), Some(last)) => now.duration_since(last) >= every,
+            _ => true,
+        };
+        if read_metrics {
+            self.last_metrics_read = Some(now);
+        }
+        let options = ProbeOptions {
+            metrics: self.target.metrics.clone(),
+            read_metrics,
+        };
         let mut first_round: Vec<Endpoint> = self.target.endpoints.clone();
         for ep in &self.discovered {
             if !first_round.contains(ep) {
                 first_round.push(ep.clone());
             }
         }
-        let mut probes = self.probe_all(&first_round).await;
+        let mut probes = self.probe_all(&first_round, &options).await;
 
         if self.target.discovery == Discovery::Members {
             let partial = view::build(&self.target.name, &probes, SystemTime::now());
@@ -88,7 +124,12 @@ impl ClusterPoller {
                     .filter(|ep| !first_round.contains(ep))
                     .cloned()
                     .collect();
-                probes.extend(self.probe_all(&missing).await);
+                // Endpoints new to us have nothing to show yet: read their metrics whatever the interval.
+                let fresh = ProbeOptions {
+                    read_metrics: true,
+                    ..options.clone()
+                };
+                probes.extend(self.probe_all(&missing, &fresh).await);
                 // Seeds that are no member's client URL only served to find the members.
                 let wanted: BTreeSet<&Endpoint> = member_urls.iter().collect();
                 probes.retain(|p| wanted.contains(&p.endpoint));
@@ -99,7 +140,12 @@ impl ClusterPoller {
         // Forget connections of endpoints no longer probed (members removed, config changed).
         let probed: BTreeSet<&Endpoint> = probes.iter().map(|p| &p.endpoint).collect();
         self.memory.retain(|ep, _| probed.contains(ep));
-        view::build(&self.target.name, &probes, SystemTime::now())
+        view::build_with(
+            &self.target.name,
+            &probes,
+            SystemTime::now(),
+            &self.target.thresholds,
+        )
     }
 }
 

@@ -300,3 +300,91 @@ fn json_uses_the_documented_keys() {
         assert!(json["quorum"].get(key).is_some(), "missing quorum.{key}");
     }
 }
+
+fn recorded_vitals() -> crate::vitals::Vitals {
+    use crate::etcd::member_metrics::parse;
+    let before = parse(include_str!(
+        "../../tests/fixtures/etcd-3.4-metrics-before.txt"
+    ))
+    .unwrap();
+    let after = parse(include_str!(
+        "../../tests/fixtures/etcd-3.4-metrics-after.txt"
+    ))
+    .unwrap();
+    crate::vitals::derive(&after, Some((&before, 10.0)))
+}
+
+fn with_vitals(vitals: crate::vitals::Vitals) -> Vec<ProbeResult> {
+    let (_, mut probes) = three();
+    if let Ok(m) = &mut probes[1].metrics {
+        m.vitals = vitals;
+    }
+    probes
+}
+
+#[test]
+fn recorded_etcd_latencies_against_thresholds() {
+    let probes = with_vitals(recorded_vitals());
+    let fine = build("prod", &probes, UNIX_EPOCH);
+    for kind in [
+        WarningKind::SlowWalFsync,
+        WarningKind::SlowBackendCommit,
+        WarningKind::FdsNearLimit,
+    ] {
+        assert!(
+            !fine.has_warning(kind),
+            "{kind:?} with etcd's thresholds on a fast disk"
+        );
+    }
+    // The same real readings against thresholds below what that disk did.
+    let strict = Thresholds {
+        wal_fsync_p99_seconds: 0.000_01,
+        backend_commit_p99_seconds: 0.000_01,
+        open_fds_ratio: 0.001,
+        ..Thresholds::default()
+    };
+    let slow = build_with("prod", &probes, UNIX_EPOCH, &strict);
+    for kind in [
+        WarningKind::SlowWalFsync,
+        WarningKind::SlowBackendCommit,
+        WarningKind::FdsNearLimit,
+    ] {
+        let w = slow
+            .warnings
+            .iter()
+            .find(|w| w.kind == kind)
+            .unwrap_or_else(|| panic!("no {kind:?}"));
+        assert_eq!(w.member_id, Some(Id(2)), "about m1");
+    }
+    let fsync = slow
+        .warnings
+        .iter()
+        .find(|w| w.kind == WarningKind::SlowWalFsync)
+        .unwrap();
+    assert!(
+        fsync.message.contains("m1") && fsync.message.contains("300 fsyncs"),
+        "{}",
+        fsync.message
+    );
+    assert!(
+        slow.healthy,
+        "slow disks warn; they do not fail the health verdict"
+    );
+}
+
+#[test]
+fn pending_backlog_and_apply_lag() {
+    let mut v = recorded_vitals();
+    v.proposals_pending = Some(150.0);
+    v.proposals_pending_before = Some(120.0);
+    v.proposals_apply_gap = Some(1200.0);
+    let view = build("prod", &with_vitals(v.clone()), UNIX_EPOCH);
+    assert!(view.has_warning(WarningKind::ProposalsPendingGrowing));
+    assert!(view.has_warning(WarningKind::ApplyLag));
+    // A large but shrinking backlog is recovering, not growing.
+    v.proposals_pending_before = Some(400.0);
+    v.proposals_apply_gap = Some(10.0);
+    let view = build("prod", &with_vitals(v), UNIX_EPOCH);
+    assert!(!view.has_warning(WarningKind::ProposalsPendingGrowing));
+    assert!(!view.has_warning(WarningKind::ApplyLag));
+}

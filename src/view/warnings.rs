@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use super::{ClusterView, Warning, WarningKind, same_endpoint};
+use super::{ClusterView, Thresholds, Warning, WarningKind, same_endpoint};
+use crate::export::render::human_seconds;
 use crate::id::Id;
 
 fn cluster_wide(kind: WarningKind, message: String) -> Warning {
@@ -24,13 +25,89 @@ fn about_member(kind: WarningKind, member_id: Id, message: String) -> Warning {
     }
 }
 
-pub(super) fn collect(view: &ClusterView) -> Vec<Warning> {
+pub(super) fn collect(view: &ClusterView, thresholds: &Thresholds) -> Vec<Warning> {
     let mut out = Vec::new();
     leadership(view, &mut out);
     quorum(view, &mut out);
     endpoints(view, &mut out);
     membership(view, &mut out);
+    vitals(view, thresholds, &mut out);
     out
+}
+
+/// Disk, apply and process health from each member's vital signs.
+fn vitals(view: &ClusterView, t: &Thresholds, out: &mut Vec<Warning>) {
+    for e in view.endpoints.iter().filter(|e| !view.is_foreign(e)) {
+        let Some(v) = &e.vitals else { continue };
+        let name = e.member_name.as_deref().unwrap_or(&e.endpoint);
+        let mut warn = |kind, message: String| {
+            out.push(Warning {
+                kind,
+                message,
+                member_id: e.member_id,
+                endpoint: Some(e.endpoint.clone()),
+            })
+        };
+        if let Some((wal, p99)) = v
+            .wal_fsync_seconds
+            .and_then(|w| Some((w, w.p99?)))
+            .filter(|(_, p99)| *p99 > t.wal_fsync_p99_seconds)
+        {
+            warn(
+                WarningKind::SlowWalFsync,
+                format!(
+                    "{name}: WAL fsync p99 {} over {} fsyncs (threshold {}): the disk is too slow for etcd",
+                    human_seconds(p99),
+                    wal.window_count,
+                    human_seconds(t.wal_fsync_p99_seconds)
+                ),
+            );
+        }
+        if let Some((c, p99)) = v
+            .backend_commit_seconds
+            .and_then(|c| Some((c, c.p99?)))
+            .filter(|(_, p99)| *p99 > t.backend_commit_p99_seconds)
+        {
+            warn(
+                WarningKind::SlowBackendCommit,
+                format!(
+                    "{name}: backend commit p99 {} over {} commits (threshold {})",
+                    human_seconds(p99),
+                    c.window_count,
+                    human_seconds(t.backend_commit_p99_seconds)
+                ),
+            );
+        }
+        if let (Some(now), Some(before)) = (v.proposals_pending, v.proposals_pending_before)
+            && now >= t.proposals_pending
+            && now > before
+        {
+            warn(
+                WarningKind::ProposalsPendingGrowing,
+                format!("{name}: pending proposals growing ({before} → {now})"),
+            );
+        }
+        if let Some(gap) = v.proposals_apply_gap.filter(|g| *g >= t.apply_gap) {
+            warn(
+                WarningKind::ApplyLag,
+                format!(
+                    "{name}: {gap} committed proposals not yet applied (etcd refuses requests beyond 5000)"
+                ),
+            );
+        }
+        if let (Some(open), Some(max)) = (v.open_fds, v.max_fds)
+            && max > 0.0
+            && open / max > t.open_fds_ratio
+        {
+            warn(
+                WarningKind::FdsNearLimit,
+                format!(
+                    "{name}: {open} of {max} file descriptors open ({:.0}%)",
+                    100.0 * open / max
+                ),
+            );
+        }
+    }
 }
 
 fn leadership(view: &ClusterView, out: &mut Vec<Warning>) {
