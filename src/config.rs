@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -11,9 +12,11 @@ use thiserror::Error;
 use toml::Spanned;
 
 use crate::etcd::connect::ConnectSettings;
-use crate::etcd::endpoint::Endpoint;
+use crate::etcd::endpoint::{Endpoint, Scheme};
+use crate::etcd::tls::TlsSettings;
 use crate::probe::endpoint::MetricsSource;
 use crate::probe::poller::{Discovery, Target};
+use crate::secret::{Credentials, Secret};
 use crate::view::Thresholds;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9379";
@@ -39,6 +42,8 @@ pub struct ClusterConfig {
     pub metrics: MetricsSource,
     pub vitals_interval: Option<Duration>,
     pub thresholds: Thresholds,
+    /// The etcd user and the file holding its password, read by `resolve_secrets`.
+    pub password_file: Option<(String, PathBuf)>,
 }
 
 impl ClusterConfig {
@@ -95,6 +100,67 @@ struct RawCluster {
     metrics_urls: Option<Spanned<RawMetricsUrls>>,
     vitals_interval: Option<Spanned<String>>,
     thresholds: Option<RawThresholds>,
+    tls: Option<RawTls>,
+    insecure_transport: Option<bool>,
+    user: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cacert: Option<Spanned<String>>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    #[serde(default)]
+    insecure_skip_tls_verify: bool,
+    server_name: Option<Spanned<String>>,
+}
+
+fn tls_settings(
+    src: &Source,
+    raw: Option<&RawTls>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<TlsSettings, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(TlsSettings::default());
+    };
+    let path = |v: &Option<Spanned<String>>, name: &str| -> Result<Option<PathBuf>, ConfigError> {
+        match v {
+            Some(p) if p.get_ref().trim().is_empty() => {
+                Err(src.invalid(p, field(name), "empty path"))
+            }
+            Some(p) => Ok(Some(PathBuf::from(p.get_ref()))),
+            None => Ok(None),
+        }
+    };
+    let settings = TlsSettings {
+        cacert: path(&raw.cacert, "cacert")?,
+        cert: path(&raw.cert, "cert")?,
+        key: path(&raw.key, "key")?,
+        insecure_skip_verify: raw.insecure_skip_tls_verify,
+        server_name: raw.server_name.as_ref().map(|s| s.get_ref().clone()),
+    };
+    match (&raw.cert, &raw.key) {
+        (Some(c), None) => Err(src.invalid(c, field("key"), "a client certificate needs its key")),
+        (None, Some(k)) => Err(src.invalid(k, field("cert"), "a client key needs its certificate")),
+        _ => Ok(settings),
+    }
+}
+
+/// Reads what the configuration only names: password files. Kept out of `parse`, which is pure.
+pub fn resolve_secrets(config: &mut Config) -> Result<(), String> {
+    for c in &mut config.clusters {
+        if let Some((user, path)) = &c.password_file {
+            let password = Secret::from_file(path)
+                .map_err(|e| format!("cluster {}: password_file: {e}", c.name))?;
+            c.connect.credentials = Some(Credentials {
+                user: user.clone(),
+                password,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -289,9 +355,15 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 "at least one endpoint is needed",
             ));
         }
+        // As etcdctl: with TLS settings, an endpoint written without a scheme is spoken to over TLS.
+        let default_scheme = if c.tls.is_some() {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
         let mut endpoints = Vec::new();
         for (j, e) in c.endpoints.get_ref().iter().enumerate() {
-            let ep = Endpoint::parse(e.get_ref()).map_err(|err| {
+            let ep = Endpoint::parse_with_default(e.get_ref(), default_scheme).map_err(|err| {
                 src.invalid(e, field(&format!("endpoints[{j}]")), err.to_string())
             })?;
             if !endpoints.contains(&ep) {
@@ -329,6 +401,29 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 Some(v) => src.duration(v, field("command_timeout"))?,
                 None => defaults.command_timeout,
             },
+            tls: tls_settings(&src, c.tls.as_ref(), &|f| field(&format!("tls.{f}")))?,
+            insecure_transport: c.insecure_transport.unwrap_or(true),
+            // Filled in by `resolve_secrets`, which reads the password file.
+            credentials: None,
+        };
+        let password_file = match (&c.user, &c.password_file) {
+            (Some(u), Some(p)) if !u.get_ref().is_empty() => {
+                Some((u.get_ref().clone(), PathBuf::from(p.get_ref())))
+            }
+            (Some(u), _) if u.get_ref().is_empty() => {
+                return Err(src.invalid(u, field("user"), "empty user name"));
+            }
+            (Some(u), None) => {
+                return Err(src.invalid(
+                    u,
+                    field("password_file"),
+                    "a user needs a password_file (passwords are not written in the configuration)",
+                ));
+            }
+            (None, Some(p)) => {
+                return Err(src.invalid(p, field("user"), "password_file without a user"));
+            }
+            _ => None,
         };
         let metrics = match &c.metrics_urls {
             None => MetricsSource::ClientUrl,
@@ -365,6 +460,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             metrics,
             vitals_interval,
             thresholds,
+            password_file,
         });
     }
     Ok(Config { listen, clusters })

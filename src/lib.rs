@@ -11,6 +11,7 @@ pub mod export;
 pub mod histogram;
 pub mod id;
 pub mod probe;
+pub mod secret;
 #[cfg(test)]
 mod testing;
 pub mod view;

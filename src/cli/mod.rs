@@ -5,6 +5,7 @@ pub mod check_config;
 pub mod run;
 pub mod status;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,8 +13,10 @@ use clap::{Args, ValueEnum};
 
 use etcd_sentinel::etcd::connect::ConnectSettings;
 use etcd_sentinel::etcd::endpoint::Endpoint;
+use etcd_sentinel::etcd::tls::TlsSettings;
 use etcd_sentinel::probe::endpoint::MetricsSource;
 use etcd_sentinel::probe::poller::{Discovery, Target};
+use etcd_sentinel::secret::{Credentials, Secret};
 
 /// Exit codes: 0 fine, 1 the cluster or the operation is not fine, 2 bad usage or configuration.
 pub const EXIT_UNHEALTHY: u8 = 1;
@@ -52,6 +55,11 @@ pub enum WriteOut {
     Json,
 }
 
+/// Flags that may carry a password are held as secrets from the moment they are parsed.
+fn secret_arg(text: &str) -> Result<Secret, String> {
+    Ok(Secret::new(text))
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 500ms, 2s, 1m)"))
 }
@@ -75,10 +83,56 @@ pub struct ConnectionArgs {
     #[arg(long, env = "ETCD_SENTINEL_COMMAND_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
     pub command_timeout: Option<Duration>,
 
+    /// CA bundle to verify the members' certificates [env: ETCDCTL_CACERT]
+    #[arg(long, env = "ETCD_SENTINEL_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+
+    /// Client certificate, for members that require one (--client-cert-auth) [env: ETCDCTL_CERT]
+    #[arg(long, env = "ETCD_SENTINEL_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// Key of the client certificate [env: ETCDCTL_KEY]
+    #[arg(long, env = "ETCD_SENTINEL_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
+    /// Accept any server certificate (allows a man in the middle: emergencies only) [env: ETCDCTL_INSECURE_SKIP_TLS_VERIFY]
+    #[arg(long, env = "ETCD_SENTINEL_INSECURE_SKIP_TLS_VERIFY")]
+    pub insecure_skip_tls_verify: bool,
+
+    /// Allow plain-text endpoints (http://); false refuses them [env: ETCDCTL_INSECURE_TRANSPORT] [default: true]
+    #[arg(long, env = "ETCD_SENTINEL_INSECURE_TRANSPORT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_transport: Option<bool>,
+
+    /// Name to verify the members' certificates against, instead of the endpoint's host
+    #[arg(long, env = "ETCD_SENTINEL_TLS_SERVER_NAME", value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// etcd user, as name or name:password [env: ETCDCTL_USER]
+    #[arg(long, env = "ETCD_SENTINEL_USER", value_name = "NAME[:PASSWORD]", hide_env_values = true, value_parser = secret_arg)]
+    pub user: Option<Secret>,
+
+    /// Password of --user [env: ETCDCTL_PASSWORD]
+    #[arg(long, env = "ETCD_SENTINEL_PASSWORD", hide_env_values = true, value_parser = secret_arg)]
+    pub password: Option<Secret>,
+
     /// Where members serve /metrics, as a template: {scheme} {host} {port} of the client endpoint, {name} of
     /// the member (e.g. http://{host}:2381/metrics) [default: the client URL]
     #[arg(long, env = "ETCD_SENTINEL_METRICS_URL", value_name = "TEMPLATE")]
     pub metrics_url: Option<String>,
+}
+
+/// Reads an etcdctl boolean variable ("true"/"false"), naming it when it is neither.
+fn etcdctl_bool(name: &str) -> Result<Option<bool>, CliError> {
+    match etcdctl_var(name) {
+        None => Ok(None),
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(Some(true)),
+            "false" | "0" => Ok(Some(false)),
+            _ => Err(CliError::Usage(format!(
+                "{name}={v:?}: expected true or false"
+            ))),
+        },
+    }
 }
 
 /// Reads an etcdctl variable, or nothing when unset or empty.
@@ -105,6 +159,36 @@ fn duration_setting(
 impl ConnectionArgs {
     pub fn settings(&self) -> Result<ConnectSettings, CliError> {
         let defaults = ConnectSettings::default();
+        let path = |flag: &Option<PathBuf>, var: &str| {
+            flag.clone().or_else(|| etcdctl_var(var).map(PathBuf::from))
+        };
+        let tls = TlsSettings {
+            cacert: path(&self.cacert, "ETCDCTL_CACERT"),
+            cert: path(&self.cert, "ETCDCTL_CERT"),
+            key: path(&self.key, "ETCDCTL_KEY"),
+            insecure_skip_verify: self.insecure_skip_tls_verify
+                || etcdctl_bool("ETCDCTL_INSECURE_SKIP_TLS_VERIFY")?.unwrap_or(false),
+            server_name: self.tls_server_name.clone(),
+        };
+        let insecure_transport = match self.insecure_transport {
+            Some(b) => b,
+            None => {
+                etcdctl_bool("ETCDCTL_INSECURE_TRANSPORT")?.unwrap_or(defaults.insecure_transport)
+            }
+        };
+        let user = self
+            .user
+            .clone()
+            .or_else(|| etcdctl_var("ETCDCTL_USER").map(Secret::new));
+        let password = self
+            .password
+            .clone()
+            .or_else(|| etcdctl_var("ETCDCTL_PASSWORD").map(Secret::new));
+        let credentials = match (user, password) {
+            (Some(u), p) => Some(Credentials::parse(u.expose(), p).map_err(CliError::Usage)?),
+            (None, Some(_)) => return Err(CliError::Usage("--password needs --user".into())),
+            (None, None) => None,
+        };
         let settings = ConnectSettings {
             dial_timeout: duration_setting(
                 self.dial_timeout,
@@ -116,6 +200,9 @@ impl ConnectionArgs {
                 "ETCDCTL_COMMAND_TIMEOUT",
                 defaults.command_timeout,
             )?,
+            tls,
+            insecure_transport,
+            credentials,
         };
         if settings.dial_timeout.is_zero() || settings.command_timeout.is_zero() {
             return Err(CliError::Usage("timeouts must be longer than zero".into()));
@@ -129,8 +216,9 @@ impl ConnectionArgs {
             (None, Some(e)) => ("ETCDCTL_ENDPOINTS", e),
             (None, None) => ("default endpoint", "127.0.0.1:2379".to_string()),
         };
-        let endpoints =
-            Endpoint::parse_list(&text).map_err(|e| CliError::Usage(format!("{source}: {e}")))?;
+        let default_scheme = self.settings()?.default_scheme();
+        let endpoints = Endpoint::parse_list_with_default(&text, default_scheme)
+            .map_err(|e| CliError::Usage(format!("{source}: {e}")))?;
         let cluster = self.cluster
             || etcdctl_var("ETCDCTL_CLUSTER")
                 .is_some_and(|v| matches!(v.to_lowercase().as_str(), "true" | "1"));

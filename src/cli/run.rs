@@ -60,6 +60,7 @@ fn from_flags(args: &RunArgs) -> Result<Config, CliError> {
             metrics: target.metrics,
             vitals_interval: target.vitals_interval,
             thresholds: target.thresholds,
+            password_file: None,
         }],
     })
 }

@@ -27,7 +27,8 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
     let settings = args.connection.settings()?;
     let target = args.connection.target("default")?;
     let format = write_out(args.write_out)?;
-    let connector = Connector::new(settings).map_err(|e| CliError::Failed(e.into()))?;
+    // A TLS file that cannot be read is a usage error (exit 2); nothing was tried yet.
+    let connector = Connector::new(settings).map_err(|e| CliError::Usage(e.to_string()))?;
 
     let mut poller = ClusterPoller::new(target, Arc::new(connector));
     let view = poller.poll().await;

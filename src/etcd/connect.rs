@@ -1,24 +1,36 @@
 //! The one place where connections to etcd are made: gRPC clients (one per endpoint, never balanced, so that a
-//! probe talks to the member it names) and the HTTP client that reads members' /metrics.
+//! probe talks to the member it names) and the HTTP client that reads members' /metrics. TLS, client
+//! certificates and etcd users apply to both; snapshots and defragmentation will connect through here too.
 //!
 //! Every failure comes back as a message that names the cause; nothing here waits longer than the dial or
 //! command timeout.
 
 use std::error::Error as StdError;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use etcd_client::Client;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
 use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use super::endpoint::{Endpoint, Scheme};
+use super::tls::{self, TlsConfigs, TlsError, TlsSettings};
+use crate::secret::Credentials;
 
-/// Timeouts as etcdctl names them.
+/// How to reach the members of one cluster: etcdctl's timeouts, TLS and user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectSettings {
     /// How long to wait for a connection to be established.
     pub dial_timeout: Duration,
     /// How long one request may take once connected.
     pub command_timeout: Duration,
+    pub tls: TlsSettings,
+    /// etcdctl's `--insecure-transport` (default true): when false, plain-text endpoints are refused.
+    pub insecure_transport: bool,
+    pub credentials: Option<Credentials>,
 }
 
 impl Default for ConnectSettings {
@@ -26,25 +38,42 @@ impl Default for ConnectSettings {
         ConnectSettings {
             dial_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(5),
+            tls: TlsSettings::default(),
+            insecure_transport: true,
+            credentials: None,
+        }
+    }
+}
+
+impl ConnectSettings {
+    /// The scheme for an endpoint written without one: TLS when TLS files were given, as etcdctl does.
+    pub fn default_scheme(&self) -> Scheme {
+        if self.tls.is_configured() {
+            Scheme::Https
+        } else {
+            Scheme::Http
         }
     }
 }
 
 #[derive(Debug, Error)]
 pub enum ConnectError {
-    #[error(
-        "https endpoints need TLS settings, which this version of etcd-sentinel does not support yet; use an http endpoint"
-    )]
-    TlsUnsupported,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("plain-text endpoint refused (--insecure-transport=false): use https://")]
+    PlaintextRefused,
     #[error("dial timed out after {}", humantime::format_duration(*.0))]
     DialTimeout(Duration),
     #[error("cannot connect: {0}")]
     Connect(String),
+    #[error("authentication as {user:?} failed: {cause}")]
+    Auth { user: String, cause: String },
     #[error("cannot build the HTTP client for members' /metrics: {0}")]
     HttpClient(String),
 }
 
-/// Renders an error with its chain of causes, without the repetitions tonic and hyper like to add.
+/// Renders an error with its chain of causes, without the repetitions tonic and hyper like to add, and with a
+/// hint for TLS failures.
 pub fn describe(err: &(dyn StdError + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
@@ -55,7 +84,11 @@ pub fn describe(err: &(dyn StdError + 'static)) -> String {
         }
         current = e.source();
     }
-    parts.join(": ")
+    let message = parts.join(": ");
+    match tls::explain(&message) {
+        Some(hint) => format!("{message} ({hint})"),
+        None => message,
+    }
 }
 
 /// A short, operator-facing message for an etcd-client error: the gRPC message when there is one.
@@ -85,65 +118,181 @@ pub fn describe_etcd_error(err: &etcd_client::Error) -> String {
 }
 
 /// Makes the connections of one cluster; cheap to share (`Arc`) between the probes of a poll.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Connector {
     settings: ConnectSettings,
-    http: reqwest::Client,
+    /// Built at once when TLS settings were given (so a bad file fails early), else on the first https endpoint.
+    tls: OnceLock<Result<TlsConfigs, TlsError>>,
+    http_plain: reqwest::Client,
+    http_tls: OnceLock<Result<reqwest::Client, String>>,
 }
 
 /// Upper bound on a member's /metrics page; etcd 3.4 serves about 150 KB.
 const MAX_METRICS_BYTES: usize = 16 * 1024 * 1024;
 
+fn http_builder(settings: &ConnectSettings) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(settings.dial_timeout)
+        .timeout(settings.command_timeout)
+        .no_proxy()
+        .pool_max_idle_per_host(1)
+}
+
 impl Connector {
     pub fn new(settings: ConnectSettings) -> Result<Self, ConnectError> {
         // One HTTP client for every member and every poll: building one is the expensive part.
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.dial_timeout)
-            .timeout(settings.command_timeout)
-            .no_proxy()
-            .pool_max_idle_per_host(1)
+        let http_plain = http_builder(&settings)
             .build()
             .map_err(|e| ConnectError::HttpClient(describe(&e)))?;
-        Ok(Connector { settings, http })
+        let connector = Connector {
+            settings,
+            tls: OnceLock::new(),
+            http_plain,
+            http_tls: OnceLock::new(),
+        };
+        if connector.settings.tls.is_configured() {
+            connector.tls_configs()?;
+        }
+        Ok(connector)
     }
 
     pub fn settings(&self) -> &ConnectSettings {
         &self.settings
     }
 
-    /// Connects to exactly this endpoint, within the dial timeout.
-    pub async fn connect(&self, endpoint: &Endpoint) -> Result<Client, ConnectError> {
-        if endpoint.scheme() == Scheme::Https {
-            return Err(ConnectError::TlsUnsupported);
+    /// A hint for a TLS failure, knowing whether we presented a client certificate.
+    pub fn tls_hint(&self, message: &str) -> Option<&'static str> {
+        tls::explain_with(message, self.settings.tls.cert.is_some())
+    }
+
+    fn tls_configs(&self) -> Result<&TlsConfigs, TlsError> {
+        self.tls
+            .get_or_init(|| tls::build(&self.settings.tls))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn http_client(&self, url: &str) -> Result<&reqwest::Client, String> {
+        if !url.starts_with("https:") {
+            return Ok(&self.http_plain);
         }
+        self.http_tls
+            .get_or_init(|| {
+                let configs = self.tls_configs().map_err(|e| e.to_string())?;
+                http_builder(&self.settings)
+                    .use_preconfigured_tls(configs.http.clone())
+                    .build()
+                    .map_err(|e| describe(&e))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Connects to exactly this endpoint, within the dial timeout, and authenticates when a user is set.
+    pub async fn connect(&self, endpoint: &Endpoint) -> Result<Client, ConnectError> {
         let dial = self.settings.dial_timeout;
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.url())
-            .map_err(|e| ConnectError::Connect(describe(&e)))?
-            .connect_timeout(dial)
-            // No per-request timeout on the channel: callers bound each call themselves (a probe by the command
-            // timeout), and a snapshot stream may rightly take minutes.
-            .tcp_nodelay(true)
-            // Notices a member that stops answering on an idle, cached connection.
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(self.settings.command_timeout)
-            .keep_alive_while_idle(true);
-        let connected = tokio::time::timeout(dial, channel.connect())
-            .await
-            .map_err(|_| ConnectError::DialTimeout(dial))?
-            .map_err(|e| ConnectError::Connect(describe(&e)))?;
+        let channel = match endpoint.scheme() {
+            Scheme::Http if !self.settings.insecure_transport => {
+                return Err(ConnectError::PlaintextRefused);
+            }
+            Scheme::Http => {
+                let ep = channel_endpoint(endpoint, dial)?;
+                tokio::time::timeout(dial, ep.connect())
+                    .await
+                    .map_err(|_| ConnectError::DialTimeout(dial))?
+                    .map_err(|e| ConnectError::Connect(describe(&e)))?
+            }
+            Scheme::Https => {
+                let configs = self.tls_configs()?;
+                // A configured --tls-server-name is enforced by the verifier; SNI names the host dialled.
+                let name = endpoint.server_name().to_string();
+                let server_name = ServerName::try_from(name.clone())
+                    .map_err(|e| ConnectError::Connect(format!("TLS server name {name:?}: {e}")))?;
+                let tls = TlsConnector::from(configs.grpc.clone());
+                let address = (endpoint.server_name().to_string(), endpoint.port());
+                // tonic's own TLS cannot skip verification or share its configuration with the /metrics client;
+                // this connector does the TLS handshake itself and hands tonic the encrypted stream.
+                let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
+                    let tls = tls.clone();
+                    let server_name = server_name.clone();
+                    let address = address.clone();
+                    async move {
+                        let tcp = TcpStream::connect((address.0.as_str(), address.1)).await?;
+                        tcp.set_nodelay(true)?;
+                        let stream = tls.connect(server_name, tcp).await?;
+                        Ok::<_, std::io::Error>(TokioIo::new(stream))
+                    }
+                });
+                let ep = channel_endpoint(endpoint, dial)?;
+                tokio::time::timeout(dial, ep.connect_with_connector(connector))
+                    .await
+                    .map_err(|_| ConnectError::DialTimeout(dial))?
+                    .map_err(|e| ConnectError::Connect(describe(&e)))?
+            }
+        };
+        let mut options = etcd_client::ConnectOptions::new();
+        if let Some(c) = &self.settings.credentials {
+            options = options
+                .with_user(c.user.clone(), c.password.expose().to_string())
+                // A token that expired or was revoked is renewed, and the call retried, without a restart.
+                .with_auto_token_refresh(true);
+        }
+        // from_channel authenticates when a user is set: one round trip, bounded like the dial.
         let client = tokio::time::timeout(
-            dial,
-            Client::from_channel(etcd_client::Channel::Tonic(connected), None),
+            dial + self.settings.command_timeout,
+            Client::from_channel(etcd_client::Channel::Tonic(channel), Some(options)),
         )
         .await
-        .map_err(|_| ConnectError::DialTimeout(dial))?
-        .map_err(|e| ConnectError::Connect(describe_etcd_error(&e)))?;
-        Ok(client)
+        .map_err(|_| ConnectError::DialTimeout(dial))?;
+        client.map_err(|e| match &self.settings.credentials {
+            Some(c) => ConnectError::Auth {
+                user: c.user.clone(),
+                cause: describe_etcd_error(&e),
+            },
+            None => ConnectError::Connect(describe_etcd_error(&e)),
+        })
+    }
+
+    /// Why a TLS connection was cut, when the cause did not reach the caller. With TLS 1.3 a server that refuses
+    /// the client certificate sends its alert after the handshake, so gRPC only sees "connection closed". One
+    /// fresh handshake and a read get the alert. `None` when TLS is not the problem.
+    pub async fn diagnose_tls(&self, endpoint: &Endpoint) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        if endpoint.scheme() != Scheme::Https {
+            return None;
+        }
+        let configs = self.tls_configs().ok()?;
+        let name = ServerName::try_from(endpoint.server_name().to_string()).ok()?;
+        let dial = self.settings.dial_timeout;
+        let tcp = tokio::time::timeout(
+            dial,
+            TcpStream::connect((endpoint.server_name(), endpoint.port())),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        let connecting = TlsConnector::from(configs.grpc.clone()).connect(name, tcp);
+        let failure = match tokio::time::timeout(dial, connecting).await.ok()? {
+            Err(e) => e,
+            Ok(mut stream) => {
+                let mut byte = [0u8; 1];
+                match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut byte)).await {
+                    Ok(Err(e)) => e,
+                    _ => return None,
+                }
+            }
+        };
+        let message = failure.to_string();
+        Some(match self.tls_hint(&message) {
+            Some(hint) => format!("TLS: {message} ({hint})"),
+            None => format!("TLS: {message}"),
+        })
     }
 
     /// Reads a member's /metrics page as text, bounded in time and size.
     pub async fn fetch_metrics(&self, url: &str) -> Result<String, String> {
-        let response = self.http.get(url).send().await.map_err(|e| {
+        let client = self.http_client(url)?;
+        let response = client.get(url).send().await.map_err(|e| {
             if e.is_timeout() {
                 format!("GET {url}: timed out")
             } else {
@@ -174,3 +323,24 @@ impl Connector {
         String::from_utf8(body.to_vec()).map_err(|_| format!("GET {url}: not UTF-8 text"))
     }
 }
+
+/// The tonic endpoint for a member. Always `http://` towards tonic: TLS, when used, is done by our connector.
+fn channel_endpoint(
+    endpoint: &Endpoint,
+    dial: Duration,
+) -> Result<tonic::transport::Endpoint, ConnectError> {
+    let uri = format!("http://{}:{}", endpoint.host(), endpoint.port());
+    Ok(tonic::transport::Endpoint::from_shared(uri)
+        .map_err(|e| ConnectError::Connect(describe(&e)))?
+        .connect_timeout(dial)
+        // No per-request timeout on the channel: callers bound each call themselves (a probe by the command
+        // timeout), and a snapshot stream may rightly take minutes.
+        .tcp_nodelay(true)
+        // Notices a member that stops answering on an idle, cached connection.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true))
+}
+
+/// Shared handle, as pollers hold it.
+pub type SharedConnector = Arc<Connector>;

@@ -40,6 +40,12 @@ pub struct EndpointError {
 
 impl Endpoint {
     pub fn parse(input: &str) -> Result<Self, EndpointError> {
+        Self::parse_with_default(input, Scheme::Http)
+    }
+
+    /// Parses an endpoint; `default` is the scheme of an endpoint written without one (etcdctl speaks TLS to
+    /// `host:port` when TLS files are given).
+    pub fn parse_with_default(input: &str, default: Scheme) -> Result<Self, EndpointError> {
         let fail = |reason: &str| EndpointError {
             input: input.to_string(),
             reason: reason.to_string(),
@@ -58,7 +64,7 @@ impl Endpoint {
                     )));
                 }
             },
-            None => (Scheme::Http, trimmed),
+            None => (default, trimmed),
         };
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         if authority.contains(['/', '?', '#']) {
@@ -99,9 +105,16 @@ impl Endpoint {
 
     /// Parses a comma-separated list, as `--endpoints` and `ETCDCTL_ENDPOINTS` take it.
     pub fn parse_list(input: &str) -> Result<Vec<Self>, EndpointError> {
+        Self::parse_list_with_default(input, Scheme::Http)
+    }
+
+    pub fn parse_list_with_default(
+        input: &str,
+        default: Scheme,
+    ) -> Result<Vec<Self>, EndpointError> {
         let mut out: Vec<Endpoint> = Vec::new();
         for part in input.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let ep = Endpoint::parse(part)?;
+            let ep = Endpoint::parse_with_default(part, default)?;
             if !out.contains(&ep) {
                 out.push(ep);
             }

@@ -3,3 +3,4 @@
 pub mod connect;
 pub mod endpoint;
 pub mod member_metrics;
+pub mod tls;

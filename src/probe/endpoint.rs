@@ -49,6 +49,21 @@ type Calls = (
     Outcome<etcd_client::MemberListResponse>,
 );
 
+fn needs_new_token(calls: &Calls) -> bool {
+    let stale = |e: &String| {
+        e.contains("revision of auth store is old") || e.contains("invalid auth token")
+    };
+    [
+        calls.0.as_ref().err(),
+        calls.1.as_ref().err(),
+        calls.2.as_ref().err(),
+        calls.3.as_ref().err(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(stale)
+}
+
 /// Status, the health read, AlarmList and MemberList, all at once.
 async fn grpc_calls(client: &Client, timeout: Duration) -> Calls {
     let mut maintenance = client.maintenance_client();
@@ -173,7 +188,12 @@ pub async fn probe(
                 .await
                 .map_err(|e| e.to_string())?,
         };
-        let calls = grpc_calls(&client, timeout).await;
+        let mut calls = grpc_calls(&client, timeout).await;
+        // etcd-client renews an invalid token by itself; a token minted before a change of users or roles is
+        // "old" instead: authenticate again and ask once more.
+        if needs_new_token(&calls) && client.refresh_token().await.is_ok() {
+            calls = grpc_calls(&client, timeout).await;
+        }
         tracing::debug!(%endpoint, ms = started.elapsed().as_secs_f64() * 1e3, "gRPC calls done");
         Ok::<_, String>((client, calls))
     };
@@ -181,6 +201,7 @@ pub async fn probe(
     let (client, (status, health, alarms, members)) = match grpc {
         Ok(done) => done,
         Err(e) => {
+            let e = annotate(connector, with_tls_diagnosis(connector, endpoint, e).await);
             // Keep the last reading: when the member answers again, a restart in between is recognised and
             // yields no interval values, instead of passing "since start" off as "last interval".
             memory.summary = None;
@@ -188,6 +209,16 @@ pub async fn probe(
         }
     };
 
+    let (status, health) = match (status, health) {
+        (Err(e), Err(_)) if is_vague(&e) => {
+            let e = annotate(connector, with_tls_diagnosis(connector, endpoint, e).await);
+            (Err(e.clone()), Err(e))
+        }
+        (status, health) => (
+            status.map_err(|e| annotate(connector, e)),
+            health.map_err(|e| annotate(connector, e)),
+        ),
+    };
     let status = status.and_then(|s| {
         let header = s
             .header()
@@ -276,6 +307,48 @@ pub async fn probe(
         members,
         metrics,
         probe_seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Adds the hint for a server's TLS alert, which depends on whether we presented a client certificate.
+fn annotate(connector: &Connector, error: String) -> String {
+    if !error.contains("received fatal alert")
+        || error.ends_with(')') && error.contains("client certificate")
+    {
+        return error;
+    }
+    match connector.tls_hint(&error) {
+        Some(hint) => format!("{error} ({hint})"),
+        None => error,
+    }
+}
+
+/// A transport failure that hides its cause: the connection was just cut.
+fn is_vague(error: &str) -> bool {
+    [
+        "connection closed",
+        "broken pipe",
+        "connection reset",
+        "operation was canceled",
+    ]
+    .iter()
+    .any(|v| error.contains(v))
+}
+
+/// Replaces a vague transport error on a TLS endpoint with what the server's TLS alert says, if it said one.
+async fn with_tls_diagnosis(connector: &Connector, endpoint: &Endpoint, error: String) -> String {
+    if !is_vague(&error) {
+        return error;
+    }
+    if endpoint.scheme() == crate::etcd::endpoint::Scheme::Http {
+        // A TLS member hangs up on a plain-text client without a word.
+        return format!(
+            "{error} (the member cut the connection: if it expects TLS, use https:// and --cacert)"
+        );
+    }
+    match connector.diagnose_tls(endpoint).await {
+        Some(diagnosis) => diagnosis,
+        None => error,
     }
 }
 

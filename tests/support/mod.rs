@@ -3,13 +3,19 @@
 //! also gets SIGKILL from the kernel if the test process dies first, so no etcd outlives a test run.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod pki;
+
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, MemberAddOptions};
+use etcd_client::{Client, MemberAddOptions};
+use etcd_sentinel::etcd::connect::{ConnectSettings, Connector};
+use etcd_sentinel::etcd::endpoint::Endpoint;
+use etcd_sentinel::etcd::tls::TlsSettings;
+use etcd_sentinel::secret::{Credentials, Secret};
 use tempfile::TempDir;
 
 /// The etcd binary: `$ETCD_BIN`, or `etcd` on the PATH (Debian's etcd-server package).
@@ -60,11 +66,13 @@ pub struct EtcdMember {
     extra_args: Vec<String>,
     child: Option<Child>,
     frozen: bool,
+    tls: bool,
 }
 
 impl EtcdMember {
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     pub fn peer_url(&self) -> String {
@@ -149,6 +157,8 @@ pub struct ClusterBuilder {
     members: usize,
     extra_args: Vec<String>,
     separate_metrics_port: bool,
+    tls: bool,
+    auth: bool,
 }
 
 impl ClusterBuilder {
@@ -170,6 +180,19 @@ impl ClusterBuilder {
         self
     }
 
+    /// Clients over TLS with `--client-cert-auth`, certificates from a CA made for the cluster (`cluster.pki`).
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// Users and roles: `root` (password `rootpw`) and a read-only `monitor` (password `monitorpw`) whose role
+    /// may read the key `health` only.
+    pub fn auth(mut self) -> Self {
+        self.auth = true;
+        self
+    }
+
     pub fn arg(mut self, arg: &str) -> Self {
         self.extra_args.push(arg.to_string());
         self
@@ -180,6 +203,18 @@ impl ClusterBuilder {
             .prefix("etcd-sentinel-test-")
             .tempdir()
             .expect("temp dir");
+        let pki = self.tls.then(|| pki::Pki::create(dir.path()));
+        let mut extra_args = self.extra_args.clone();
+        if let Some(p) = &pki {
+            for (flag, path) in [
+                ("--cert-file", &p.server_cert),
+                ("--key-file", &p.server_key),
+                ("--trusted-ca-file", &p.ca),
+            ] {
+                extra_args.push(format!("{flag}={}", path.display()));
+            }
+            extra_args.push("--client-cert-auth".into());
+        }
         let ports = free_ports(self.members * 3);
         let token = format!(
             "t-{}-{}",
@@ -199,9 +234,10 @@ impl ClusterBuilder {
                 log: dir.path().join(format!("m{i}.log")),
                 initial_cluster: String::new(),
                 initial_state: "new",
-                extra_args: self.extra_args.clone(),
+                extra_args: extra_args.clone(),
                 child: None,
                 frozen: false,
+                tls: self.tls,
             })
             .collect();
         let initial_cluster = members
@@ -213,6 +249,8 @@ impl ClusterBuilder {
             dir,
             members: Vec::new(),
             token,
+            pki,
+            credentials: None,
         };
         for m in &mut members {
             m.initial_cluster = initial_cluster.clone();
@@ -220,6 +258,9 @@ impl ClusterBuilder {
         }
         cluster.members = members;
         cluster.wait_for_leader(Duration::from_secs(20)).await;
+        if self.auth {
+            cluster.enable_auth().await;
+        }
         cluster
     }
 }
@@ -228,6 +269,10 @@ pub struct EtcdCluster {
     dir: TempDir,
     pub members: Vec<EtcdMember>,
     token: String,
+    /// The certificates of a TLS cluster.
+    pub pki: Option<pki::Pki>,
+    /// The user the harness itself connects as, once auth is enabled.
+    credentials: Option<(String, String)>,
 }
 
 impl EtcdCluster {
@@ -236,6 +281,8 @@ impl EtcdCluster {
             members: 3,
             extra_args: Vec::new(),
             separate_metrics_port: false,
+            tls: false,
+            auth: false,
         }
     }
 
@@ -261,13 +308,66 @@ impl EtcdCluster {
             .join(",")
     }
 
+    /// How the harness itself connects: the cluster's client certificate and user, when it has them. Through
+    /// the library's connector, the one place connections are made.
+    pub fn connect_settings(&self, timeout: Duration) -> ConnectSettings {
+        let mut settings = ConnectSettings {
+            dial_timeout: timeout,
+            command_timeout: timeout,
+            ..ConnectSettings::default()
+        };
+        if let Some(p) = &self.pki {
+            settings.tls = TlsSettings {
+                cacert: Some(p.ca.clone()),
+                cert: Some(p.client_cert.clone()),
+                key: Some(p.client_key.clone()),
+                ..TlsSettings::default()
+            };
+        }
+        if let Some((user, password)) = &self.credentials {
+            settings.credentials = Some(Credentials {
+                user: user.clone(),
+                password: Secret::new(password.clone()),
+            });
+        }
+        settings
+    }
+
+    async fn try_client(&self, i: usize, timeout: Duration) -> Option<Client> {
+        let connector = Connector::new(self.connect_settings(timeout)).expect("harness connector");
+        let endpoint = Endpoint::parse(&self.client_url(i)).expect("member URL");
+        connector.connect(&endpoint).await.ok()
+    }
+
     pub async fn client(&self, i: usize) -> Client {
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(5));
-        Client::connect([self.client_url(i)], Some(opts))
+        let connector = Connector::new(self.connect_settings(Duration::from_secs(5)))
+            .expect("harness connector");
+        let endpoint = Endpoint::parse(&self.client_url(i)).expect("member URL");
+        connector
+            .connect(&endpoint)
             .await
-            .expect("connect to test member")
+            .unwrap_or_else(|e| panic!("connect to test member {}: {e}", self.client_url(i)))
+    }
+
+    /// Creates `root` and a read-only `monitor` user, then enables authentication.
+    async fn enable_auth(&mut self) {
+        use etcd_client::Permission;
+        let mut c = self.client(0).await;
+        c.user_add("root", "rootpw", None).await.expect("add root");
+        c.role_add("root").await.ok(); // exists implicitly on some versions
+        c.user_grant_role("root", "root").await.expect("grant root");
+        c.role_add("monitoring").await.expect("add role");
+        c.role_grant_permission("monitoring", Permission::read("health"))
+            .await
+            .expect("grant read of health");
+        c.user_add("monitor", "monitorpw", None)
+            .await
+            .expect("add monitor");
+        c.user_grant_role("monitor", "monitoring")
+            .await
+            .expect("grant monitoring");
+        c.auth_enable().await.expect("enable auth");
+        self.credentials = Some(("root".into(), "rootpw".into()));
     }
 
     /// Ids of the running members, with the leader each reports; `None` until all agree on one leader.
@@ -277,13 +377,12 @@ impl EtcdCluster {
             if !m.is_running() || m.frozen {
                 continue;
             }
-            let opts = ConnectOptions::new()
-                .with_connect_timeout(Duration::from_millis(500))
-                .with_timeout(Duration::from_millis(500));
-            let mut c = Client::connect([self.client_url(i)], Some(opts))
+            let mut c = self.try_client(i, Duration::from_millis(500)).await?;
+            // Connections have no per-request timeout: bound the call here.
+            let status = tokio::time::timeout(Duration::from_millis(500), c.status())
                 .await
+                .ok()?
                 .ok()?;
-            let status = c.status().await.ok()?;
             if status.leader() == 0 || leader.is_some_and(|l| l != status.leader()) {
                 return None;
             }
@@ -406,6 +505,7 @@ impl EtcdCluster {
             extra_args: self.members[0].extra_args.clone(),
             child: None,
             frozen: false,
+            tls: self.members[0].tls,
         };
         member.spawn(&self.token);
         self.members.push(member);

@@ -1,0 +1,372 @@
+//! TLS, client certificates and etcd users against real etcd: the right credentials work for status and the
+//! daemon (members' /metrics included); each wrong one fails fast with its own message; no secret leaks.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_sentinel::etcd::connect::Connector;
+use etcd_sentinel::etcd::endpoint::Endpoint;
+use etcd_sentinel::probe::poller::{ClusterPoller, Target};
+use serde_json::Value;
+use support::{EtcdCluster, free_ports, wait_for};
+
+fn sentinel(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ETCDCTL_") || k.starts_with("ETCD_SENTINEL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(args).output().expect("run etcd-sentinel")
+}
+
+fn status(url: &str, extra: &[&str]) -> (i32, Value, Duration) {
+    let started = Instant::now();
+    let mut args = vec![
+        "status",
+        "-w",
+        "json",
+        "--dial-timeout",
+        "1s",
+        "--command-timeout",
+        "2s",
+        "--endpoints",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    let out = sentinel(&args);
+    let elapsed = started.elapsed();
+    let view = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no JSON: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), view, elapsed)
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[tokio::test]
+async fn tls_cluster_with_the_right_certificates() {
+    let cluster = EtcdCluster::builder().members(3).tls().start().await;
+    let pki = cluster.pki.as_ref().unwrap();
+    let creds = [
+        "--cacert",
+        p(&pki.ca),
+        "--cert",
+        p(&pki.client_cert),
+        "--key",
+        p(&pki.client_key),
+    ];
+    let (code, view, _) = status(
+        &cluster.client_url(0),
+        &[&creds[..], &["--cluster"]].concat(),
+    );
+    assert_eq!(code, 0, "{view:#}");
+    assert_eq!(view["endpoints"].as_array().unwrap().len(), 3);
+    for e in view["endpoints"].as_array().unwrap() {
+        assert!(e["endpoint"].as_str().unwrap().starts_with("https://"));
+        // The members' /metrics were read over TLS with the same client certificate.
+        assert!(e["db_quota_bytes"].as_u64().is_some(), "{e:#}");
+        assert!(e["vitals"]["wal_fsync_seconds"].is_object(), "{e:#}");
+        assert_eq!(e["metrics_error"], Value::Null);
+    }
+    // As etcdctl: with TLS files, an endpoint without a scheme is spoken to over TLS; and ETCDCTL_* work.
+    let bare = cluster.client_url(0).replace("https://", "");
+    let out = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"))
+        .args(["status", "--endpoints", &bare])
+        .env("ETCDCTL_CACERT", &pki.ca)
+        .env("ETCDCTL_CERT", &pki.client_cert)
+        .env("ETCDCTL_KEY", &pki.client_key)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Skipping verification needs no CA (the client certificate is still required by the server).
+    let (code, _, _) = status(
+        &cluster.client_url(0),
+        &[
+            "--insecure-skip-tls-verify",
+            "--cert",
+            p(&pki.client_cert),
+            "--key",
+            p(&pki.client_key),
+        ],
+    );
+    assert_eq!(code, 0);
+}
+
+#[tokio::test]
+async fn each_wrong_credential_fails_fast_with_its_own_message() {
+    let cluster = EtcdCluster::builder().members(1).tls().start().await;
+    let pki = cluster.pki.as_ref().unwrap();
+    let url = cluster.client_url(0);
+    let good_client = ["--cert", p(&pki.client_cert), "--key", p(&pki.client_key)];
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "no CA given",
+            good_client.to_vec(),
+            "not signed by a trusted CA",
+        ),
+        (
+            "another CA",
+            [&["--cacert", p(&pki.stranger_ca)][..], &good_client].concat(),
+            "not signed by a trusted CA",
+        ),
+        (
+            "no client certificate",
+            vec!["--cacert", p(&pki.ca)],
+            "requires a client certificate",
+        ),
+        (
+            "expired client certificate",
+            vec![
+                "--cacert",
+                p(&pki.ca),
+                "--cert",
+                p(&pki.expired_cert),
+                "--key",
+                p(&pki.expired_key),
+            ],
+            "rejected our client certificate",
+        ),
+        (
+            "client certificate of another CA",
+            vec![
+                "--cacert",
+                p(&pki.ca),
+                "--cert",
+                p(&pki.stranger_cert),
+                "--key",
+                p(&pki.stranger_key),
+            ],
+            "rejected our client certificate",
+        ),
+        (
+            "name mismatch",
+            [
+                &["--cacert", p(&pki.ca), "--tls-server-name", "etcd.example"][..],
+                &good_client,
+            ]
+            .concat(),
+            "name mismatch",
+        ),
+    ];
+    for (what, args, expected) in cases {
+        let (code, view, elapsed) = status(&url, &args);
+        assert_eq!(code, 1, "{what}");
+        let error = view["endpoints"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(error.contains(expected), "{what}: {error}");
+        assert!(elapsed < Duration::from_secs(4), "{what} took {elapsed:?}");
+    }
+    // Plain text to a TLS member, and TLS to a plain-text member, say so.
+    let (code, view, _) = status(&url.replace("https://", "http://"), &[]);
+    assert_eq!(code, 1);
+    let error = view["endpoints"][0]["error"].as_str().unwrap().to_string();
+    assert!(error.contains("https://"), "{error}");
+    let plain = EtcdCluster::start(1).await;
+    let (code, view, _) = status(
+        &plain.client_url(0).replace("http://", "https://"),
+        &["--cacert", p(&pki.ca)],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        view["endpoints"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not speak TLS"),
+        "{view:#}"
+    );
+    // --insecure-transport=false refuses plain text outright.
+    let (code, view, _) = status(&plain.client_url(0), &["--insecure-transport=false"]);
+    assert_eq!(code, 1);
+    assert!(
+        view["endpoints"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("plain-text endpoint refused")
+    );
+}
+
+#[test]
+fn unreadable_tls_files_are_usage_errors_naming_the_file() {
+    let out = sentinel(&[
+        "status",
+        "--endpoints",
+        "https://127.0.0.1:1",
+        "--cacert",
+        "/nonexistent/ca.pem",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/ca.pem") && err.contains("CA certificate"),
+        "{err}"
+    );
+    let out = sentinel(&["status", "--cert", "/tmp/x.crt"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--key"));
+}
+
+#[tokio::test]
+async fn a_read_only_monitoring_user_can_do_everything_monitoring_needs() {
+    let cluster = EtcdCluster::builder().members(3).auth().start().await;
+    let url = cluster.client_url(0);
+    let (code, view, _) = status(&url, &["--cluster", "--user", "monitor:monitorpw"]);
+    assert_eq!(code, 0, "{view:#}");
+    assert_eq!(view["members"].as_array().unwrap().len(), 3);
+    assert_eq!(view["quorum"]["failure_tolerance"], 1);
+    for e in view["endpoints"].as_array().unwrap() {
+        assert_eq!(e["healthy"], true, "{e:#}");
+        assert!(e["vitals"].is_object());
+    }
+    // The same with --password and the etcdctl variables.
+    let (code, _, _) = status(&url, &["--user", "monitor", "--password", "monitorpw"]);
+    assert_eq!(code, 0);
+
+    let (code, view, _) = status(&url, &["--user", "monitor:wrong"]);
+    assert_eq!(code, 1);
+    let error = view["endpoints"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("authentication as \"monitor\" failed"),
+        "{error}"
+    );
+    assert!(
+        !serde_json::to_string(&view).unwrap().contains("wrong\""),
+        "no password in the output"
+    );
+
+    let (code, view, _) = status(&url, &[]);
+    assert_eq!(code, 1, "without a user the health read is refused");
+    assert!(
+        view["endpoints"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("user name"),
+        "{view:#}"
+    );
+}
+
+#[tokio::test]
+async fn tokens_are_renewed_without_a_restart() {
+    // Tokens live one second, and the auth store changes under the poller's feet.
+    let cluster = EtcdCluster::builder()
+        .members(1)
+        .auth()
+        .arg("--auth-token-ttl=1")
+        .start()
+        .await;
+    let mut settings = cluster.connect_settings(Duration::from_secs(2));
+    settings.credentials =
+        Some(etcd_sentinel::secret::Credentials::parse("monitor:monitorpw", None).unwrap());
+    let endpoints = Endpoint::parse_list(&cluster.endpoints()).unwrap();
+    let mut poller = ClusterPoller::new(
+        Target::new("auth", endpoints),
+        Arc::new(Connector::new(settings).unwrap()),
+    );
+    assert!(poller.poll().await.healthy);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let view = poller.poll().await;
+    assert!(view.healthy, "expired token: {:?}", view.endpoints[0].error);
+    // A change of users bumps the auth revision: old tokens are refused as "old".
+    let mut root = cluster.client(0).await;
+    root.user_add("someone", "pw", None).await.unwrap();
+    let view = poller.poll().await;
+    assert!(
+        view.healthy,
+        "old auth revision: {:?}",
+        view.endpoints[0].error
+    );
+}
+
+#[tokio::test]
+async fn the_daemon_over_tls_with_a_user_leaks_no_secret() {
+    let cluster = EtcdCluster::builder().members(1).tls().auth().start().await;
+    let pki = cluster.pki.as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("monitor.password");
+    std::fs::write(&password_file, "monitorpw\n").unwrap();
+    let port = free_ports(1)[0];
+    let config = dir.path().join("sentinel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n[[cluster]]\nname = \"secure\"\nendpoints = [\"{}\"]\ninterval = \"300ms\"\n\
+             user = \"monitor\"\npassword_file = \"{}\"\n[cluster.tls]\ncacert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            cluster.client_url(0),
+            password_file.display(),
+            pki.ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"))
+        .args([
+            "run",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+            "--config",
+        ])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let get = |path: &str| {
+        let url = format!("{base}{path}");
+        async move {
+            let r = reqwest::get(&url).await.ok()?;
+            Some((r.status().as_u16(), r.text().await.ok()?))
+        }
+    };
+    let metrics = wait_for(
+        "healthy metrics over TLS with a user",
+        Duration::from_secs(20),
+        || async {
+            let (_, m) = get("/metrics").await?;
+            m.contains("etcd_sentinel_cluster_healthy{cluster=\"secure\"} 1")
+                .then_some(m)
+        },
+    )
+    .await;
+    assert!(
+        metrics.contains("etcd_sentinel_db_quota_bytes{"),
+        "members' /metrics read over TLS"
+    );
+    assert!(metrics.contains("etcd_sentinel_wal_fsync_duration_seconds_count{"));
+    let mut seen = metrics;
+    for path in [
+        "/api/v1/clusters",
+        "/api/v1/clusters/secure",
+        "/api/v1/clusters/secure/events",
+    ] {
+        seen.push_str(&get(path).await.unwrap().1);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen.push_str(&std::fs::read_to_string(&log).unwrap());
+    let key = std::fs::read_to_string(&pki.client_key).unwrap();
+    let key_body = key.lines().nth(1).unwrap();
+    assert!(!seen.contains("monitorpw"), "the password leaked");
+    assert!(!seen.contains(key_body), "the private key leaked");
+    assert!(!seen.contains("rootpw"));
+}
