@@ -29,6 +29,10 @@ const MIN_INTERVAL: Duration = Duration::from_millis(100);
 pub struct Config {
     pub listen: SocketAddr,
     pub clusters: Vec<ClusterConfig>,
+    /// File holding the token that unlocks mutating API endpoints; without one they are disabled.
+    pub api_token_file: Option<PathBuf>,
+    /// Certificate and key to serve the API over TLS.
+    pub server_tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +88,9 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<Spanned<String>>,
+    api_token_file: Option<Spanned<String>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
     #[serde(default, rename = "cluster")]
     clusters: Vec<RawCluster>,
 }
@@ -463,7 +470,21 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             password_file,
         });
     }
-    Ok(Config { listen, clusters })
+    let server_tls = match (&raw.tls_cert, &raw.tls_key) {
+        (Some(c), Some(k)) => Some((PathBuf::from(c.get_ref()), PathBuf::from(k.get_ref()))),
+        (Some(c), None) => return Err(src.invalid(c, "tls_key".into(), "tls_cert needs tls_key")),
+        (None, Some(k)) => return Err(src.invalid(k, "tls_cert".into(), "tls_key needs tls_cert")),
+        (None, None) => None,
+    };
+    Ok(Config {
+        listen,
+        clusters,
+        api_token_file: raw
+            .api_token_file
+            .as_ref()
+            .map(|p| PathBuf::from(p.get_ref())),
+        server_tls,
+    })
 }
 
 #[cfg(test)]

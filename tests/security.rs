@@ -370,3 +370,183 @@ async fn the_daemon_over_tls_with_a_user_leaks_no_secret() {
     assert!(!seen.contains(key_body), "the private key leaked");
     assert!(!seen.contains("rootpw"));
 }
+
+/// A daemon with an API token (or none), optionally serving TLS; killed on drop.
+struct GuardedDaemon {
+    child: std::process::Child,
+    base: String,
+    log: std::path::PathBuf,
+    config: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for GuardedDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn guarded_daemon(
+    cluster: &EtcdCluster,
+    token: Option<&str>,
+    tls: Option<(&Path, &Path)>,
+) -> GuardedDaemon {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_ports(1)[0];
+    let config = dir.path().join("sentinel.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n[[cluster]]\nname = \"a\"\nendpoints = [\"{}\"]\ninterval = \"300ms\"\n",
+            cluster.client_url(0)
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"));
+    cmd.args(["run", "--log-level", "debug", "--config"])
+        .arg(&config);
+    cmd.env_remove("ETCD_SENTINEL_API_TOKEN");
+    if let Some(t) = token {
+        let file = dir.path().join("api.token");
+        std::fs::write(&file, format!("{t}\n")).unwrap();
+        cmd.arg("--api-token-file").arg(&file);
+    }
+    if let Some((cert, key)) = tls {
+        cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+    }
+    let child = cmd
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    GuardedDaemon {
+        child,
+        base: format!("{scheme}://127.0.0.1:{port}"),
+        log,
+        config,
+        _dir: dir,
+    }
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, String, bool) {
+    let mut request = client.post(url).body(body);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let response = request.send().await.expect("POST");
+    let challenge = response.headers().contains_key("www-authenticate");
+    (
+        response.status().as_u16(),
+        response.text().await.unwrap_or_default(),
+        challenge,
+    )
+}
+
+#[tokio::test]
+async fn mutating_endpoints_need_a_configured_token() {
+    let cluster = EtcdCluster::start(1).await;
+    let client = reqwest::Client::new();
+
+    // No token configured: the endpoint is never served.
+    let open = guarded_daemon(&cluster, None, None);
+    let reload = format!("{}/api/v1/reload", open.base);
+    wait_for("the daemon", Duration::from_secs(10), || async {
+        reqwest::get(format!("{}/healthz", open.base))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let (code, body, _) = post(&client, &reload, Some("anything"), vec![]).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("no API token is configured"));
+
+    let token = "s3cr3t-t0ken-value";
+    let guarded = guarded_daemon(&cluster, Some(token), None);
+    let reload = format!("{}/api/v1/reload", guarded.base);
+    wait_for("the daemon", Duration::from_secs(10), || async {
+        reqwest::get(format!("{}/readyz", guarded.base))
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+            .map(|_| ())
+    })
+    .await;
+    let (code, _, challenge) = post(&client, &reload, None, vec![]).await;
+    assert_eq!(code, 401);
+    assert!(challenge, "401 carries WWW-Authenticate");
+    let (code, body, _) = post(&client, &reload, Some("s3cr3t-t0ken-valuX"), vec![]).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("invalid API token"));
+    // The right token: the reload happens, and a bad file is refused with its reason.
+    let (code, body, _) = post(&client, &reload, Some(token), vec![]).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"reloaded\":true"));
+    std::fs::write(
+        &guarded.config,
+        "[[cluster]]\nname = \"a\"\nendpoints = [\"nope\"]\n",
+    )
+    .unwrap();
+    let (code, body, _) = post(&client, &reload, Some(token), vec![]).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("cluster[0].endpoints[0]"), "{body}");
+    // Bodies are bounded.
+    let (code, _, _) = post(&client, &reload, Some(token), vec![b'x'; 1024 * 1024]).await;
+    assert_eq!(code, 413);
+    // Reads stay open; the token is nowhere in the log.
+    assert_eq!(
+        reqwest::get(format!("{}/api/v1/clusters", guarded.base))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(
+        !std::fs::read_to_string(&guarded.log)
+            .unwrap()
+            .contains(token)
+    );
+}
+
+#[tokio::test]
+async fn the_api_can_be_served_over_tls() {
+    let cluster = EtcdCluster::start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::create(dir.path());
+    let daemon = guarded_daemon(&cluster, None, Some((&pki.server_cert, &pki.server_key)));
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let url = format!("{}/readyz", daemon.base);
+    wait_for("the API over TLS", Duration::from_secs(15), || async {
+        client
+            .get(&url)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+            .map(|_| ())
+    })
+    .await;
+    let metrics = client
+        .get(format!("{}/metrics", daemon.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("etcd_sentinel_cluster_healthy{cluster=\"a\"} 1"));
+    // Plain HTTP to the TLS port gets nothing useful.
+    let plain = reqwest::get(url.replace("https://", "http://")).await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+}

@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Args;
 
 use etcd_sentinel::config::{ClusterConfig, Config, DEFAULT_INTERVAL, DEFAULT_LISTEN};
-use etcd_sentinel::daemon::{self, ConfigSource, DaemonError};
+use etcd_sentinel::daemon::{self, ConfigSource, DaemonError, ServerOptions};
+use etcd_sentinel::export::tls_listener;
+use etcd_sentinel::secret::Secret;
 
 use super::{CliError, ConnectionArgs, parse_duration};
 
@@ -29,6 +31,29 @@ pub struct RunArgs {
     /// Without --config: how often to poll [default: 10s]
     #[arg(long, env = "ETCD_SENTINEL_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
     pub interval: Option<Duration>,
+
+    /// File holding the token that unlocks mutating API endpoints (POST /api/v1/reload); without a token
+    /// (here, in ETCD_SENTINEL_API_TOKEN or as the file's api_token_file) they are disabled
+    #[arg(long, env = "ETCD_SENTINEL_API_TOKEN_FILE", value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
+
+    /// Serve the API over TLS with this certificate (and --tls-key)
+    #[arg(
+        long,
+        env = "ETCD_SENTINEL_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Key of --tls-cert
+    #[arg(
+        long,
+        env = "ETCD_SENTINEL_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 
     #[command(flatten)]
     pub connection: ConnectionArgs,
@@ -62,6 +87,8 @@ fn from_flags(args: &RunArgs) -> Result<Config, CliError> {
             thresholds: target.thresholds,
             password_file: None,
         }],
+        api_token_file: None,
+        server_tls: None,
     })
 }
 
@@ -78,7 +105,36 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         }
         None => (from_flags(&args)?, ConfigSource::Flags),
     };
-    match daemon::run(config, source, args.listen).await {
+    let token_file = args
+        .api_token_file
+        .clone()
+        .or_else(|| config.api_token_file.clone());
+    let token = match (
+        token_file,
+        std::env::var("ETCD_SENTINEL_API_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+    ) {
+        (Some(path), _) => {
+            Some(Secret::from_file(&path).map_err(|e| CliError::Usage(format!("API token: {e}")))?)
+        }
+        (None, Some(value)) => Some(Secret::new(value)),
+        (None, None) => None,
+    };
+    let tls_files = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        _ => config.server_tls.clone(),
+    };
+    let server_tls = match &tls_files {
+        Some((cert, key)) => Some(tls_listener::server_config(cert, key).map_err(CliError::Usage)?),
+        None => None,
+    };
+    let server = ServerOptions {
+        listen: args.listen,
+        token,
+        tls: server_tls,
+    };
+    match daemon::run(config, source, server).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e @ DaemonError::Bind { .. }) => Err(CliError::Failed(e.into())),
         Err(e) => Err(CliError::Failed(e.into())),

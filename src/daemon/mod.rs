@@ -13,14 +13,15 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{self, ClusterConfig, Config};
 use crate::etcd::connect::{ConnectError, Connector};
 use crate::events::EventLog;
-use crate::export::http;
 use crate::export::metrics::{Metrics, MetricsError};
+use crate::export::{http, tls_listener};
+use crate::secret::Secret;
 use state::{ClusterEntry, Shared};
 
 #[derive(Debug, Error)]
@@ -149,17 +150,31 @@ impl Daemon {
         Ok(())
     }
 
-    fn reload(&mut self, source: &ConfigSource) {
+    /// Re-reads the configuration file (SIGHUP, or POST /api/v1/reload) and says what happened.
+    fn reload(&mut self, source: &ConfigSource) -> Result<String, String> {
         let ConfigSource::File(path) = source else {
-            tracing::warn!("SIGHUP ignored: the configuration came from flags, not from a file");
-            return;
+            let message =
+                "reload ignored: the configuration came from flags, not from a file".to_string();
+            tracing::warn!("{message}");
+            return Err(message);
         };
         match load_config(path) {
             Ok(config) => match self.apply(config) {
-                Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
-                Err(e) => tracing::error!("configuration reload failed: {e}"),
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "configuration reloaded");
+                    Ok(format!("{} reloaded", path.display()))
+                }
+                Err(e) => {
+                    tracing::error!("configuration reload failed: {e}");
+                    Err(format!("configuration reload failed: {e}"))
+                }
             },
-            Err(e) => tracing::error!("configuration not reloaded, keeping the running one: {e}"),
+            Err(e) => {
+                tracing::error!("configuration not reloaded, keeping the running one: {e}");
+                Err(format!(
+                    "configuration not reloaded, keeping the running one: {e}"
+                ))
+            }
         }
     }
 
@@ -170,13 +185,40 @@ impl Daemon {
     }
 }
 
-/// Runs until SIGTERM or SIGINT. `listen` overrides the configuration's address.
+/// How the HTTP server is offered.
+#[derive(Default)]
+pub struct ServerOptions {
+    /// Overrides the configuration's `listen`.
+    pub listen: Option<SocketAddr>,
+    /// Unlocks mutating endpoints; without it they answer 403.
+    pub token: Option<Secret>,
+    /// Serve over TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+async fn serve<L>(
+    listener: L,
+    app: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+/// Runs until SIGTERM or SIGINT.
 pub async fn run(
     config: Config,
     source: ConfigSource,
-    listen: Option<SocketAddr>,
+    server: ServerOptions,
 ) -> Result<(), DaemonError> {
-    let addr = listen.unwrap_or(config.listen);
+    let addr = server.listen.unwrap_or(config.listen);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| DaemonError::Bind { addr, source })?;
@@ -194,20 +236,40 @@ pub async fn run(
     daemon.apply(config)?;
 
     let (stop_server, server_stopped) = watch::channel(false);
-    let app = http::router(shared);
-    let mut server = tokio::spawn(async move {
-        let mut stopped = server_stopped;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
+    let (reload_tx, mut reload_rx) = mpsc::channel::<http::ReloadRequest>(4);
+    let guarded = server.token.is_some();
+    let app = http::router(http::ApiState {
+        shared,
+        token: server.token,
+        reload: reload_tx,
     });
-    tracing::info!(listen = %bound, "serving /metrics, /api/v1/clusters, /healthz, /readyz");
+    let scheme = if server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut server = match server.tls {
+        Some(tls) => {
+            let listener =
+                tls_listener::TlsListener::new(listener, tls).map_err(DaemonError::Server)?;
+            tokio::spawn(serve(listener, app, server_stopped))
+        }
+        None => tokio::spawn(serve(listener, app, server_stopped)),
+    };
+    tracing::info!(
+        listen = %bound,
+        scheme,
+        mutating_endpoints = if guarded { "enabled (API token)" } else { "disabled (no API token)" },
+        "serving /metrics, /api/v1/clusters, /healthz, /readyz"
+    );
 
     let outcome = loop {
         tokio::select! {
-            _ = hangup.recv() => daemon.reload(&source),
+            // The outcome is logged by reload itself.
+            _ = hangup.recv() => { let _ = daemon.reload(&source); }
+            Some(answer) = reload_rx.recv() => {
+                let _ = answer.send(daemon.reload(&source));
+            }
             _ = terminate.recv() => break Ok(()),
             _ = interrupt.recv() => break Ok(()),
             result = &mut server => {

@@ -1,18 +1,27 @@
-//! The daemon's HTTP server: /metrics, the JSON API, /healthz and /readyz. Read-only. Handlers only read the
-//! latest published views; none waits for a poll.
+//! The daemon's HTTP server: /metrics, the JSON API, /healthz and /readyz, read-only; and mutating endpoints
+//! (`POST /api/v1/reload` today; defragmentation and snapshots later) that are only ever served when an API token
+//! is configured. Read handlers only read the latest published views; none waits for a poll.
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio::sync::{mpsc, oneshot};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::daemon::state::Shared;
 use crate::id::Id;
+use crate::secret::Secret;
 use crate::view::ClusterView;
 
 /// An error as the API returns it: `{"error": "..."}` with its status code.
@@ -24,7 +33,29 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub fn router(shared: Arc<Shared>) -> Router {
+/// A request to reload the configuration, answered with the outcome.
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+
+/// What the HTTP server needs: the daemon's shared state, the API token that guards mutating endpoints, and a
+/// way to ask the daemon to reload.
+pub struct ApiState {
+    pub shared: Arc<Shared>,
+    /// Mutating endpoints are only ever served when a token is configured.
+    pub token: Option<Secret>,
+    pub reload: mpsc::Sender<ReloadRequest>,
+}
+
+/// Largest request body accepted; the API takes no bodies worth more.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// A request that takes longer than this is answered 408 and dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn router(state: ApiState) -> Router {
+    let state = Arc::new(state);
+    // Everything that changes something goes here, behind the token.
+    let mutating = Router::new()
+        .route("/api/v1/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -32,17 +63,80 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/clusters", get(clusters))
         .route("/api/v1/clusters/{name}", get(cluster))
         .route("/api/v1/clusters/{name}/events", get(cluster_events))
+        .merge(mutating)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such resource".into()) })
         .method_not_allowed_fallback(|| async {
-            ApiError(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed: the API is read-only".into(),
-            )
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
         })
-        .with_state(shared)
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(state)
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+/// The guard of mutating endpoints: 403 when no token is configured (they are disabled), 401 without a bearer
+/// token, 403 with a wrong one. Compared in constant time.
+async fn require_token(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = &state.token else {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            "mutating endpoints are disabled: no API token is configured".into(),
+        )
+        .into_response();
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(presented) = presented else {
+        let mut response = ApiError(
+            StatusCode::UNAUTHORIZED,
+            "an API token is required (Authorization: Bearer <token>)".into(),
+        )
+        .into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return response;
+    };
+    let matches: bool = presented
+        .as_bytes()
+        .ct_eq(expected.expose().as_bytes())
+        .into();
+    if !matches {
+        return ApiError(StatusCode::FORBIDDEN, "invalid API token".into()).into_response();
+    }
+    next.run(request).await
+}
+
+async fn reload(
+    State(state): State<Arc<ApiState>>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let stopping = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the daemon is stopping".into(),
+        )
+    };
+    let (answer, outcome) = oneshot::channel();
+    state.reload.send(answer).await.map_err(|_| stopping())?;
+    match outcome.await {
+        Ok(Ok(message)) => Ok(axum::Json(json!({ "reloaded": true, "message": message }))),
+        Ok(Err(e)) => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, e)),
+        Err(_) => Err(stopping()),
+    }
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let shared = &state.shared;
     let views: Vec<Arc<ClusterView>> = shared
         .latest_views()
         .into_iter()
@@ -65,7 +159,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    let shared = &state.shared;
     let waiting: Vec<String> = shared
         .latest_views()
         .into_iter()
@@ -119,7 +214,8 @@ fn summary(name: String, view: Option<&ClusterView>) -> ClusterSummary {
     }
 }
 
-async fn clusters(State(shared): State<Arc<Shared>>) -> axum::Json<serde_json::Value> {
+async fn clusters(State(state): State<Arc<ApiState>>) -> axum::Json<serde_json::Value> {
+    let shared = &state.shared;
     let list: Vec<ClusterSummary> = shared
         .latest_views()
         .into_iter()
@@ -133,10 +229,11 @@ fn unknown(name: &str) -> ApiError {
 }
 
 async fn cluster(
-    State(shared): State<Arc<Shared>>,
+    State(state): State<Arc<ApiState>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let view = shared
+    let view = state
+        .shared
         .with_cluster(&name, |c| c.latest())
         .ok_or_else(|| unknown(&name))?
         .ok_or_else(|| {
@@ -149,9 +246,10 @@ async fn cluster(
 }
 
 async fn cluster_events(
-    State(shared): State<Arc<Shared>>,
+    State(state): State<Arc<ApiState>>,
     Path(name): Path<String>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let shared = &state.shared;
     let events = shared
         .with_cluster(&name, |c| c.events())
         .ok_or_else(|| unknown(&name))?;
