@@ -1,9 +1,9 @@
 //! Events: what changed between two views of one cluster (pure), and a bounded log of them.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::id::Id;
 use crate::view::{Alarm, ClusterView};
@@ -60,7 +60,7 @@ impl EventKind {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
-    #[serde(serialize_with = "unix_seconds")]
+    #[serde(serialize_with = "crate::view::unix_seconds")]
     pub time: SystemTime,
     pub kind: EventKind,
     pub message: String,
@@ -70,12 +70,6 @@ pub struct Event {
     pub endpoint: Option<String>,
 }
 
-fn unix_seconds<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(
-        t.duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64()),
-    )
-}
 
 fn member_name(view: &ClusterView, id: Id) -> String {
     view.member(id)

@@ -321,7 +321,8 @@ pub struct ClusterView {
     pub warnings: Vec<Warning>,
 }
 
-fn unix_seconds<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+/// Serialises a time as Unix seconds (a float), as every time in the JSON contract is.
+pub(crate) fn unix_seconds<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
