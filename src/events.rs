@@ -70,7 +70,6 @@ pub struct Event {
     pub endpoint: Option<String>,
 }
 
-
 fn member_name(view: &ClusterView, id: Id) -> String {
     view.member(id)
         .map_or_else(|| id.to_string(), |m| m.display_name())
