@@ -503,6 +503,25 @@ fn invalid_configs_exit_2_naming_file_line_and_field() {
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains(expected));
     }
+    // Files the configuration names are read by check-config too: a missing one is named.
+    for (text, expected) in [
+        (
+            "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.tls]\ncacert = \"/nonexistent/ca.crt\"\n",
+            "/nonexistent/ca.crt",
+        ),
+        (
+            "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\nuser = \"monitor\"\npassword_file = \"/nonexistent/pw\"\n",
+            "/nonexistent/pw",
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let (code, output) = check_config(&path);
+        assert_eq!(code, 2, "{output}");
+        assert!(
+            output.contains(expected),
+            "expected {expected:?} in {output}"
+        );
+    }
     let (code, output) = check_config(&dir.path().join("missing.toml"));
     assert_eq!(code, 2);
     assert!(output.contains("missing.toml"), "{output}");

@@ -364,6 +364,12 @@ async fn the_daemon_over_tls_with_a_user_leaks_no_secret() {
     let _ = child.kill();
     let _ = child.wait();
     seen.push_str(&std::fs::read_to_string(&log).unwrap());
+    // The password file was read and used: the daemon authenticated as the monitoring user.
+    assert!(
+        seen.lines()
+            .any(|l| l.contains("authenticated") && l.contains("monitor")),
+        "no authentication as monitor in the log"
+    );
     let key = std::fs::read_to_string(&pki.client_key).unwrap();
     let key_body = key.lines().nth(1).unwrap();
     assert!(!seen.contains("monitorpw"), "the password leaked");

@@ -376,3 +376,35 @@ fn nothing_reachable_prints_errors_and_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Connection refused"));
 }
+
+#[tokio::test]
+async fn ctrl_c_mid_probe_stops_at_once() {
+    let mut cluster = EtcdCluster::start(1).await;
+    cluster.freeze(0);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"))
+        .args([
+            "status",
+            "--endpoints",
+            &cluster.client_url(0),
+            "--command-timeout",
+            "30s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start status");
+    // Let it connect and wait on the frozen member, then interrupt it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SAFETY: kill(2) on our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let started = Instant::now();
+    let output = child.wait_with_output().expect("wait for status");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "still probing after Ctrl-C"
+    );
+    assert_eq!(output.status.code(), Some(130));
+    cluster.thaw(0);
+}

@@ -55,7 +55,15 @@ pub enum ConfigSource {
 pub fn load_config(path: &std::path::Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    config::parse(&path.display().to_string(), &text).map_err(|e| e.to_string())
+    let mut config =
+        config::parse(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
+    config::resolve_secrets(&mut config).map_err(|e| format!("{}: {e}", path.display()))?;
+    // TLS files are read now, so that a missing or malformed certificate is a configuration error.
+    for c in &config.clusters {
+        Connector::new(c.connect.clone())
+            .map_err(|e| format!("{}: cluster {}: {e}", path.display(), c.name))?;
+    }
+    Ok(config)
 }
 
 struct RunningCluster {

@@ -244,6 +244,9 @@ impl Connector {
         )
         .await
         .map_err(|_| ConnectError::DialTimeout(dial))?;
+        if let (Ok(_), Some(c)) = (&client, &self.settings.credentials) {
+            tracing::debug!(%endpoint, user = c.user, "authenticated");
+        }
         client.map_err(|e| match &self.settings.credentials {
             Some(c) => ConnectError::Auth {
                 user: c.user.clone(),
