@@ -25,6 +25,20 @@ fn endpoint<'a>(view: &'a ClusterView, url: &str) -> &'a EndpointState {
     view.endpoints.iter().find(|e| e.endpoint == url).unwrap()
 }
 
+/// The member's own count of backend commits, read straight from its /metrics.
+async fn backend_commits(client_url: &str) -> f64 {
+    let text = reqwest::get(format!("{client_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("etcd_disk_backend_commit_duration_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 async fn write(cluster: &EtcdCluster, n: usize) {
     let mut client = cluster.client(0).await;
     for i in 0..n {
@@ -41,9 +55,25 @@ async fn write_load_shows_fsync_and_commit_latency_and_proposal_rates() {
     let mut poller = poller(&cluster, |_| {});
     let first = poller.poll().await;
     assert!(first.healthy);
+    let leader_url = first
+        .endpoints
+        .iter()
+        .find(|e| e.is_leader)
+        .unwrap()
+        .endpoint
+        .clone();
+    let commits_before = backend_commits(&leader_url).await;
     write(&cluster, 200).await;
-    // The backend commits in batches (every 100 ms): let the last one happen.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The backend commits in batches (every 100 ms): wait until the leader says it committed since.
+    wait_for(
+        "the leader's backend commit",
+        Duration::from_secs(5),
+        || {
+            let url = leader_url.clone();
+            async move { (backend_commits(&url).await > commits_before).then_some(()) }
+        },
+    )
+    .await;
     let second = poller.poll().await;
     let leader = second.endpoints.iter().find(|e| e.is_leader).unwrap();
     let v = leader.vitals.as_ref().expect("vitals of the leader");
