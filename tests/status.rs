@@ -83,11 +83,20 @@ async fn healthy_cluster_is_discovered_from_one_endpoint_and_exits_0() {
     assert_eq!(view["quorum"]["quorum_size"], 2);
     assert_eq!(view["quorum"]["failure_tolerance"], 1);
     assert_eq!(view["members"].as_array().unwrap().len(), 3);
-    assert!(
-        view["warnings"].as_array().unwrap().is_empty(),
-        "{:#}",
-        view["warnings"]
-    );
+    // Nothing about the cluster's shape or health. Disk warnings depend on this machine's load (status reads the
+    // cumulative fsync and commit latencies), so they are the only ones allowed.
+    let unexpected: Vec<&Value> = view["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| {
+            !matches!(
+                w["kind"].as_str(),
+                Some("slow_wal_fsync" | "slow_backend_commit")
+            )
+        })
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
 
     // The table says the same at a glance.
     let out = sentinel(&["status", "--endpoints", &cluster.endpoints()], &[]);

@@ -95,12 +95,13 @@ async fn write_load_shows_fsync_and_commit_latency_and_proposal_rates() {
     assert!(v.open_fds.unwrap() > 0.0 && v.max_fds.unwrap() > v.open_fds.unwrap());
     let grpc = v.grpc_failed_ratio.expect("gRPC ratio");
     assert!(grpc.server_error < 0.5);
-    // A loopback disk is fast: no disk warning with etcd's thresholds.
-    assert!(
-        !second.has_warning(WarningKind::SlowWalFsync),
-        "{:?}",
-        second.warnings
-    );
+    // Whatever this machine's disk does under the test load, the verdict agrees with the measurement: the leader
+    // carries a slow_wal_fsync warning exactly when its fsync p99 is over etcd's 10 ms.
+    let warned = second.warnings.iter().any(|w| {
+        w.kind == WarningKind::SlowWalFsync
+            && w.endpoint.as_deref() == Some(leader.endpoint.as_str())
+    });
+    assert_eq!(warned, wal.p99.unwrap() > 0.010, "{:?}", second.warnings);
 }
 
 #[tokio::test]
