@@ -22,7 +22,7 @@ use crate::view::Thresholds;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9379";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 /// Polling faster than this only loads etcd; nothing useful changes within 100 ms.
-const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,7 +190,7 @@ struct RawThresholds {
 const TEMPLATE_PLACEHOLDERS: [&str; 4] = ["{scheme}", "{host}", "{port}", "{name}"];
 
 /// A metrics URL must be an http(s) URL; in a template, only the known placeholders may appear.
-fn check_metrics_url(url: &str, template: bool) -> Result<(), String> {
+pub fn check_metrics_url(url: &str, template: bool) -> Result<(), String> {
     let mut sample = url.to_string();
     if template {
         for (p, v) in TEMPLATE_PLACEHOLDERS
@@ -260,7 +260,7 @@ impl Source<'_> {
 }
 
 /// A cluster name is a metric label value and a URL path segment: keep it to a safe alphabet.
-fn valid_name(name: &str) -> bool {
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

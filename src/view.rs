@@ -369,6 +369,52 @@ pub(crate) fn same_endpoint(url: &str, endpoint: &str) -> bool {
     }
 }
 
+/// Which cluster the probes answered for, who leads it, and its members.
+pub struct Membership {
+    /// The id most endpoints answer for; endpoints of other clusters are flagged, not merged.
+    pub cluster_id: Option<Id>,
+    /// The leader most members name.
+    pub leader_id: Option<Id>,
+    /// The leader's member list if we have it (it is the authority), else the first one read; sorted by name,
+    /// unstarted members last.
+    pub members: Vec<Member>,
+}
+
+/// The membership part of a verdict alone: what discovery needs, without building the whole view.
+pub fn membership(probes: &[ProbeResult]) -> Membership {
+    let cluster_id = most_common(
+        probes
+            .iter()
+            .filter_map(|p| p.status.as_ref().ok().map(|s| s.cluster_id)),
+    );
+    let ours = || {
+        probes
+            .iter()
+            .filter(move |p| match (&p.status, cluster_id) {
+                (Ok(s), Some(id)) => s.cluster_id == id,
+                _ => true,
+            })
+    };
+    let leader_id = most_common(
+        ours()
+            .filter_map(|p| p.status.as_ref().ok())
+            .map(|s| s.leader)
+            .filter(|l| l.0 != 0),
+    );
+    let member_lists = || ours().filter_map(|p| Some((p, p.members.as_ref().ok()?)));
+    let mut members: Vec<Member> = member_lists()
+        .find(|(p, _)| matches!((&p.status, leader_id), (Ok(s), Some(l)) if s.member_id == l))
+        .or_else(|| member_lists().next())
+        .map(|(_, list)| list.clone())
+        .unwrap_or_default();
+    members.sort_by(|a, b| (!a.started, &a.name, a.id).cmp(&(!b.started, &b.name, b.id)));
+    Membership {
+        cluster_id,
+        leader_id,
+        members,
+    }
+}
+
 /// Merges the probes of one poll into the cluster's verdict, with the default thresholds.
 pub fn build(cluster: &str, probes: &[ProbeResult], polled_at: SystemTime) -> ClusterView {
     build_with(cluster, probes, polled_at, &Thresholds::default())
@@ -381,34 +427,16 @@ pub fn build_with(
     polled_at: SystemTime,
     thresholds: &Thresholds,
 ) -> ClusterView {
-    // Which cluster are we looking at? The id most endpoints answer for; the others are flagged, not merged.
-    let cluster_id = most_common(
-        probes
-            .iter()
-            .filter_map(|p| p.status.as_ref().ok().map(|s| s.cluster_id)),
-    );
+    let Membership {
+        cluster_id,
+        leader_id,
+        members,
+    } = membership(probes);
     let belongs = |p: &ProbeResult| match (&p.status, cluster_id) {
         (Ok(s), Some(id)) => s.cluster_id == id,
         _ => true,
     };
     let ours = || probes.iter().filter(|p| belongs(p));
-
-    // Who leads: what most members say (the warnings flag members that say otherwise).
-    let leader_id = most_common(
-        ours()
-            .filter_map(|p| p.status.as_ref().ok())
-            .map(|s| s.leader)
-            .filter(|l| l.0 != 0),
-    );
-
-    // The member list: the leader's if we have it (it is the authority), else the first one read.
-    let member_lists = || ours().filter_map(|p| Some((p, p.members.as_ref().ok()?)));
-    let mut members: Vec<Member> = member_lists()
-        .find(|(p, _)| matches!((&p.status, leader_id), (Ok(s), Some(l)) if s.member_id == l))
-        .or_else(|| member_lists().next())
-        .map(|(_, list)| list.clone())
-        .unwrap_or_default();
-    members.sort_by(|a, b| (!a.started, &a.name, a.id).cmp(&(!b.started, &b.name, b.id)));
 
     let leader_index = ours()
         .filter_map(|p| p.status.as_ref().ok())

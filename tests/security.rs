@@ -4,7 +4,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,17 +12,7 @@ use etcd_sentinel::etcd::connect::Connector;
 use etcd_sentinel::etcd::endpoint::Endpoint;
 use etcd_sentinel::probe::poller::{ClusterPoller, Target};
 use serde_json::Value;
-use support::{EtcdCluster, free_ports, wait_for};
-
-fn sentinel(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("ETCDCTL_") || k.starts_with("ETCD_SENTINEL_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(args).output().expect("run etcd-sentinel")
-}
+use support::{EtcdCluster, free_ports, sentinel, wait_for};
 
 fn status(url: &str, extra: &[&str]) -> (i32, Value, Duration) {
     let started = Instant::now();
@@ -38,7 +28,7 @@ fn status(url: &str, extra: &[&str]) -> (i32, Value, Duration) {
         url,
     ];
     args.extend_from_slice(extra);
-    let out = sentinel(&args);
+    let out = sentinel(&args, &[]);
     let elapsed = started.elapsed();
     let view = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
         panic!(
@@ -205,20 +195,23 @@ async fn each_wrong_credential_fails_fast_with_its_own_message() {
 
 #[test]
 fn unreadable_tls_files_are_usage_errors_naming_the_file() {
-    let out = sentinel(&[
-        "status",
-        "--endpoints",
-        "https://127.0.0.1:1",
-        "--cacert",
-        "/nonexistent/ca.pem",
-    ]);
+    let out = sentinel(
+        &[
+            "status",
+            "--endpoints",
+            "https://127.0.0.1:1",
+            "--cacert",
+            "/nonexistent/ca.pem",
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("/nonexistent/ca.pem") && err.contains("CA certificate"),
         "{err}"
     );
-    let out = sentinel(&["status", "--cert", "/tmp/x.crt"]);
+    let out = sentinel(&["status", "--cert", "/tmp/x.crt"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--key"));
 }

@@ -2,23 +2,10 @@
 
 mod support;
 
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{EtcdCluster, free_ports, wait_for};
-
-/// Runs the binary with a clean environment (no stray ETCDCTL_* or ETCD_SENTINEL_* from the caller).
-fn sentinel(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("ETCDCTL_") || k.starts_with("ETCD_SENTINEL_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(args).envs(env.iter().copied());
-    cmd.output().expect("run etcd-sentinel")
-}
+use support::{EtcdCluster, free_ports, sentinel, wait_for};
 
 fn status_json(args: &[&str]) -> (i32, Value) {
     let mut all = vec!["status", "-w", "json"];

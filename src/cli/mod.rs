@@ -210,13 +210,14 @@ impl ConnectionArgs {
         Ok(settings)
     }
 
-    pub fn target(&self, name: &str) -> Result<Target, CliError> {
+    /// The cluster to probe; `settings` decides the scheme of endpoints written without one.
+    pub fn target(&self, name: &str, settings: &ConnectSettings) -> Result<Target, CliError> {
         let (source, text) = match (&self.endpoints, etcdctl_var("ETCDCTL_ENDPOINTS")) {
             (Some(e), _) => ("--endpoints", e.clone()),
             (None, Some(e)) => ("ETCDCTL_ENDPOINTS", e),
             (None, None) => ("default endpoint", "127.0.0.1:2379".to_string()),
         };
-        let default_scheme = self.settings()?.default_scheme();
+        let default_scheme = settings.default_scheme();
         let endpoints = Endpoint::parse_list_with_default(&text, default_scheme)
             .map_err(|e| CliError::Usage(format!("{source}: {e}")))?;
         let cluster = self.cluster
@@ -230,11 +231,8 @@ impl ConnectionArgs {
         };
         if let Some(template) = &self.metrics_url {
             // The same validation as the file's `metrics_urls`.
-            let probe = format!(
-                "[[cluster]]\nname = \"x\"\nendpoints = [\"127.0.0.1:1\"]\nmetrics_urls = {template:?}\n"
-            );
-            etcd_sentinel::config::parse("--metrics-url", &probe)
-                .map_err(|e| CliError::Usage(e.to_string()))?;
+            etcd_sentinel::config::check_metrics_url(template, true)
+                .map_err(|e| CliError::Usage(format!("--metrics-url: {e}")))?;
             target.metrics = MetricsSource::Template(template.clone());
         }
         Ok(target)

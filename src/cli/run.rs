@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use etcd_sentinel::config::{ClusterConfig, Config, DEFAULT_INTERVAL, DEFAULT_LISTEN};
+use etcd_sentinel::config::{self, ClusterConfig, Config, DEFAULT_INTERVAL, DEFAULT_LISTEN};
 use etcd_sentinel::daemon::{self, ConfigSource, DaemonError, ServerOptions};
 use etcd_sentinel::export::tls_listener;
 use etcd_sentinel::secret::Secret;
@@ -61,17 +61,18 @@ pub struct RunArgs {
 
 /// The configuration from flags alone: one cluster.
 fn from_flags(args: &RunArgs) -> Result<Config, CliError> {
-    let target = args.connection.target(&args.name)?;
+    if !config::valid_name(&args.name) {
+        return Err(CliError::Usage(format!(
+            "--name {:?}: use 1 to 64 letters, digits, '-', '_' or '.'",
+            args.name
+        )));
+    }
+    let connect = args.connection.settings()?;
+    let target = args.connection.target(&args.name, &connect)?;
     let interval = args.interval.unwrap_or(DEFAULT_INTERVAL);
-    if interval < Duration::from_millis(100) {
+    if interval < config::MIN_INTERVAL {
         return Err(CliError::Usage("--interval: must be at least 100ms".into()));
     }
-    // Validate the name with the same rules as the file, by building the equivalent file.
-    let probe = format!(
-        "[[cluster]]\nname = {:?}\nendpoints = [\"127.0.0.1:1\"]\n",
-        args.name
-    );
-    etcd_sentinel::config::parse("--name", &probe).map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(Config {
         listen: DEFAULT_LISTEN
             .parse()
@@ -81,7 +82,7 @@ fn from_flags(args: &RunArgs) -> Result<Config, CliError> {
             endpoints: target.endpoints,
             discovery: target.discovery,
             interval,
-            connect: args.connection.settings()?,
+            connect,
             metrics: target.metrics,
             vitals_interval: target.vitals_interval,
             thresholds: target.thresholds,

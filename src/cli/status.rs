@@ -25,7 +25,7 @@ pub struct StatusArgs {
 
 pub async fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
     let settings = args.connection.settings()?;
-    let target = args.connection.target("default")?;
+    let target = args.connection.target("default", &settings)?;
     let format = write_out(args.write_out)?;
     // A TLS file that cannot be read is a usage error (exit 2); nothing was tried yet.
     let connector = Connector::new(settings).map_err(|e| CliError::Usage(e.to_string()))?;

@@ -55,10 +55,6 @@ impl Shared {
         self.write().remove(name)
     }
 
-    pub fn names(&self) -> Vec<String> {
-        self.read().keys().cloned().collect()
-    }
-
     /// Runs `f` on one cluster's entry, if it exists.
     pub fn with_cluster<T>(&self, name: &str, f: impl FnOnce(&ClusterEntry) -> T) -> Option<T> {
         self.read().get(name).map(f)

@@ -6,7 +6,7 @@
 //! command timeout.
 
 use std::error::Error as StdError;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use etcd_client::Client;
@@ -344,6 +344,3 @@ fn channel_endpoint(
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true))
 }
-
-/// Shared handle, as pollers hold it.
-pub type SharedConnector = Arc<Connector>;

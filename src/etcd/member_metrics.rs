@@ -57,7 +57,7 @@ const SCALARS: [(&str, Slot); 15] = [
     ("etcd_mvcc_db_open_read_transactions", |m| {
         &mut m.db_open_read_transactions
     }),
-    (QUOTA, |m| &mut m.quota_backend_bytes_f64),
+    (QUOTA, |m| &mut m.quota),
 ];
 
 /// A histogram with its `_sum`: what a Prometheus summary needs besides quantiles.
@@ -70,9 +70,8 @@ pub struct Latency {
 /// One reading of a member's /metrics. Every value is as etcd reports it: cumulative since the member started.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemberMetrics {
-    /// `--quota-backend-bytes` as the member applies it (Status only reports it from etcd 3.6 on).
-    pub quota_backend_bytes: Option<u64>,
-    quota_backend_bytes_f64: Option<f64>,
+    /// `--quota-backend-bytes` as the member reports it; see [`MemberMetrics::quota_backend_bytes`].
+    quota: Option<f64>,
     /// Heartbeat round-trip time to each peer.
     pub peer_rtt: BTreeMap<Id, Histogram>,
     /// Sum of those round-trip times (the histogram's `_sum`).
@@ -98,6 +97,13 @@ pub struct MemberMetrics {
     pub db_open_read_transactions: Option<f64>,
     /// When the etcd process started: a different value between two readings means a restart.
     pub process_start_time: Option<f64>,
+}
+
+impl MemberMetrics {
+    /// `--quota-backend-bytes` as the member applies it (Status only reports it from etcd 3.6 on).
+    pub fn quota_backend_bytes(&self) -> Option<u64> {
+        self.quota.filter(|q| *q >= 0.0).map(|q| q as u64)
+    }
 }
 
 #[derive(Debug, Error)]
@@ -212,10 +218,6 @@ pub fn parse(text: &str) -> Result<MemberMetrics, MetricsParseError> {
     if let (Some(l), Some(s)) = (&mut out.backend_commit, commit_sum) {
         l.sum = s;
     }
-    out.quota_backend_bytes = out
-        .quota_backend_bytes_f64
-        .filter(|q| *q >= 0.0)
-        .map(|q| q as u64);
     Ok(out)
 }
 
@@ -242,7 +244,7 @@ etcd_server_quota_backend_bytes 2.147483648e+09
     #[test]
     fn reads_quota_and_peer_round_trip_histograms() {
         let m = parse(SAMPLE).unwrap();
-        assert_eq!(m.quota_backend_bytes, Some(2_147_483_648));
+        assert_eq!(m.quota_backend_bytes(), Some(2_147_483_648));
         let rtt = &m.peer_rtt[&Id(0x8211f1d0f64f3269)];
         assert_eq!(rtt.count(), 8.0);
         assert_eq!(m.peer_rtt_sum[&Id(0x8211f1d0f64f3269)], 0.0015);
@@ -261,7 +263,7 @@ etcd_server_quota_backend_bytes 2.147483648e+09
     #[test]
     fn missing_families_are_absent_not_zero() {
         let m = parse("etcd_debugging_mvcc_keys_total 3\n").unwrap();
-        assert_eq!(m.quota_backend_bytes, None);
+        assert_eq!(m.quota_backend_bytes(), None);
         assert!(m.peer_rtt.is_empty());
         assert_eq!(m.wal_fsync, None);
         assert_eq!(m.proposals_pending, None);
@@ -288,7 +290,7 @@ etcd_server_quota_backend_bytes 2.147483648e+09
         assert!(m.open_fds.is_some_and(|v| v > 0.0));
         assert!(m.resident_memory_bytes.is_some_and(|v| v > 1e6));
         assert!(m.db_open_read_transactions.is_some());
-        assert_eq!(m.quota_backend_bytes, Some(2_147_483_648));
+        assert_eq!(m.quota_backend_bytes(), Some(2_147_483_648));
         assert_eq!(m.peer_rtt.len(), 2, "two peers");
         // Zero lines were skipped, yet the sum over methods is right.
         assert!(

@@ -312,12 +312,12 @@ pub async fn probe(
 
 /// Adds the hint for a server's TLS alert, which depends on whether we presented a client certificate.
 fn annotate(connector: &Connector, error: String) -> String {
-    if !error.contains("received fatal alert")
-        || error.ends_with(')') && error.contains("client certificate")
-    {
+    if !error.contains("received fatal alert") {
         return error;
     }
     match connector.tls_hint(&error) {
+        // The TLS diagnosis already added it.
+        Some(hint) if error.contains(hint) => error,
         Some(hint) => format!("{error} ({hint})"),
         None => error,
     }
@@ -364,7 +364,7 @@ fn remember_reading(memory: &mut EndpointMemory, now: MemberMetrics) -> ProbeMet
     let vitals = vitals::derive(&now, previous);
     memory.peer_rtt = rtt.clone();
     let summary = ProbeMetrics {
-        quota_backend_bytes: now.quota_backend_bytes,
+        quota_backend_bytes: now.quota_backend_bytes(),
         peer_rtt: rtt,
         vitals,
     };

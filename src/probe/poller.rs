@@ -67,10 +67,6 @@ impl ClusterPoller {
         }
     }
 
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     async fn probe_all(
         &mut self,
         endpoints: &[Endpoint],
@@ -116,8 +112,7 @@ impl ClusterPoller {
         let mut probes = self.probe_all(&first_round, &options).await;
 
         if self.target.discovery == Discovery::Members {
-            let partial = view::build(&self.target.name, &probes, SystemTime::now());
-            let member_urls = client_endpoints(&partial.members);
+            let member_urls = client_endpoints(&view::membership(&probes).members);
             if !member_urls.is_empty() {
                 let missing: Vec<Endpoint> = member_urls
                     .iter()

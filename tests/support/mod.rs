@@ -23,6 +23,19 @@ fn etcd_bin() -> String {
     std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".to_string())
 }
 
+/// Runs the etcd-sentinel binary with a clean environment: no stray ETCDCTL_* or ETCD_SENTINEL_* from the caller,
+/// only the variables given.
+pub fn sentinel(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ETCDCTL_") || k.starts_with("ETCD_SENTINEL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(args).envs(env.iter().copied());
+    cmd.output().expect("run etcd-sentinel")
+}
+
 /// Free loopback ports, all held until every one is chosen so none is handed out twice.
 pub fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
@@ -138,10 +151,6 @@ impl EtcdMember {
                 libc::kill(child.id() as i32, sig);
             }
         }
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
     }
 
     pub fn is_running(&self) -> bool {
