@@ -23,6 +23,10 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:9379";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 /// Polling faster than this only loads etcd; nothing useful changes within 100 ms.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// A member on the same network answers Status in milliseconds; one silent for a second is shown as down while
+/// the poll waits out the command timeout for it.
+pub const DEFAULT_UNRESPONSIVE_AFTER: Duration = Duration::from_secs(1);
+pub const MIN_UNRESPONSIVE_AFTER: Duration = Duration::from_millis(100);
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +49,9 @@ pub struct ClusterConfig {
     pub connect: ConnectSettings,
     pub metrics: MetricsSource,
     pub vitals_interval: Option<Duration>,
+    /// While a poll waits for a member (up to the command timeout), the member is shown as down once it has not
+    /// answered Status for this long, so that a frozen member is visible within interval + this.
+    pub unresponsive_after: Duration,
     pub thresholds: Thresholds,
     /// The etcd user and the file holding its password, read by `resolve_secrets`.
     pub password_file: Option<(String, PathBuf)>,
@@ -106,6 +113,7 @@ struct RawCluster {
     command_timeout: Option<Spanned<String>>,
     metrics_urls: Option<Spanned<RawMetricsUrls>>,
     vitals_interval: Option<Spanned<String>>,
+    unresponsive_after: Option<Spanned<String>>,
     thresholds: Option<RawThresholds>,
     tls: Option<RawTls>,
     insecure_transport: Option<bool>,
@@ -454,6 +462,20 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             Some(v) => Some(src.duration(v, field("vitals_interval"))?),
             None => None,
         };
+        let unresponsive_after = match &c.unresponsive_after {
+            Some(v) => {
+                let d = src.duration(v, field("unresponsive_after"))?;
+                if d < MIN_UNRESPONSIVE_AFTER {
+                    return Err(src.invalid(
+                        v,
+                        field("unresponsive_after"),
+                        "must be at least 100ms",
+                    ));
+                }
+                d
+            }
+            None => DEFAULT_UNRESPONSIVE_AFTER,
+        };
         let thresholds = match &c.thresholds {
             None => Thresholds::default(),
             Some(t) => thresholds(&src, t, &|f| field(&format!("thresholds.{f}")))?,
@@ -466,6 +488,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             connect,
             metrics,
             vitals_interval,
+            unresponsive_after,
             thresholds,
             password_file,
         });

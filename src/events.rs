@@ -5,8 +5,10 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use std::sync::Arc;
+
 use crate::id::Id;
-use crate::view::{Alarm, ClusterView};
+use crate::view::{Alarm, ClusterView, EndpointHealth, EndpointState, Quorum, QuorumState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -24,6 +26,10 @@ pub enum EventKind {
     QuorumAtRisk,
     QuorumLost,
     QuorumRestored,
+    AuthFailed,
+    AuthRestored,
+    /// The first view of a cluster: the state the sentinel found it in.
+    WatchStarted,
 }
 
 impl EventKind {
@@ -42,6 +48,9 @@ impl EventKind {
             EventKind::QuorumAtRisk => "quorum_at_risk",
             EventKind::QuorumLost => "quorum_lost",
             EventKind::QuorumRestored => "quorum_restored",
+            EventKind::AuthFailed => "auth_failed",
+            EventKind::AuthRestored => "auth_restored",
+            EventKind::WatchStarted => "watch_started",
         }
     }
 
@@ -54,6 +63,7 @@ impl EventKind {
                 | EventKind::AlarmRaised
                 | EventKind::QuorumAtRisk
                 | EventKind::QuorumLost
+                | EventKind::AuthFailed
         )
     }
 }
@@ -68,32 +78,14 @@ pub struct Event {
     pub member_id: Option<Id>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// For `leader_elected`: how long the cluster had no leader, as the sentinel saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
 }
 
 fn member_name(view: &ClusterView, id: Id) -> String {
     view.member(id)
         .map_or_else(|| id.to_string(), |m| m.display_name())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum QuorumState {
-    Ok,
-    AtRisk,
-    Lost,
-    /// Nobody answered: we cannot say, so no quorum event is raised on it.
-    Unknown,
-}
-
-fn quorum_state(view: &ClusterView) -> QuorumState {
-    if view.members.is_empty() {
-        QuorumState::Unknown
-    } else if !view.quorum.has_quorum {
-        QuorumState::Lost
-    } else if view.quorum.failure_tolerance <= 0 && view.quorum.voting_members > 1 {
-        QuorumState::AtRisk
-    } else {
-        QuorumState::Ok
-    }
 }
 
 /// The events between two consecutive views of the same cluster, stamped with the time of `current`.
@@ -107,57 +99,68 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
             message,
             member_id,
             endpoint,
+            duration_seconds: None,
         })
     };
 
     // Leadership.
     match (previous.leader_id, current.leader_id) {
-        (Some(old), Some(new)) if old != new => {
-            let term = current
-                .endpoints
-                .iter()
-                .find(|e| e.is_leader)
-                .and_then(|e| e.raft_term)
-                .map_or_else(String::new, |t| format!(" (term {t})"));
-            push(
-                EventKind::LeaderChanged,
-                format!(
-                    "leader changed from {} to {}{term}",
-                    member_name(previous, old),
-                    member_name(current, new)
-                ),
-                Some(new),
-                None,
-            );
-        }
-        (None, Some(new)) => push(
-            EventKind::LeaderElected,
-            format!("leader elected: {}", member_name(current, new)),
+        (Some(old), Some(new)) if old != new => push(
+            EventKind::LeaderChanged,
+            format!(
+                "leader changed from {} to {}{}",
+                member_name(previous, old),
+                member_name(current, new),
+                term_of(current)
+            ),
             Some(new),
             None,
         ),
-        (Some(old), None) => push(
-            EventKind::LeaderLost,
-            format!("no leader any more (was {})", member_name(previous, old)),
-            Some(old),
+        (None, Some(new)) => push(
+            EventKind::LeaderElected,
+            format!(
+                "leader elected: {}{}",
+                member_name(current, new),
+                term_of(current)
+            ),
+            Some(new),
             None,
         ),
+        (Some(old), None) => {
+            let gone = current
+                .endpoints
+                .iter()
+                .any(|e| e.member_id == Some(old) && !e.healthy);
+            let why = if gone { ": it does not answer" } else { "" };
+            push(
+                EventKind::LeaderLost,
+                format!(
+                    "leader lost: {}{}{why}",
+                    member_name(previous, old),
+                    term_of(previous)
+                ),
+                Some(old),
+                None,
+            )
+        }
         _ => {}
     }
 
-    // Endpoint health, by endpoint URL (stable across polls).
-    let before: BTreeMap<&str, bool> = previous
+    // Endpoint health, by endpoint URL (stable across polls). An endpoint whose health is unknown (credentials
+    // refused) is neither.
+    let known = |e: &EndpointState| (e.state != EndpointHealth::AuthFailed).then_some(e.healthy);
+    let before: BTreeMap<&str, Option<bool>> = previous
         .endpoints
         .iter()
-        .map(|e| (e.endpoint.as_str(), e.healthy))
+        .map(|e| (e.endpoint.as_str(), known(e)))
         .collect();
     for e in &current.endpoints {
         let name = e
             .member_name
             .clone()
             .unwrap_or_else(|| "unknown member".into());
-        match (before.get(e.endpoint.as_str()), e.healthy) {
-            (Some(true), false) => push(
+        match (before.get(e.endpoint.as_str()).copied().flatten(), known(e)) {
+            (Some(true), Some(false)) => push(
                 EventKind::MemberUnhealthy,
                 format!(
                     "{name} ({}) became unhealthy: {}",
@@ -167,9 +170,9 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
                 e.member_id,
                 Some(e.endpoint.clone()),
             ),
-            (Some(false), true) => push(
+            (Some(false), Some(true)) => push(
                 EventKind::MemberHealthy,
-                format!("{name} ({}) is healthy again", e.endpoint),
+                format!("{name} ({}) is healthy again ({})", e.endpoint, role(e)),
                 e.member_id,
                 Some(e.endpoint.clone()),
             ),
@@ -177,8 +180,9 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
         }
     }
 
-    // Membership: only when both views know the member list, so an unreachable cluster does not look emptied.
-    if !previous.members.is_empty() && !current.members.is_empty() {
+    // Membership: only when both views read the member list, so an unreachable cluster does not look emptied.
+    let read_members = |v: &ClusterView| !v.members.is_empty() && !v.members_stale;
+    if read_members(previous) && read_members(current) {
         for m in &current.members {
             match previous.member(m.id) {
                 None => push(
@@ -228,7 +232,7 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
         );
     }
     // An unreachable cluster reports no alarms; that is not a clearance.
-    if !current.members.is_empty() {
+    if read_members(current) {
         for a in old_alarms.difference(&new_alarms) {
             push(
                 EventKind::AlarmCleared,
@@ -243,34 +247,44 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
         }
     }
 
-    // Quorum.
+    // Credentials.
+    match (auth_failures(previous), auth_failures(current)) {
+        (None, Some(cause)) => push(EventKind::AuthFailed, cause, None, None),
+        (Some(_), None) => push(
+            EventKind::AuthRestored,
+            "credentials accepted again".into(),
+            None,
+            None,
+        ),
+        _ => {}
+    }
+
+    // Quorum: from the one definition in the view; "restored" only after "lost".
     let q = &current.quorum;
-    let counts = format!(
-        "{} of {} voting members healthy, {} needed",
-        q.healthy_voting_members, q.voting_members, q.quorum_size
-    );
-    match (quorum_state(previous), quorum_state(current)) {
+    let counts = counts(q);
+    match (previous.quorum.state, q.state) {
         (a, b) if a == b => {}
-        (_, QuorumState::Unknown) => {}
         (_, QuorumState::Lost) => push(
             EventKind::QuorumLost,
             format!("quorum lost: {counts}"),
             None,
             None,
         ),
-        (QuorumState::Lost, QuorumState::AtRisk) => {
+        (QuorumState::Lost, QuorumState::Ok | QuorumState::AtRisk) => {
             push(
                 EventKind::QuorumRestored,
                 format!("quorum restored: {counts}"),
                 None,
                 None,
             );
-            push(
-                EventKind::QuorumAtRisk,
-                format!("quorum at risk, no failure tolerance: {counts}"),
-                None,
-                None,
-            );
+            if q.state == QuorumState::AtRisk {
+                push(
+                    EventKind::QuorumAtRisk,
+                    format!("quorum at risk, no failure tolerance: {counts}"),
+                    None,
+                    None,
+                );
+            }
         }
         (_, QuorumState::AtRisk) => push(
             EventKind::QuorumAtRisk,
@@ -278,15 +292,150 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
             None,
             None,
         ),
-        (QuorumState::Lost | QuorumState::AtRisk, QuorumState::Ok) => push(
-            EventKind::QuorumRestored,
-            format!("quorum restored: {counts}"),
-            None,
-            None,
-        ),
         _ => {}
     }
     out
+}
+
+fn counts(q: &Quorum) -> String {
+    format!(
+        "{} of {} voting members healthy, {} needed",
+        q.healthy_voting_members, q.voting_members, q.quorum_size
+    )
+}
+
+fn term_of(view: &ClusterView) -> String {
+    view.endpoints
+        .iter()
+        .filter(|e| e.member_id == view.leader_id && view.leader_id.is_some())
+        .chain(&view.endpoints)
+        .find_map(|e| e.raft_term)
+        .map_or_else(String::new, |t| format!(" (term {t})"))
+}
+
+fn role(e: &EndpointState) -> &'static str {
+    match (e.is_leader, e.is_learner) {
+        (true, _) => "leader",
+        (_, true) => "learner",
+        _ => "follower",
+    }
+}
+
+/// What the refused credentials say, if any endpoint refused them.
+fn auth_failures(view: &ClusterView) -> Option<String> {
+    view.endpoints.iter().find_map(|e| {
+        Some(format!(
+            "credentials refused by {}: {}",
+            e.endpoint,
+            e.auth_error.as_ref()?
+        ))
+    })
+}
+
+/// The events of a cluster's first view: what the sentinel found, and each thing wrong as its own event, so
+/// that a log read from the start knows the state it began in.
+pub fn first(current: &ClusterView) -> Vec<Event> {
+    let time = current.polled_at;
+    let q = &current.quorum;
+    let leader = match current.leader_id {
+        Some(l) => format!("leader {}{}", member_name(current, l), term_of(current)),
+        None => "no leader".into(),
+    };
+    let tolerance = q
+        .failure_tolerance
+        .map_or_else(|| "unknown".to_string(), |t| t.to_string());
+    let verdict = if current.healthy {
+        "healthy"
+    } else {
+        "unhealthy"
+    };
+    let mut out = vec![Event {
+        time,
+        kind: EventKind::WatchStarted,
+        message: format!(
+            "watching: {verdict}; {leader}; {}; failure tolerance {tolerance}",
+            counts(q)
+        ),
+        member_id: current.leader_id,
+        endpoint: None,
+        duration_seconds: None,
+    }];
+    // Everything wrong, as the difference from a view in which nothing was known to be wrong.
+    let mut fine = current.clone();
+    fine.alarms.clear();
+    fine.quorum.state = QuorumState::Ok;
+    for e in &mut fine.endpoints {
+        e.healthy = true;
+        e.state = EndpointHealth::Healthy;
+        e.auth_error = None;
+    }
+    out.extend(diff(&fine, current));
+    out
+}
+
+/// Turns successive views of one cluster into events, remembering what a single view cannot tell: the previous
+/// view, and since when the cluster has had no leader. Kept across configuration reloads, so that no change
+/// goes unrecorded when a cluster's poller restarts.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    previous: Option<Arc<ClusterView>>,
+    leaderless_since: Option<SystemTime>,
+    /// The last leader seen, so that old → none → new counts as one change.
+    last_leader: Option<Id>,
+}
+
+/// What one view changed.
+#[derive(Debug, Default)]
+pub struct Observation {
+    pub events: Vec<Event>,
+    /// An election ended with this view: how long there was no leader.
+    pub leaderless_seconds: Option<f64>,
+    /// The leader is another member than the last one seen (old → none → new counts once).
+    pub leader_changed: bool,
+}
+
+impl Tracker {
+    pub fn observe(&mut self, current: Arc<ClusterView>) -> Observation {
+        let mut events = match &self.previous {
+            Some(previous) => diff(previous, &current),
+            None => first(&current),
+        };
+        let mut observation = Observation::default();
+        match current.leader_id {
+            None => {
+                let had_leader = self.previous.as_ref().is_none_or(|p| p.leader_id.is_some());
+                if had_leader && self.leaderless_since.is_none() {
+                    self.leaderless_since = Some(current.polled_at);
+                }
+            }
+            Some(_) => {
+                if let Some(since) = self.leaderless_since.take() {
+                    let seconds = current
+                        .polled_at
+                        .duration_since(since)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    observation.leaderless_seconds = Some(seconds);
+                    if let Some(e) = events
+                        .iter_mut()
+                        .find(|e| e.kind == EventKind::LeaderElected)
+                    {
+                        e.message = format!("{} after {seconds:.2}s without a leader", e.message);
+                        e.duration_seconds = Some(seconds);
+                    }
+                }
+            }
+        }
+        observation.leader_changed = matches!(
+            (self.last_leader, current.leader_id),
+            (Some(old), Some(new)) if old != new
+        );
+        if current.leader_id.is_some() {
+            self.last_leader = current.leader_id;
+        }
+        observation.events = events;
+        self.previous = Some(current);
+        observation
+    }
 }
 
 /// The most recent events of one cluster, oldest first; the oldest are dropped beyond `capacity`.

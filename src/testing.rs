@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::etcd::endpoint::Endpoint;
 use crate::id::Id;
-use crate::view::{Member, ProbeMetrics, ProbeResult, StatusInfo};
+use crate::view::{FailureKind, Member, ProbeError, ProbeMetrics, ProbeResult, StatusInfo};
 
 pub const CLUSTER: Id = Id(0xc1);
 
@@ -49,6 +49,8 @@ pub fn healthy_probe(i: usize, members: &[Member], leader: usize) -> ProbeResult
             vitals: Default::default(),
         }),
         probe_seconds: 0.002,
+        auth_error: None,
+        stale: false,
     }
 }
 
@@ -59,5 +61,23 @@ pub fn three() -> (Vec<Member>, Vec<ProbeResult>) {
 }
 
 pub fn down(i: usize) -> ProbeResult {
-    ProbeResult::unreachable(ep(i), "connection refused".into(), 0.001)
+    ProbeResult::unreachable(
+        ep(i),
+        err(FailureKind::Unreachable, "connection refused"),
+        0.001,
+    )
+}
+
+pub fn err(kind: FailureKind, message: &str) -> ProbeError {
+    ProbeError::new(kind, message)
+}
+
+/// A member that answers Status but whose read failed in the given way, naming the given leader (0: none).
+pub fn read_failed(i: usize, members: &[Member], leader: u64, error: ProbeError) -> ProbeResult {
+    let mut p = healthy_probe(i, members, 0);
+    p.health = Err(error);
+    if let Ok(s) = &mut p.status {
+        s.leader = Id(leader);
+    }
+    p
 }

@@ -15,8 +15,51 @@ use crate::etcd::endpoint::Endpoint;
 use crate::id::Id;
 use crate::vitals::Vitals;
 
-/// The outcome of one call of a probe; the error is already a message fit for an operator.
-pub type Outcome<T> = Result<T, String>;
+/// Why a call of a probe failed, as far as the verdict is concerned: a member that is down, a cluster that is
+/// choosing a leader and credentials that were refused are three different stories for an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Nothing answered: connection refused, reset or closed, name not resolved.
+    Unreachable,
+    /// No answer within the deadline.
+    Timeout,
+    /// The member answered, but the cluster has no leader to serve the request (an election, or no quorum).
+    NoLeader,
+    /// Credentials refused: password, user, token, client certificate or the server's certificate.
+    Auth,
+    /// Anything else the member said.
+    Other,
+}
+
+/// A failed call: what kind of failure, and a message fit for an operator.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProbeError {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl ProbeError {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        ProbeError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Whether trying again later may succeed without anyone changing anything (leader changed, timeout);
+    /// permission denied or a refused certificate will fail the same way until someone fixes them.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind,
+            FailureKind::Unreachable | FailureKind::Timeout | FailureKind::NoLeader
+        )
+    }
+}
+
+/// The outcome of one call of a probe.
+pub type Outcome<T> = Result<T, ProbeError>;
 
 /// Maintenance.Status of one member, as the probe read it.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,11 +194,17 @@ pub struct ProbeResult {
     pub members: Outcome<Vec<Member>>,
     pub metrics: Outcome<ProbeMetrics>,
     pub probe_seconds: f64,
+    /// The configured credentials were refused; the calls above were then made without them (etcd answers
+    /// Status, alarms and the member list to anyone, and a read refused for lack of a user still proves the
+    /// member served it).
+    pub auth_error: Option<ProbeError>,
+    /// This result is the previous poll's, shown while this poll's probe of the endpoint is still running.
+    pub stale: bool,
 }
 
 impl ProbeResult {
     /// A probe that failed before any call (connection refused, dial timeout, bad TLS, …).
-    pub fn unreachable(endpoint: Endpoint, error: String, probe_seconds: f64) -> Self {
+    pub fn unreachable(endpoint: Endpoint, error: ProbeError, probe_seconds: f64) -> Self {
         ProbeResult {
             endpoint,
             status: Err(error.clone()),
@@ -164,7 +213,35 @@ impl ProbeResult {
             members: Err(error.clone()),
             metrics: Err(error),
             probe_seconds,
+            auth_error: None,
+            stale: false,
         }
+    }
+}
+
+/// What a probe says about one endpoint, in one word: the `state` key of an endpoint in the JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointHealth {
+    /// Served a linearizable read; no alarm that stops it.
+    Healthy,
+    /// Answers, but the read failed only because the cluster has no leader (an election, or no quorum): not
+    /// the member's fault, so it counts as healthy; the cluster-level warning tells the story.
+    NoLeader,
+    /// Answers Status, but cannot serve a read although the cluster has a leader, or a CORRUPT alarm is active.
+    Unhealthy,
+    /// Did not answer: refused, reset, timed out.
+    Unreachable,
+    /// Our credentials were refused and nothing could be asked without them: health unknown.
+    AuthFailed,
+    /// Answered for another cluster.
+    Foreign,
+}
+
+impl EndpointHealth {
+    /// Healthy as far as the member itself is concerned.
+    pub fn is_healthy(self) -> bool {
+        matches!(self, EndpointHealth::Healthy | EndpointHealth::NoLeader)
     }
 }
 
@@ -175,8 +252,14 @@ pub struct EndpointState {
     pub member_name: Option<String>,
     /// The cluster this endpoint answered for; differs from the view's only for a foreign endpoint.
     pub cluster_id: Option<Id>,
+    /// The member works: it served a read, or could not only because the cluster has no leader.
     pub healthy: bool,
+    pub state: EndpointHealth,
+    /// True while this row is the previous poll's: the endpoint's probe of this poll has not finished yet.
+    pub stale: bool,
     pub error: Option<String>,
+    /// Why our credentials were refused here (then the row shows what etcd tells anyone).
+    pub auth_error: Option<String>,
     pub is_leader: bool,
     /// The leader this member names (etcdctl's view of one member); `None` when unreachable or leaderless.
     pub leader_id: Option<Id>,
@@ -204,26 +287,56 @@ pub struct EndpointState {
     pub vitals: Option<Vitals>,
 }
 
+/// The one definition of a cluster's quorum condition; warnings, events and metrics all read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuorumState {
+    /// Quorum, and at least one more voter may fail (or a one-voter cluster, which has no tolerance by design).
+    Ok,
+    /// Quorum, but one more voter failing loses it.
+    AtRisk,
+    /// Not enough voters take part to commit anything.
+    Lost,
+    /// Nothing reliable to count from (credentials refused everywhere, or nothing known of the membership).
+    Unknown,
+}
+
+impl QuorumState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuorumState::Ok => "ok",
+            QuorumState::AtRisk => "at_risk",
+            QuorumState::Lost => "lost",
+            QuorumState::Unknown => "unknown",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Quorum {
+    pub state: QuorumState,
     /// Voting members in the member list, started or not (learners do not vote).
     pub voting_members: usize,
-    /// Voting members that answer and take part: a linearizable read succeeded, or the member answers Status and
-    /// follows the cluster's leader.
+    /// Voting members that answer and take part: a linearizable read succeeded, failed only for want of a
+    /// leader, or the member answers Status and follows the cluster's leader.
     pub healthy_voting_members: usize,
     /// ⌊voting/2⌋+1.
     pub quorum_size: usize,
     /// healthy voting − quorum size: how many more voting members may fail; negative when quorum is lost.
-    pub failure_tolerance: i64,
-    /// Whether the cluster can commit: enough healthy voters, or (when not every member was probed) a
-    /// linearizable read succeeded somewhere, which etcd only serves with a quorum behind the leader.
-    pub has_quorum: bool,
+    /// `None` when some started voter's state is unknown (not probed, or our credentials were refused).
+    pub failure_tolerance: Option<i64>,
+    /// Whether the cluster can commit: enough healthy voters, or (when not every voter could be counted) a
+    /// linearizable read succeeded somewhere, which etcd only serves with a quorum behind the leader. `None`
+    /// when that cannot be told.
+    pub has_quorum: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WarningKind {
     NoLeader,
+    LeaderElection,
+    AuthFailed,
     LeaderDisagreement,
     QuorumLost,
     QuorumAtRisk,
@@ -245,8 +358,10 @@ pub enum WarningKind {
 }
 
 impl WarningKind {
-    pub const ALL: [WarningKind; 19] = [
+    pub const ALL: [WarningKind; 21] = [
         WarningKind::NoLeader,
+        WarningKind::LeaderElection,
+        WarningKind::AuthFailed,
         WarningKind::LeaderDisagreement,
         WarningKind::QuorumLost,
         WarningKind::QuorumAtRisk,
@@ -271,6 +386,8 @@ impl WarningKind {
     pub fn as_str(self) -> &'static str {
         match self {
             WarningKind::NoLeader => "no_leader",
+            WarningKind::LeaderElection => "leader_election",
+            WarningKind::AuthFailed => "auth_failed",
             WarningKind::LeaderDisagreement => "leader_disagreement",
             WarningKind::QuorumLost => "quorum_lost",
             WarningKind::QuorumAtRisk => "quorum_at_risk",
@@ -314,6 +431,8 @@ pub struct ClusterView {
     pub cluster_id: Option<Id>,
     pub leader_id: Option<Id>,
     pub members: Vec<Member>,
+    /// True when no member answered MemberList this poll and `members` is the last list read.
+    pub members_stale: bool,
     pub endpoints: Vec<EndpointState>,
     pub quorum: Quorum,
     /// Active alarms of the cluster.
@@ -415,9 +534,18 @@ pub fn membership(probes: &[ProbeResult]) -> Membership {
     }
 }
 
+/// What a verdict is built with besides the probes.
+#[derive(Debug, Clone, Default)]
+pub struct BuildContext {
+    pub thresholds: Thresholds,
+    /// The last member list read; stands in (marked stale) when no member answers MemberList, so that quorum
+    /// size, failure tolerance and member names survive a total outage.
+    pub known_members: Vec<Member>,
+}
+
 /// Merges the probes of one poll into the cluster's verdict, with the default thresholds.
 pub fn build(cluster: &str, probes: &[ProbeResult], polled_at: SystemTime) -> ClusterView {
-    build_with(cluster, probes, polled_at, &Thresholds::default())
+    build_with(cluster, probes, polled_at, &BuildContext::default())
 }
 
 /// Merges the probes of one poll into the cluster's verdict.
@@ -425,13 +553,17 @@ pub fn build_with(
     cluster: &str,
     probes: &[ProbeResult],
     polled_at: SystemTime,
-    thresholds: &Thresholds,
+    context: &BuildContext,
 ) -> ClusterView {
     let Membership {
         cluster_id,
-        leader_id,
-        members,
+        leader_id: claimed_leader,
+        mut members,
     } = membership(probes);
+    let members_stale = members.is_empty() && !context.known_members.is_empty();
+    if members_stale {
+        members = context.known_members.clone();
+    }
     let belongs = |p: &ProbeResult| match (&p.status, cluster_id) {
         (Ok(s), Some(id)) => s.cluster_id == id,
         _ => true,
@@ -440,7 +572,7 @@ pub fn build_with(
 
     let leader_index = ours()
         .filter_map(|p| p.status.as_ref().ok())
-        .find(|s| Some(s.member_id) == leader_id)
+        .find(|s| Some(s.member_id) == claimed_leader)
         .map(|s| s.raft_index);
 
     // Alarms are cluster-wide: every member reports the same list; take the union to be safe.
@@ -450,19 +582,39 @@ pub fn build_with(
         .cloned()
         .collect();
 
-    let endpoints: Vec<EndpointState> = probes
+    let mut endpoints: Vec<EndpointState> = probes
         .iter()
-        .map(|p| endpoint_state(p, &members, &alarms, cluster_id, leader_id, leader_index))
+        .map(|p| {
+            endpoint_state(
+                p,
+                &members,
+                &alarms,
+                cluster_id,
+                claimed_leader,
+                leader_index,
+            )
+        })
         .collect();
+    let leader_id = claimed_leader.filter(|l| leader_answers(*l, probes, &endpoints));
+    if leader_id.is_none() {
+        for e in &mut endpoints {
+            e.is_leader = false;
+        }
+    }
     let quorum = quorum::count(&members, &endpoints, cluster_id, leader_id);
+    let auth_failed = endpoints
+        .iter()
+        .any(|e| e.auth_error.is_some() || e.state == EndpointHealth::AuthFailed);
 
     // Any alarm fails the verdict, NOSPACE included: the member still answers reads (so it stays healthy, as
-    // etcdctl says) but the cluster refuses writes until the alarm is disarmed.
+    // etcdctl says) but the cluster refuses writes until the alarm is disarmed. Refused credentials fail it too:
+    // what could be checked without them may be fine, but the sentinel cannot do its work.
     let healthy = !endpoints.is_empty()
         && endpoints.iter().all(|e| e.healthy)
-        && quorum.has_quorum
+        && matches!(quorum.state, QuorumState::Ok | QuorumState::AtRisk)
         && leader_id.is_some()
-        && alarms.is_empty();
+        && alarms.is_empty()
+        && !auth_failed;
     let mut view = ClusterView {
         cluster: cluster.to_string(),
         polled_at,
@@ -470,13 +622,42 @@ pub fn build_with(
         cluster_id,
         leader_id,
         members,
+        members_stale,
         endpoints,
         quorum,
         alarms: alarms.into_iter().collect(),
         warnings: Vec::new(),
     };
-    view.warnings = warnings::collect(&view, thresholds);
+    view.warnings = warnings::collect(&view, &context.thresholds);
     view
+}
+
+/// Whether the leader the members name is really there. A leader whose own endpoint, probed this poll, does
+/// not answer is gone (killed or frozen) unless a member that served a read this poll still names it: then
+/// only the sentinel cannot reach it (a partition), and the cluster does have a leader. Stale rows prove
+/// nothing either way.
+fn leader_answers(leader: Id, probes: &[ProbeResult], endpoints: &[EndpointState]) -> bool {
+    let rows = || {
+        probes
+            .iter()
+            .zip(endpoints)
+            .filter(move |(_, e)| e.member_id == Some(leader))
+    };
+    let silent = rows().any(|(p, e)| {
+        !p.stale
+            && matches!(
+                e.state,
+                EndpointHealth::Unreachable | EndpointHealth::Unhealthy
+            )
+            && p.status.is_err()
+    });
+    if !silent {
+        return true;
+    }
+    probes
+        .iter()
+        .zip(endpoints)
+        .any(|(p, e)| !p.stale && e.state == EndpointHealth::Healthy && e.leader_id == Some(leader))
 }
 
 /// One endpoint's row of the view, from its probe and what the whole poll established.
@@ -511,9 +692,12 @@ fn endpoint_state(
         .collect();
     let foreign = matches!((status, cluster_id), (Some(s), Some(id)) if s.cluster_id != id);
 
-    let mut error = p.status.as_ref().err().cloned();
+    let mut error = p.status.as_ref().err().map(|e| e.message.clone());
     if let Err(e) = &p.health {
-        error.get_or_insert_with(|| format!("health check failed: {e}"));
+        error.get_or_insert_with(|| match e.kind {
+            FailureKind::NoLeader => format!("no leader: {e}"),
+            _ => format!("health check failed: {e}"),
+        });
     }
     if let (true, Some(s)) = (foreign, status) {
         error = Some(format!(
@@ -525,7 +709,8 @@ fn endpoint_state(
     if !blocking.is_empty() {
         error.get_or_insert_with(|| format!("active alarm: {}", blocking.join(", ")));
     }
-    let healthy = p.health.is_ok() && p.status.is_ok() && blocking.is_empty() && !foreign;
+    let state = health_state(p, foreign, !blocking.is_empty());
+    let error_text = error.clone();
 
     let quota = status
         .and_then(|s| s.db_quota)
@@ -538,8 +723,15 @@ fn endpoint_state(
         member_id,
         member_name: member.map(|m| m.display_name()),
         cluster_id: status.map(|s| s.cluster_id),
-        healthy,
+        healthy: state.is_healthy(),
+        state,
+        stale: p.stale,
         error,
+        auth_error: p
+            .auth_error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .or_else(|| error_text.filter(|_| state == EndpointHealth::AuthFailed)),
         is_leader: status.is_some_and(|s| Some(s.member_id) == leader_id && !foreign),
         leader_id: status.map(|s| s.leader).filter(|l| l.0 != 0),
         raft_term: status.map(|s| s.raft_term),
@@ -559,8 +751,31 @@ fn endpoint_state(
         alarms: own_alarms,
         probe_seconds: p.probe_seconds,
         peer_rtt_seconds: metrics.map(|m| m.peer_rtt.clone()).unwrap_or_default(),
-        metrics_error: p.metrics.as_ref().err().cloned(),
+        metrics_error: p.metrics.as_ref().err().map(|e| e.message.clone()),
         vitals: metrics.map(|m| m.vitals.clone()),
+    }
+}
+
+/// The endpoint's state in one word, from what its probe got.
+fn health_state(p: &ProbeResult, foreign: bool, blocking_alarm: bool) -> EndpointHealth {
+    let status = match &p.status {
+        _ if foreign => return EndpointHealth::Foreign,
+        Err(e) if e.kind == FailureKind::Auth => return EndpointHealth::AuthFailed,
+        Err(_) => return EndpointHealth::Unreachable,
+        Ok(s) => s,
+    };
+    if blocking_alarm {
+        return EndpointHealth::Unhealthy;
+    }
+    match &p.health {
+        Ok(()) => EndpointHealth::Healthy,
+        Err(e) if e.kind == FailureKind::NoLeader => EndpointHealth::NoLeader,
+        // The read ran out of time while the member itself knows of no leader: an election, not a sick member.
+        Err(e) if e.kind == FailureKind::Timeout && status.leader.0 == 0 => {
+            EndpointHealth::NoLeader
+        }
+        Err(e) if e.kind == FailureKind::Auth => EndpointHealth::AuthFailed,
+        Err(_) => EndpointHealth::Unhealthy,
     }
 }
 

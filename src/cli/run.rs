@@ -85,6 +85,7 @@ fn from_flags(args: &RunArgs) -> Result<Config, CliError> {
             connect,
             metrics: target.metrics,
             vitals_interval: target.vitals_interval,
+            unresponsive_after: config::DEFAULT_UNRESPONSIVE_AFTER,
             thresholds: target.thresholds,
             password_file: None,
         }],

@@ -7,7 +7,7 @@ pub mod state;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -18,11 +18,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::{self, ClusterConfig, Config};
 use crate::etcd::connect::{ConnectError, Connector};
-use crate::events::EventLog;
 use crate::export::metrics::{Metrics, MetricsError};
 use crate::export::{http, tls_listener};
 use crate::secret::Secret;
-use state::{ClusterEntry, Shared};
+use state::{ClusterEntry, History, Shared};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -82,26 +81,25 @@ impl Daemon {
     fn start_cluster(
         &mut self,
         config: ClusterConfig,
-        events: Option<Arc<Mutex<EventLog>>>,
+        history: Option<History>,
     ) -> Result<(), DaemonError> {
         let connector =
             Connector::new(config.connect.clone()).map_err(|source| DaemonError::Connector {
                 cluster: config.name.clone(),
                 source,
             })?;
-        let events = events
-            .unwrap_or_else(|| Arc::new(Mutex::new(EventLog::new(EventLog::DEFAULT_CAPACITY))));
+        let history = history.unwrap_or_default();
         let (publish, view) = watch::channel(None);
         self.shared.insert(ClusterEntry {
             config: config.clone(),
             view,
-            events: events.clone(),
+            history: history.clone(),
         });
         let task = tokio::spawn(poll_task::run(
             config.clone(),
             Arc::new(connector),
             publish,
-            events,
+            history,
             self.shared.clone(),
         ));
         tracing::info!(
@@ -115,10 +113,11 @@ impl Daemon {
         Ok(())
     }
 
-    fn stop_cluster(&mut self, name: &str) -> Option<Arc<Mutex<EventLog>>> {
+    fn stop_cluster(&mut self, name: &str) -> Option<History> {
         let running = self.running.remove(name)?;
+        // A poller only reads and publishes; it holds no lock across an await, so stopping it anywhere is safe.
         running.task.abort();
-        self.shared.remove(name).map(|entry| entry.events)
+        self.shared.remove(name).map(|entry| entry.history)
     }
 
     /// Applies a new configuration: unchanged clusters keep polling undisturbed, changed ones restart (keeping
@@ -141,9 +140,9 @@ impl Daemon {
             match self.running.get(&config.name) {
                 Some(r) if r.config == *config => {}
                 Some(_) => {
-                    let events = self.stop_cluster(&config.name);
+                    let history = self.stop_cluster(&config.name);
                     self.shared.metrics.forget_cluster(&config.name);
-                    self.start_cluster(config.clone(), events)?;
+                    self.start_cluster(config.clone(), history)?;
                 }
                 None => self.start_cluster(config.clone(), None)?,
             }

@@ -1,7 +1,7 @@
 //! The polling loop of one cluster: poll every `interval`, never two polls at once, publish the view, record
 //! events and metrics. One task per cluster, so a slow or dead cluster never delays another.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::watch;
@@ -9,11 +9,11 @@ use tokio::time::MissedTickBehavior;
 
 use crate::config::ClusterConfig;
 use crate::etcd::connect::Connector;
-use crate::events::{self, Event, EventLog};
-use crate::probe::poller::ClusterPoller;
+use crate::events::Event;
+use crate::probe::poller::{ClusterPoller, Progress};
 use crate::view::ClusterView;
 
-use super::state::Shared;
+use super::state::{History, Shared};
 
 fn log_event(cluster: &str, e: &Event) {
     let member = e.member_id.map(|m| m.to_string()).unwrap_or_default();
@@ -40,74 +40,68 @@ fn log_event(cluster: &str, e: &Event) {
     }
 }
 
-fn log_first_poll(view: &ClusterView) {
-    let cluster = view.cluster.as_str();
-    let q = &view.quorum;
-    if view.healthy {
-        tracing::info!(
-            cluster,
-            members = view.members.len(),
-            failure_tolerance = q.failure_tolerance,
-            "first poll: healthy"
-        );
-    } else {
-        for w in &view.warnings {
-            tracing::warn!(
-                cluster,
-                warning = w.kind.as_str(),
-                "first poll: {}",
-                w.message
-            );
-        }
+/// Records one view, final or interim: its events (logged and kept), the election it ended, and publishes it.
+fn record(
+    cluster: &str,
+    view: ClusterView,
+    history: &History,
+    publish: &watch::Sender<Option<Arc<ClusterView>>>,
+    shared: &Shared,
+) {
+    let view = Arc::new(view);
+    // A poisoned lock means a poller panicked mid-update; the tracker and the log are still consistent.
+    let observation = history
+        .tracker
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .observe(view.clone());
+    for e in &observation.events {
+        log_event(cluster, e);
     }
+    shared.metrics.observe_leadership(
+        cluster,
+        observation.leader_changed,
+        observation.leaderless_seconds,
+    );
+    history
+        .log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(observation.events);
+    publish.send_replace(Some(view));
 }
 
 pub async fn run(
     config: ClusterConfig,
     connector: Arc<Connector>,
     publish: watch::Sender<Option<Arc<ClusterView>>>,
-    event_log: Arc<Mutex<EventLog>>,
+    history: History,
     shared: Arc<Shared>,
 ) {
     let mut poller = ClusterPoller::new(config.target(), connector);
     let mut ticker = tokio::time::interval(config.interval);
     // A poll that overruns its interval delays the next one instead of causing a burst of catch-up polls.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut previous: Option<Arc<ClusterView>> = None;
-    // Leader changes are counted against the last leader seen, so that old → none → new counts once.
-    let mut last_leader = None;
+    let cluster = config.name.as_str();
     loop {
         ticker.tick().await;
         let started = Instant::now();
-        let view = Arc::new(poller.poll().await);
+        // While the poll runs, each finished endpoint (and each member overdue) is published at once: a dead
+        // member is shown as soon as its own probe fails, not when the slowest probe of the poll ends.
+        let mut interim = |view: ClusterView| record(cluster, view, &history, &publish, &shared);
+        let mut progress = Progress {
+            unresponsive_after: config.unresponsive_after,
+            publish: &mut interim,
+        };
+        let view = poller.poll_with(Some(&mut progress)).await;
         let took = started.elapsed();
-        let new_events = match &previous {
-            Some(prev) => events::diff(prev, &view),
-            None => {
-                log_first_poll(&view);
-                Vec::new()
-            }
-        };
-        let leader_changes = match (last_leader, view.leader_id) {
-            (Some(old), Some(new)) if old != new => 1,
-            _ => 0,
-        };
-        last_leader = view.leader_id.or(last_leader);
-        for e in &new_events {
-            log_event(&config.name, e);
-        }
-        shared.metrics.observe_poll(&view, took, leader_changes);
-        event_log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(new_events);
-        publish.send_replace(Some(view.clone()));
+        shared.metrics.observe_poll(&view, took);
         tracing::debug!(
-            cluster = config.name,
+            cluster,
             ms = took.as_secs_f64() * 1e3,
             healthy = view.healthy,
             "poll"
         );
-        previous = Some(view);
+        record(cluster, view, &history, &publish, &shared);
     }
 }

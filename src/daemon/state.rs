@@ -7,16 +7,39 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::watch;
 
 use crate::config::ClusterConfig;
-use crate::events::{Event, EventLog};
+use crate::events::{Event, EventLog, Tracker};
 use crate::export::metrics::Metrics;
 use crate::view::ClusterView;
 
 pub type LatestView = watch::Receiver<Option<Arc<ClusterView>>>;
 
+/// What a cluster's poller leaves behind when it restarts (a reload that changed the cluster): the event log,
+/// and the tracker that knows the last view, so the first view after the restart is compared with it.
+#[derive(Clone)]
+pub struct History {
+    pub log: Arc<Mutex<EventLog>>,
+    pub tracker: Arc<Mutex<Tracker>>,
+}
+
+impl History {
+    pub fn new() -> Self {
+        History {
+            log: Arc::new(Mutex::new(EventLog::new(EventLog::DEFAULT_CAPACITY))),
+            tracker: Arc::new(Mutex::new(Tracker::default())),
+        }
+    }
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 pub struct ClusterEntry {
     pub config: ClusterConfig,
     pub view: LatestView,
-    pub events: Arc<Mutex<EventLog>>,
+    pub history: History,
 }
 
 impl ClusterEntry {
@@ -26,7 +49,8 @@ impl ClusterEntry {
 
     pub fn events(&self) -> Vec<Event> {
         // A poisoned lock means a poller panicked while appending; the log itself is still consistent.
-        self.events
+        self.history
+            .log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .snapshot()

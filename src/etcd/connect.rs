@@ -190,6 +190,21 @@ impl Connector {
 
     /// Connects to exactly this endpoint, within the dial timeout, and authenticates when a user is set.
     pub async fn connect(&self, endpoint: &Endpoint) -> Result<Client, ConnectError> {
+        self.connect_as(endpoint, self.settings.credentials.as_ref())
+            .await
+    }
+
+    /// Connects without a user, for what etcd answers to anyone (Status, alarms, the member list), when the
+    /// configured credentials were refused. TLS client certificates still apply.
+    pub async fn connect_anonymously(&self, endpoint: &Endpoint) -> Result<Client, ConnectError> {
+        self.connect_as(endpoint, None).await
+    }
+
+    async fn connect_as(
+        &self,
+        endpoint: &Endpoint,
+        credentials: Option<&Credentials>,
+    ) -> Result<Client, ConnectError> {
         let dial = self.settings.dial_timeout;
         let channel = match endpoint.scheme() {
             Scheme::Http if !self.settings.insecure_transport => {
@@ -231,7 +246,7 @@ impl Connector {
             }
         };
         let mut options = etcd_client::ConnectOptions::new();
-        if let Some(c) = &self.settings.credentials {
+        if let Some(c) = credentials {
             options = options
                 .with_user(c.user.clone(), c.password.expose().to_string())
                 // A token that expired or was revoked is renewed, and the call retried, without a restart.
@@ -244,10 +259,10 @@ impl Connector {
         )
         .await
         .map_err(|_| ConnectError::DialTimeout(dial))?;
-        if let (Ok(_), Some(c)) = (&client, &self.settings.credentials) {
+        if let (Ok(_), Some(c)) = (&client, credentials) {
             tracing::debug!(%endpoint, user = c.user, "authenticated");
         }
-        client.map_err(|e| match &self.settings.credentials {
+        client.map_err(|e| match credentials {
             Some(c) => ConnectError::Auth {
                 user: c.user.clone(),
                 cause: describe_etcd_error(&e),

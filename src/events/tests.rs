@@ -2,7 +2,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
 use crate::testing::*;
-use crate::view::{self, ProbeResult};
+use crate::view::{self, FailureKind, ProbeResult};
 
 fn view_of(probes: &[ProbeResult], at_secs: u64) -> ClusterView {
     view::build("prod", probes, UNIX_EPOCH + Duration::from_secs(at_secs))
@@ -37,10 +37,8 @@ fn member_down_then_back_up() {
             && down_events[0].message.contains("connection refused")
     );
     assert_eq!(down_events[0].time, UNIX_EPOCH + Duration::from_secs(2));
-    assert_eq!(
-        kinds(&diff(&b, &c)),
-        vec![EventKind::MemberHealthy, EventKind::QuorumRestored]
-    );
+    // Back to a tolerance of one: the member's recovery says it; "restored" is kept for a quorum that was lost.
+    assert_eq!(kinds(&diff(&b, &c)), vec![EventKind::MemberHealthy]);
 }
 
 #[test]
@@ -66,7 +64,7 @@ fn quorum_lost_and_restored() {
     let mut lost = healthy.clone();
     lost[1] = down(1);
     lost[2] = down(2);
-    lost[0].health = Err("timed out".into());
+    lost[0].health = Err(err(FailureKind::Timeout, "timed out after 5s"));
     if let Ok(s) = &mut lost[0].status {
         s.leader = crate::id::Id(0);
     }
@@ -161,6 +159,109 @@ fn the_log_keeps_the_newest_events() {
     }
     assert_eq!(log.len(), 3);
     let kept = log.snapshot();
-    assert_eq!(kept.last().unwrap().kind, EventKind::QuorumRestored);
+    assert_eq!(kept.last().unwrap().kind, EventKind::MemberHealthy);
     assert!(kept.windows(2).all(|w| w[0].time <= w[1].time));
+}
+
+fn arc(v: ClusterView) -> Arc<ClusterView> {
+    Arc::new(v)
+}
+
+#[test]
+fn the_first_view_records_the_state_found() {
+    let (_, mut probes) = three();
+    probes[2] = down(2);
+    let mut tracker = Tracker::default();
+    let first = tracker.observe(arc(view_of(&probes, 1))).events;
+    assert_eq!(
+        kinds(&first),
+        vec![
+            EventKind::WatchStarted,
+            EventKind::MemberUnhealthy,
+            EventKind::QuorumAtRisk
+        ]
+    );
+    assert!(
+        first[0].message.contains("leader m0 (term 2)")
+            && first[0].message.contains("2 of 3 voting members healthy"),
+        "{}",
+        first[0].message
+    );
+    assert!(tracker.observe(arc(view_of(&probes, 2))).events.is_empty());
+}
+
+#[test]
+fn an_election_is_lost_leader_then_elected_leader_with_its_duration() {
+    let (members, healthy) = three();
+    let mut tracker = Tracker::default();
+    tracker.observe(arc(view_of(&healthy, 10)));
+
+    // The leader is killed: its probe fails; the followers are electing.
+    let electing: Vec<ProbeResult> = (0..3)
+        .map(|i| {
+            if i == 0 {
+                down(0)
+            } else {
+                read_failed(
+                    i,
+                    &members,
+                    0,
+                    err(FailureKind::NoLeader, "etcdserver: leader changed"),
+                )
+            }
+        })
+        .collect();
+    let lost = tracker.observe(arc(view_of(&electing, 11)));
+    assert_eq!(
+        kinds(&lost.events),
+        vec![
+            EventKind::LeaderLost,
+            EventKind::MemberUnhealthy,
+            EventKind::QuorumAtRisk
+        ],
+        "no survivor reported unhealthy: {:?}",
+        lost.events
+    );
+    assert!(
+        lost.events[0].message.contains("m0 (term 2)"),
+        "{:?}",
+        lost.events[0]
+    );
+    assert_eq!(lost.events[1].member_id, Some(crate::id::Id(1)));
+
+    let elected: Vec<ProbeResult> = (0..3)
+        .map(|i| {
+            let mut p = if i == 0 {
+                down(0)
+            } else {
+                healthy_probe(i, &members, 1)
+            };
+            if let Ok(s) = &mut p.status {
+                s.raft_term = 3;
+            }
+            p
+        })
+        .collect();
+    let won = tracker.observe(arc(view_of(&elected, 13)));
+    assert_eq!(kinds(&won.events), vec![EventKind::LeaderElected]);
+    assert_eq!(won.leaderless_seconds, Some(2.0));
+    assert_eq!(won.events[0].duration_seconds, Some(2.0));
+    assert!(won.leader_changed, "m0 → none → m1 is one change");
+    assert_eq!(
+        won.events[0].message,
+        "leader elected: m1 (term 3) after 2.00s without a leader"
+    );
+}
+
+#[test]
+fn quorum_restored_only_after_lost_and_auth_is_its_own_story() {
+    let (_, healthy) = three();
+    let mut refused = healthy.clone();
+    for p in &mut refused {
+        p.auth_error = Some(err(FailureKind::Auth, "authentication failed"));
+    }
+    let events = diff(&view_of(&healthy, 1), &view_of(&refused, 2));
+    assert_eq!(kinds(&events), vec![EventKind::AuthFailed]);
+    let events = diff(&view_of(&refused, 2), &view_of(&healthy, 3));
+    assert_eq!(kinds(&events), vec![EventKind::AuthRestored]);
 }

@@ -204,7 +204,7 @@ fn summary(name: String, view: Option<&ClusterView>) -> ClusterSummary {
         members: view.map(|v| v.members.len()),
         voting_members: view.map(|v| v.quorum.voting_members),
         healthy_voting_members: view.map(|v| v.quorum.healthy_voting_members),
-        failure_tolerance: view.map(|v| v.quorum.failure_tolerance),
+        failure_tolerance: view.and_then(|v| v.quorum.failure_tolerance),
         warnings: view.map(|v| v.warnings.len()),
         polled_at: view.map(|v| {
             v.polled_at

@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary};
 
-use crate::view::{ClusterView, EndpointState, WarningKind};
+use crate::view::{ClusterView, EndpointHealth, EndpointState, QuorumState, WarningKind};
 use crate::vitals::Vitals;
 
 const PREFIX: &str = "etcd_sentinel";
@@ -40,6 +40,7 @@ pub struct Metrics {
     poll_duration: HistogramVec,
     poll_errors: IntCounterVec,
     leader_changes: IntCounterVec,
+    leaderless: HistogramVec,
     /// Endpoints with histogram series per cluster, so series of endpoints no longer probed can be removed.
     endpoints_seen: Mutex<BTreeMap<String, BTreeSet<String>>>,
 }
@@ -76,26 +77,51 @@ impl Metrics {
         let leader_changes = IntCounterVec::new(
             Opts::new(
                 name("cluster_leader_changes_total"),
-                "Leader changes seen between two polls.",
+                "Leader changes seen (old leader, perhaps none for a while, then another).",
             ),
             &["cluster"],
         )?;
         registry.register(Box::new(probe_duration.clone()))?;
         registry.register(Box::new(poll_duration.clone()))?;
         registry.register(Box::new(poll_errors.clone()))?;
+        let leaderless = HistogramVec::new(
+            HistogramOpts::new(
+                name("cluster_leaderless_seconds"),
+                "How long the cluster had no leader, per election that ended, as the sentinel saw it.",
+            )
+            .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
+            &["cluster"],
+        )?;
         registry.register(Box::new(leader_changes.clone()))?;
+        registry.register(Box::new(leaderless.clone()))?;
         Ok(Metrics {
             registry,
             probe_duration,
             poll_duration,
             poll_errors,
             leader_changes,
+            leaderless,
             endpoints_seen: Mutex::new(BTreeMap::new()),
         })
     }
 
+    /// Records a change of leader, and how long the cluster had no leader when an election ended.
+    pub fn observe_leadership(
+        &self,
+        cluster: &str,
+        changed: bool,
+        leaderless_seconds: Option<f64>,
+    ) {
+        if changed {
+            self.leader_changes.with_label_values(&[cluster]).inc();
+        }
+        if let Some(s) = leaderless_seconds {
+            self.leaderless.with_label_values(&[cluster]).observe(s);
+        }
+    }
+
     /// Records one poll of a cluster.
-    pub fn observe_poll(&self, view: &ClusterView, poll_time: Duration, leader_changes: u64) {
+    pub fn observe_poll(&self, view: &ClusterView, poll_time: Duration) {
         let cluster = view.cluster.as_str();
         self.poll_duration
             .with_label_values(&[cluster])
@@ -103,9 +129,8 @@ impl Metrics {
         // Touch the counters so the series exist (at 0) from the first poll on.
         let errors = self.poll_errors.with_label_values(&[cluster]);
         errors.inc_by(view.endpoints.iter().filter(|e| !e.healthy).count() as u64);
-        self.leader_changes
-            .with_label_values(&[cluster])
-            .inc_by(leader_changes);
+        self.leader_changes.with_label_values(&[cluster]);
+        self.leaderless.with_label_values(&[cluster]);
         let mut current = BTreeSet::new();
         for e in &view.endpoints {
             self.probe_duration
@@ -142,6 +167,7 @@ impl Metrics {
         let _ = self.poll_duration.remove_label_values(&[cluster]);
         let _ = self.poll_errors.remove_label_values(&[cluster]);
         let _ = self.leader_changes.remove_label_values(&[cluster]);
+        let _ = self.leaderless.remove_label_values(&[cluster]);
     }
 
     /// The whole /metrics page: accumulated families plus the state of the given views.
@@ -316,7 +342,10 @@ fn state_families<'a>(
             let labels = endpoint_labels(cluster, e, &id);
             up.with_label_values(&labels)
                 .set(flag(e.raft_term.is_some()));
-            healthy.with_label_values(&labels).set(flag(e.healthy));
+            // Credentials refused and nothing checked: health unknown, so no sample rather than a 0 that pages.
+            if e.state != EndpointHealth::AuthFailed {
+                healthy.with_label_values(&labels).set(flag(e.healthy));
+            }
             is_leader.with_label_values(&labels).set(flag(e.is_leader));
             is_learner
                 .with_label_values(&labels)
@@ -370,9 +399,11 @@ fn state_families<'a>(
             }
         }
         let q = &view.quorum;
-        has_leader
-            .with_label_values(&[cluster])
-            .set(flag(view.leader_id.is_some()));
+        if q.state != QuorumState::Unknown {
+            has_leader
+                .with_label_values(&[cluster])
+                .set(flag(view.leader_id.is_some()));
+        }
         cluster_healthy
             .with_label_values(&[cluster])
             .set(flag(view.healthy));
@@ -388,9 +419,10 @@ fn state_families<'a>(
         quorum_size
             .with_label_values(&[cluster])
             .set(q.quorum_size as i64);
-        tolerance
-            .with_label_values(&[cluster])
-            .set(q.failure_tolerance);
+        // Unknown (a voter not probed, credentials refused) is no number: the series is absent, not a guess.
+        if let Some(t) = q.failure_tolerance {
+            tolerance.with_label_values(&[cluster]).set(t);
+        }
         for kind in WarningKind::ALL {
             let n = view.warnings.iter().filter(|w| w.kind == kind).count();
             warnings
@@ -630,7 +662,8 @@ mod tests {
             UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         );
         let m = Metrics::new().unwrap();
-        m.observe_poll(&v, Duration::from_millis(12), 1);
+        m.observe_poll(&v, Duration::from_millis(12));
+        m.observe_leadership("prod", true, Some(0.8));
         let text = m.render([&v]).unwrap();
         for line in [
             r#"etcd_sentinel_endpoint_up{cluster="prod",endpoint="http://127.0.0.1:2399",member="m2",member_id="0000000000000003"} 0"#,
@@ -704,9 +737,9 @@ mod tests {
         let (_, probes) = three();
         let v = view::build("prod", &probes, UNIX_EPOCH);
         let m = Metrics::new().unwrap();
-        m.observe_poll(&v, Duration::from_millis(5), 0);
+        m.observe_poll(&v, Duration::from_millis(5));
         let smaller = view::build("prod", &probes[..2], UNIX_EPOCH);
-        m.observe_poll(&smaller, Duration::from_millis(5), 0);
+        m.observe_poll(&smaller, Duration::from_millis(5));
         let text = m.render([&smaller]).unwrap();
         assert!(!text.contains("127.0.0.1:2399"), "{text}");
         m.forget_cluster("prod");

@@ -2,7 +2,7 @@
 
 use comfy_table::{Cell, Color, ContentArrangement, Table};
 
-use crate::view::{ClusterView, EndpointState};
+use crate::view::{ClusterView, EndpointHealth, EndpointState};
 
 /// No borders, one line under the header: compact, and still easy to read in a terminal or a log.
 const HEADER_LINE_ONLY: &str = "     ══            ";
@@ -105,9 +105,17 @@ pub fn table(view: &ClusterView, color: bool) -> String {
     let quorum = if view.members.is_empty() {
         "membership unknown (no member answered)".to_string()
     } else {
+        let tolerance = q
+            .failure_tolerance
+            .map_or_else(|| "unknown".to_string(), |t| t.to_string());
+        let stale = if view.members_stale {
+            " (member list as last read)"
+        } else {
+            ""
+        };
         format!(
-            "quorum {}/{} voting members healthy (needs {}), failure tolerance {}",
-            q.healthy_voting_members, q.voting_members, q.quorum_size, q.failure_tolerance
+            "quorum {}/{} voting members healthy (needs {}), failure tolerance {tolerance}{stale}",
+            q.healthy_voting_members, q.voting_members, q.quorum_size
         )
     };
     out.push_str(&format!(
@@ -141,10 +149,14 @@ pub fn table(view: &ClusterView, color: bool) -> String {
         table.force_no_tty();
     }
     for e in &view.endpoints {
-        let health = if e.healthy {
-            Cell::new("healthy").fg(Color::Green)
-        } else {
-            Cell::new("UNHEALTHY").fg(Color::Red)
+        let health = match e.state {
+            EndpointHealth::Healthy => Cell::new("healthy").fg(Color::Green),
+            EndpointHealth::NoLeader => Cell::new("healthy, no leader").fg(Color::Yellow),
+            EndpointHealth::AuthFailed => Cell::new("AUTH FAILED").fg(Color::Red),
+            EndpointHealth::Unreachable => Cell::new("DOWN").fg(Color::Red),
+            EndpointHealth::Unhealthy | EndpointHealth::Foreign => {
+                Cell::new("UNHEALTHY").fg(Color::Red)
+            }
         };
         let member = match (&e.member_name, e.member_id) {
             (Some(name), Some(id)) => format!("{name}\n{id}"),

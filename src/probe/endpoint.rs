@@ -3,16 +3,20 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::{AlarmAction, AlarmType, Client};
 
-use crate::etcd::connect::{Connector, describe_etcd_error};
+use crate::etcd::connect::{ConnectError, Connector};
 use crate::etcd::endpoint::Endpoint;
 use crate::etcd::member_metrics::{self, MemberMetrics};
 use crate::histogram::Histogram;
 use crate::id::Id;
-use crate::view::{Alarm, Member, Outcome, PeerRtt, ProbeMetrics, ProbeResult, StatusInfo};
+use crate::probe::failure;
+use crate::view::{
+    Alarm, FailureKind, Member, Outcome, PeerRtt, ProbeError, ProbeMetrics, ProbeResult, StatusInfo,
+};
 use crate::vitals;
 
 /// What a probe leaves behind for the next one: the connection, and the raw histograms to diff against.
@@ -28,17 +32,54 @@ pub struct EndpointMemory {
     pub summary: Option<Outcome<ProbeMetrics>>,
 }
 
-async fn bounded<T, F>(timeout: Duration, call: F) -> Outcome<T>
-where
-    F: Future<Output = Result<T, etcd_client::Error>>,
-{
-    match tokio::time::timeout(timeout, call).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(describe_etcd_error(&e)),
-        Err(_) => Err(format!(
-            "timed out after {}",
-            humantime::format_duration(timeout)
-        )),
+/// The time one probe's calls may take, computed once when the connection is ready: every call of the probe,
+/// retries, token renewal and a late /metrics read included, ends by it.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    budget: Duration,
+}
+
+impl Deadline {
+    fn from_now(budget: Duration) -> Self {
+        Deadline {
+            at: Instant::now() + budget,
+            budget,
+        }
+    }
+
+    fn timed_out(&self) -> ProbeError {
+        ProbeError::new(
+            FailureKind::Timeout,
+            format!(
+                "timed out after {}",
+                humantime::format_duration(self.budget)
+            ),
+        )
+    }
+
+    async fn bound<T, F>(&self, call: F) -> Outcome<T>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        match tokio::time::timeout_at(self.at.into(), call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(failure::from_etcd(&e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+}
+
+/// How a probe tells its poller that the member answered Status, while the rest of the probe (a read that waits
+/// for an election, say) may still take a while.
+#[derive(Debug, Default)]
+pub struct ProbeProgress {
+    answered: AtomicBool,
+}
+
+impl ProbeProgress {
+    pub fn answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
     }
 }
 
@@ -50,8 +91,9 @@ type Calls = (
 );
 
 fn needs_new_token(calls: &Calls) -> bool {
-    let stale = |e: &String| {
-        e.contains("revision of auth store is old") || e.contains("invalid auth token")
+    let stale = |e: &ProbeError| {
+        e.message.contains("revision of auth store is old")
+            || e.message.contains("invalid auth token")
     };
     [
         calls.0.as_ref().err(),
@@ -64,41 +106,90 @@ fn needs_new_token(calls: &Calls) -> bool {
     .any(stale)
 }
 
-/// Status, the health read, AlarmList and MemberList, all at once.
-async fn grpc_calls(client: &Client, timeout: Duration) -> Calls {
+/// How long to wait before asking again while the cluster elects a leader (etcd's client waits about as long).
+const ELECTION_RETRY: Duration = Duration::from_millis(100);
+
+/// One `etcdctl endpoint health` read: a linearizable range read of key "health".
+async fn read_health(kv: &mut etcd_client::KvClient) -> Result<(), etcd_client::Error> {
+    match kv.get("health", None).await {
+        // Permission denied, or no user at all (we fell back to asking without credentials), is checked after
+        // the read was served, so it still proves the member served a linearizable read.
+        Err(etcd_client::Error::GRpcStatus(s))
+            if s.code() == tonic::Code::PermissionDenied
+                || s.message().contains("user name is empty") =>
+        {
+            Ok(())
+        }
+        // A learner refuses linearizable reads ("rpc not supported for learner"); what can be asked of it is
+        // that it serves a local read.
+        Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("learner") => kv
+            .get(
+                "health",
+                Some(etcd_client::GetOptions::new().with_serializable()),
+            )
+            .await
+            .map(|_| ()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// The health read, asked again while the cluster has no leader ("leader changed", "no leader"), as etcd's own
+/// client does, until the deadline. Also says whether an election was seen, so that Status can be read again.
+async fn health_until(kv: &mut etcd_client::KvClient, deadline: Deadline) -> (Outcome<()>, bool) {
+    let mut election: Option<ProbeError> = None;
+    loop {
+        match deadline.bound(read_health(kv)).await {
+            Ok(()) => return (Ok(()), election.is_some()),
+            Err(e) if e.kind == FailureKind::NoLeader => {
+                let retry_at = (Instant::now() + ELECTION_RETRY).min(deadline.at);
+                election = Some(e);
+                tokio::time::sleep_until(retry_at.into()).await;
+                if Instant::now() >= deadline.at {
+                    break;
+                }
+            }
+            Err(e) if e.kind == FailureKind::Timeout && election.is_some() => break,
+            Err(e) => return (Err(e), election.is_some()),
+        }
+    }
+    let last = election.map_or_else(String::new, |e| e.message);
+    let error = ProbeError::new(
+        FailureKind::NoLeader,
+        format!(
+            "{last} (still no leader after {})",
+            humantime::format_duration(deadline.budget)
+        ),
+    );
+    (Err(error), true)
+}
+
+/// Status, the health read, AlarmList and MemberList, all at once, all ending by the deadline.
+async fn grpc_calls(client: &Client, deadline: Deadline, progress: &ProbeProgress) -> Calls {
     let mut maintenance = client.maintenance_client();
     let mut kv = client.kv_client();
     let mut alarm_client = client.maintenance_client();
     let mut cluster = client.cluster_client();
-    tokio::join!(
-        bounded(timeout, maintenance.status()),
-        // `etcdctl endpoint health` semantics: permission denied still proves the member served a linearizable
-        // read, so it counts as healthy.
-        bounded(timeout, async {
-            match kv.get("health", None).await {
-                Err(etcd_client::Error::GRpcStatus(s))
-                    if s.code() == tonic::Code::PermissionDenied =>
-                {
-                    Ok(())
-                }
-                // A learner refuses linearizable reads ("rpc not supported for learner"); what can be asked of
-                // it is that it serves a local read.
-                Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("learner") => kv
-                    .get(
-                        "health",
-                        Some(etcd_client::GetOptions::new().with_serializable()),
-                    )
-                    .await
-                    .map(|_| ()),
-                other => other.map(|_| ()),
-            }
-        }),
-        bounded(
-            timeout,
-            alarm_client.alarm(AlarmAction::Get, AlarmType::None, None)
-        ),
-        bounded(timeout, cluster.member_list()),
-    )
+    let status = async {
+        let status = deadline.bound(maintenance.status()).await;
+        if status.is_ok() {
+            progress.answered.store(true, Ordering::Relaxed);
+        }
+        status
+    };
+    let ((status, (health, election_seen)), alarms, members) = tokio::join!(
+        async { tokio::join!(status, health_until(&mut kv, deadline)) },
+        deadline.bound(alarm_client.alarm(AlarmAction::Get, AlarmType::None, None)),
+        deadline.bound(cluster.member_list()),
+    );
+    // The read waited out an election: Status, read before it, names the old leader. Ask again.
+    let status = match (status, election_seen) {
+        (Ok(old), true) => Ok(deadline
+            .bound(client.maintenance_client().status())
+            .await
+            .unwrap_or(old)),
+        (status, _) => status,
+    };
+    (status, health, alarms, members)
 }
 
 /// Where a member's /metrics are read.
@@ -149,13 +240,44 @@ pub struct ProbeOptions {
     pub read_metrics: bool,
 }
 
-async fn read_metrics(connector: &Connector, url: &str) -> Outcome<MemberMetrics> {
-    let timeout = connector.settings().command_timeout;
-    let text = match tokio::time::timeout(timeout, connector.fetch_metrics(url)).await {
-        Ok(r) => r?,
-        Err(_) => return Err(format!("GET {url}: timed out")),
+async fn read_metrics(
+    connector: &Connector,
+    url: &str,
+    deadline: Option<Deadline>,
+) -> Outcome<MemberMetrics> {
+    let deadline =
+        deadline.unwrap_or_else(|| Deadline::from_now(connector.settings().command_timeout));
+    let text = match tokio::time::timeout_at(deadline.at.into(), connector.fetch_metrics(url)).await
+    {
+        Ok(r) => r.map_err(|e| ProbeError::new(FailureKind::Other, e))?,
+        Err(_) => {
+            return Err(ProbeError::new(
+                FailureKind::Timeout,
+                format!("GET {url}: timed out"),
+            ));
+        }
     };
-    member_metrics::parse(&text).map_err(|e| format!("{url}: {e}"))
+    member_metrics::parse(&text)
+        .map_err(|e| ProbeError::new(FailureKind::Other, format!("{url}: {e}")))
+}
+
+/// Connects with the configured credentials; if they are refused, connects without any, so that what etcd tells
+/// anyone (Status, alarms, members, whether a read is served) is still known. Returns the refusal beside.
+async fn connect(
+    connector: &Connector,
+    endpoint: &Endpoint,
+) -> Result<(Client, Option<ProbeError>), ProbeError> {
+    match connector.connect(endpoint).await {
+        Ok(client) => Ok((client, None)),
+        Err(e @ ConnectError::Auth { .. }) => {
+            let refused = failure::from_connect(&e);
+            match connector.connect_anonymously(endpoint).await {
+                Ok(client) => Ok((client, Some(refused))),
+                Err(_) => Err(refused),
+            }
+        }
+        Err(e) => Err(failure::from_connect(&e)),
+    }
 }
 
 /// Probes one endpoint. `memory` carries the connection and last metrics between polls; pass a fresh one for
@@ -165,6 +287,7 @@ pub async fn probe(
     endpoint: &Endpoint,
     memory: &mut EndpointMemory,
     options: &ProbeOptions,
+    progress: &ProbeProgress,
 ) -> ProbeResult {
     let started = Instant::now();
     let timeout = connector.settings().command_timeout;
@@ -175,30 +298,33 @@ pub async fn probe(
         if !early {
             return None;
         }
-        let result = read_metrics(connector, &options.metrics.url_for(endpoint, None)).await;
+        let result = read_metrics(connector, &options.metrics.url_for(endpoint, None), None).await;
         tracing::debug!(%endpoint, ms = started.elapsed().as_secs_f64() * 1e3, "metrics read");
         Some(result)
     };
     let cached = memory.client.take();
     let grpc = async {
-        let client = match cached {
-            Some(c) => c,
-            None => connector
-                .connect(endpoint)
-                .await
-                .map_err(|e| e.to_string())?,
+        let (client, auth_error) = match cached {
+            Some(c) => (c, None),
+            None => connect(connector, endpoint).await?,
         };
-        let mut calls = grpc_calls(&client, timeout).await;
+        let deadline = Deadline::from_now(timeout);
+        let mut calls = grpc_calls(&client, deadline, progress).await;
         // etcd-client renews an invalid token by itself; a token minted before a change of users or roles is
-        // "old" instead: authenticate again and ask once more.
-        if needs_new_token(&calls) && client.refresh_token().await.is_ok() {
-            calls = grpc_calls(&client, timeout).await;
+        // "old" instead: authenticate again and ask once more, within the same deadline.
+        if needs_new_token(&calls)
+            && matches!(
+                tokio::time::timeout_at(deadline.at.into(), client.refresh_token()).await,
+                Ok(Ok(_))
+            )
+        {
+            calls = grpc_calls(&client, deadline, progress).await;
         }
         tracing::debug!(%endpoint, ms = started.elapsed().as_secs_f64() * 1e3, "gRPC calls done");
-        Ok::<_, String>((client, calls))
+        Ok::<_, ProbeError>((client, auth_error, deadline, calls))
     };
     let (grpc, early_metrics) = tokio::join!(grpc, metrics_fetch);
-    let (client, (status, health, alarms, members)) = match grpc {
+    let (client, auth_error, deadline, (status, health, alarms, members)) = match grpc {
         Ok(done) => done,
         Err(e) => {
             let e = annotate(connector, with_tls_diagnosis(connector, endpoint, e).await);
@@ -210,7 +336,7 @@ pub async fn probe(
     };
 
     let (status, health) = match (status, health) {
-        (Err(e), Err(_)) if is_vague(&e) => {
+        (Err(e), Err(_)) if is_vague(&e.message) => {
             let e = annotate(connector, with_tls_diagnosis(connector, endpoint, e).await);
             (Err(e.clone()), Err(e))
         }
@@ -222,7 +348,7 @@ pub async fn probe(
     let status = status.and_then(|s| {
         let header = s
             .header()
-            .ok_or_else(|| "Status response without header".to_string())?;
+            .ok_or_else(|| ProbeError::new(FailureKind::Other, "Status response without header"))?;
         Ok(StatusInfo {
             member_id: Id(header.member_id()),
             cluster_id: Id(header.cluster_id()),
@@ -272,13 +398,22 @@ pub async fn probe(
                     .find(|m| m.id == s.member_id)
                     .map(|m| m.name.clone())
             });
-            Some(
-                read_metrics(
-                    connector,
-                    &options.metrics.url_for(endpoint, name.as_deref()),
-                )
-                .await,
-            )
+            Some(match name {
+                // The URL needs the member's name, and the member did not say it: do not spend a second
+                // timeout on a member that has just spent one.
+                None => Err(ProbeError::new(
+                    FailureKind::Other,
+                    "not read: the member's name, which the metrics URL needs, is unknown",
+                )),
+                Some(name) => {
+                    read_metrics(
+                        connector,
+                        &options.metrics.url_for(endpoint, Some(&name)),
+                        Some(deadline),
+                    )
+                    .await
+                }
+            })
         }
         None => None,
     };
@@ -292,11 +427,12 @@ pub async fn probe(
         None => memory
             .summary
             .clone()
-            .unwrap_or_else(|| Err("not read yet".to_string())),
+            .unwrap_or_else(|| Err(ProbeError::new(FailureKind::Other, "not read yet"))),
     };
 
-    // Keep the connection unless it is broken: a member that answered nothing is dialled afresh next time.
-    if status.is_ok() || health.is_ok() {
+    // Keep the connection unless it is broken: a member that answered nothing is dialled afresh next time. One
+    // made without credentials is not kept either, so that the next poll tries the credentials again.
+    if (status.is_ok() || health.is_ok()) && auth_error.is_none() {
         memory.client = Some(client);
     }
     ProbeResult {
@@ -307,18 +443,20 @@ pub async fn probe(
         members,
         metrics,
         probe_seconds: started.elapsed().as_secs_f64(),
+        auth_error,
+        stale: false,
     }
 }
 
 /// Adds the hint for a server's TLS alert, which depends on whether we presented a client certificate.
-fn annotate(connector: &Connector, error: String) -> String {
-    if !error.contains("received fatal alert") {
+fn annotate(connector: &Connector, error: ProbeError) -> ProbeError {
+    if !error.message.contains("received fatal alert") {
         return error;
     }
-    match connector.tls_hint(&error) {
+    match connector.tls_hint(&error.message) {
         // The TLS diagnosis already added it.
-        Some(hint) if error.contains(hint) => error,
-        Some(hint) => format!("{error} ({hint})"),
+        Some(hint) if error.message.contains(hint) => error,
+        Some(hint) => failure::from_message(format!("{} ({hint})", error.message)),
         None => error,
     }
 }
@@ -336,18 +474,26 @@ fn is_vague(error: &str) -> bool {
 }
 
 /// Replaces a vague transport error on a TLS endpoint with what the server's TLS alert says, if it said one.
-async fn with_tls_diagnosis(connector: &Connector, endpoint: &Endpoint, error: String) -> String {
-    if !is_vague(&error) {
+async fn with_tls_diagnosis(
+    connector: &Connector,
+    endpoint: &Endpoint,
+    error: ProbeError,
+) -> ProbeError {
+    if !is_vague(&error.message) {
         return error;
     }
     if endpoint.scheme() == crate::etcd::endpoint::Scheme::Http {
         // A TLS member hangs up on a plain-text client without a word.
-        return format!(
-            "{error} (the member cut the connection: if it expects TLS, use https:// and --cacert)"
+        return ProbeError::new(
+            error.kind,
+            format!(
+                "{} (the member cut the connection: if it expects TLS, use https:// and --cacert)",
+                error.message
+            ),
         );
     }
     match connector.diagnose_tls(endpoint).await {
-        Some(diagnosis) => diagnosis,
+        Some(diagnosis) => failure::from_message(diagnosis),
         None => error,
     }
 }

@@ -1,4 +1,5 @@
 //! Probing: one endpoint (`endpoint`), one cluster (`poller`).
 
 pub mod endpoint;
+pub mod failure;
 pub mod poller;

@@ -5,12 +5,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::future::join_all;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
 use crate::etcd::connect::Connector;
 use crate::etcd::endpoint::Endpoint;
-use crate::probe::endpoint::{EndpointMemory, MetricsSource, ProbeOptions, probe};
-use crate::view::{self, ClusterView, Member, ProbeResult, Thresholds};
+use crate::probe::endpoint::{EndpointMemory, MetricsSource, ProbeOptions, ProbeProgress, probe};
+use crate::view::{
+    self, BuildContext, ClusterView, FailureKind, Member, ProbeError, ProbeResult, Thresholds,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Discovery {
@@ -51,9 +54,20 @@ pub struct ClusterPoller {
     target: Target,
     connector: Arc<Connector>,
     memory: HashMap<Endpoint, EndpointMemory>,
+    /// Each endpoint's last result, shown (marked stale) while its next probe runs.
+    last: HashMap<Endpoint, ProbeResult>,
+    /// The last member list read, kept for when no member answers.
+    known_members: Vec<Member>,
     /// Endpoints found through the member list at the last poll, probed straight away next time.
     discovered: Vec<Endpoint>,
     last_metrics_read: Option<Instant>,
+}
+
+/// How a daemon sees a poll before it ends: a view each time an endpoint's probe finishes, and one when the
+/// members that have not answered Status for `unresponsive_after` are to be shown as down.
+pub struct Progress<'a> {
+    pub unresponsive_after: Duration,
+    pub publish: &'a mut (dyn FnMut(ClusterView) + Send),
 }
 
 impl ClusterPoller {
@@ -62,35 +76,114 @@ impl ClusterPoller {
             target,
             connector,
             memory: HashMap::new(),
+            last: HashMap::new(),
+            known_members: Vec::new(),
             discovered: Vec::new(),
             last_metrics_read: None,
         }
+    }
+
+    fn build(&self, probes: &[ProbeResult]) -> ClusterView {
+        let context = BuildContext {
+            thresholds: self.target.thresholds,
+            known_members: self.known_members.clone(),
+        };
+        view::build_with(&self.target.name, probes, SystemTime::now(), &context)
+    }
+
+    /// The view while some probes still run: finished endpoints as found; the others as they were at the last
+    /// poll (stale), or down once they are overdue without having answered Status. `None` while an endpoint
+    /// has nothing to show yet (its first probe).
+    fn interim(
+        &self,
+        endpoints: &[Endpoint],
+        done: &HashMap<usize, ProbeResult>,
+        progress: &[ProbeProgress],
+        overdue: Option<Duration>,
+    ) -> Option<ClusterView> {
+        let mut probes = Vec::with_capacity(endpoints.len());
+        for (i, ep) in endpoints.iter().enumerate() {
+            if let Some(p) = done.get(&i) {
+                probes.push(p.clone());
+            } else if let Some(after) = overdue.filter(|_| !progress[i].answered()) {
+                let error = ProbeError::new(
+                    FailureKind::Timeout,
+                    format!(
+                        "no answer within {} (still waiting, up to the command timeout)",
+                        humantime::format_duration(after)
+                    ),
+                );
+                probes.push(ProbeResult::unreachable(
+                    ep.clone(),
+                    error,
+                    after.as_secs_f64(),
+                ));
+            } else {
+                let mut previous = self.last.get(ep)?.clone();
+                previous.stale = true;
+                probes.push(previous);
+            }
+        }
+        Some(self.build(&probes))
     }
 
     async fn probe_all(
         &mut self,
         endpoints: &[Endpoint],
         options: &ProbeOptions,
+        mut progress: Option<&mut Progress<'_>>,
     ) -> Vec<ProbeResult> {
-        let connector = &self.connector;
-        let mut work = Vec::with_capacity(endpoints.len());
-        for ep in endpoints {
+        let connector = self.connector.clone();
+        let flags: Vec<ProbeProgress> =
+            endpoints.iter().map(|_| ProbeProgress::default()).collect();
+        let mut work = FuturesUnordered::new();
+        for (i, ep) in endpoints.iter().enumerate() {
             let mut memory = self.memory.remove(ep).unwrap_or_default();
+            let connector = &connector;
+            let flag = &flags[i];
             work.push(async move {
-                let result = probe(connector, ep, &mut memory, options).await;
-                (ep.clone(), memory, result)
+                let result = probe(connector, ep, &mut memory, options, flag).await;
+                (i, memory, result)
             });
         }
-        let mut results = Vec::with_capacity(endpoints.len());
-        for (ep, memory, result) in join_all(work).await {
-            self.memory.insert(ep, memory);
-            results.push(result);
+        let overdue_at = progress
+            .as_ref()
+            .map(|p| tokio::time::Instant::now() + p.unresponsive_after);
+        let mut overdue: Option<Duration> = None;
+        let mut done: HashMap<usize, ProbeResult> = HashMap::new();
+        loop {
+            tokio::select! {
+                next = work.next() => {
+                    let Some((i, memory, result)) = next else { break };
+                    self.memory.insert(endpoints[i].clone(), memory);
+                    done.insert(i, result);
+                }
+                _ = sleep_until_opt(overdue_at), if overdue.is_none() && overdue_at.is_some() => {
+                    overdue = progress.as_ref().map(|p| p.unresponsive_after);
+                }
+            }
+            if done.len() == endpoints.len() {
+                break;
+            }
+            if let Some(p) = progress.as_deref_mut()
+                && let Some(view) = self.interim(endpoints, &done, &flags, overdue)
+            {
+                (p.publish)(view);
+            }
         }
-        results
+        drop(work);
+        let mut results: Vec<(usize, ProbeResult)> = done.into_iter().collect();
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
     }
 
     /// One poll: probe, discover, and merge into a view.
     pub async fn poll(&mut self) -> ClusterView {
+        self.poll_with(None).await
+    }
+
+    /// One poll, showing its progress (see [`Progress`]) before the final view is returned.
+    pub async fn poll_with(&mut self, progress: Option<&mut Progress<'_>>) -> ClusterView {
         let now = Instant::now();
         let read_metrics = match (self.target.vitals_interval, self.last_metrics_read) {
             (Some(every), Some(last)) => now.duration_since(last) >= every,
@@ -109,7 +202,9 @@ impl ClusterPoller {
                 first_round.push(ep.clone());
             }
         }
-        let mut probes = self.probe_all(&first_round, &options).await;
+        let mut probes = self
+            .probe_all(&first_round, &options, progress)
+            .await;
 
         if self.target.discovery == Discovery::Members {
             let member_urls = client_endpoints(&view::membership(&probes).members);
@@ -124,7 +219,7 @@ impl ClusterPoller {
                     read_metrics: true,
                     ..options.clone()
                 };
-                probes.extend(self.probe_all(&missing, &fresh).await);
+                probes.extend(self.probe_all(&missing, &fresh, None).await);
                 // Seeds that are no member's client URL only served to find the members.
                 let wanted: BTreeSet<&Endpoint> = member_urls.iter().collect();
                 probes.retain(|p| wanted.contains(&p.endpoint));
@@ -135,12 +230,22 @@ impl ClusterPoller {
         // Forget connections of endpoints no longer probed (members removed, config changed).
         let probed: BTreeSet<&Endpoint> = probes.iter().map(|p| &p.endpoint).collect();
         self.memory.retain(|ep, _| probed.contains(ep));
-        view::build_with(
-            &self.target.name,
-            &probes,
-            SystemTime::now(),
-            &self.target.thresholds,
-        )
+        let view = self.build(&probes);
+        if !view.members_stale && !view.members.is_empty() {
+            self.known_members = view.members.clone();
+        }
+        self.last = probes
+            .into_iter()
+            .map(|p| (p.endpoint.clone(), p))
+            .collect();
+        view
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,15 +1,20 @@
-//! Quorum arithmetic over the endpoints of one view (pure).
+//! Quorum arithmetic over the endpoints of one view (pure): the one place that decides whether quorum is fine, at
+//! risk, lost or unknown.
 
 use std::collections::BTreeSet;
 
-use super::{Alarm, EndpointState, Member, Quorum};
+use super::{Alarm, EndpointHealth, EndpointState, Member, Quorum, QuorumState};
 use crate::id::Id;
 
 /// Counts quorum over voting members (learners do not vote; a member added but not started already does).
 ///
-/// A voter counts as healthy when it served a linearizable read, or when it answers and follows the cluster's
-/// leader: during an election the reads fail for a moment, yet the surviving voters are still a quorum. An
-/// isolated member drops its leader and stops counting.
+/// A voter counts as healthy when it served a linearizable read, failed one only for want of a leader, or
+/// answers and follows the cluster's leader: during an election the reads fail for a moment, yet the surviving
+/// voters are still a quorum. An isolated member drops its leader and stops counting.
+///
+/// A voter's state is known when its endpoint was probed and answered or failed to (refused, timed out), or when
+/// it was added but never started (it certainly does not vote yet). It is unknown when no endpoint reaches it,
+/// or when our credentials were refused there.
 pub(super) fn count(
     members: &[Member],
     endpoints: &[EndpointState],
@@ -29,22 +34,54 @@ pub(super) fn count(
         })
         .filter_map(|e| e.member_id)
         .collect();
-    let probed_ids: BTreeSet<Id> = ours().filter_map(|e| e.member_id).collect();
+    let known_ids: BTreeSet<Id> = ours()
+        .filter(|e| {
+            e.state != EndpointHealth::AuthFailed
+                || e.member_id.is_some_and(|id| healthy_ids.contains(&id))
+        })
+        .filter_map(|e| e.member_id)
+        .collect();
 
     let voting: Vec<&Member> = members.iter().filter(|m| !m.is_learner).collect();
     let healthy_voting = voting
         .iter()
         .filter(|m| healthy_ids.contains(&m.id))
         .count();
+    let unknown_voting = voting
+        .iter()
+        .filter(|m| m.started && !known_ids.contains(&m.id))
+        .count();
     let quorum_size = voting.len() / 2 + 1;
-    let failure_tolerance = healthy_voting as i64 - quorum_size as i64;
-    let all_voters_probed = voting.iter().all(|m| probed_ids.contains(&m.id));
-    // Not every voter probed (--endpoints naming only some): a linearizable read succeeded somewhere, and etcd
-    // serves one only with a quorum behind its leader.
-    let any_linearizable_read = ours().any(|e| e.healthy);
-    let has_quorum = !voting.is_empty()
-        && (failure_tolerance >= 0 || (!all_voters_probed && any_linearizable_read));
+    let margin = healthy_voting as i64 - quorum_size as i64;
+    // etcd serves a linearizable read only with a quorum behind its leader.
+    let any_linearizable_read = ours().any(|e| e.state == EndpointHealth::Healthy);
+    let every_endpoint_down = !endpoints.is_empty()
+        && endpoints
+            .iter()
+            .all(|e| e.state == EndpointHealth::Unreachable);
+
+    let (failure_tolerance, has_quorum) = if voting.is_empty() {
+        // Nothing known of the membership: only a cluster none of whose endpoints answers is known to be lost.
+        (None, every_endpoint_down.then_some(false))
+    } else if unknown_voting == 0 {
+        (Some(margin), Some(margin >= 0))
+    } else if margin >= 0 || any_linearizable_read {
+        (None, Some(true))
+    } else if margin + (unknown_voting as i64) < 0 {
+        // Even if every voter we cannot see were healthy, there would be too few.
+        (None, Some(false))
+    } else {
+        (None, None)
+    };
+    let state = match (has_quorum, failure_tolerance) {
+        (None, _) => QuorumState::Unknown,
+        (Some(false), _) => QuorumState::Lost,
+        // A single voter has no failure tolerance by design: that is how it was built, not a risk that arose.
+        (Some(true), Some(0)) if voting.len() > 1 => QuorumState::AtRisk,
+        (Some(true), _) => QuorumState::Ok,
+    };
     Quorum {
+        state,
         voting_members: voting.len(),
         healthy_voting_members: healthy_voting,
         quorum_size,

@@ -15,11 +15,12 @@ fn healthy_three_member_cluster() {
     assert_eq!(
         v.quorum,
         Quorum {
+            state: QuorumState::Ok,
             voting_members: 3,
             healthy_voting_members: 3,
             quorum_size: 2,
-            failure_tolerance: 1,
-            has_quorum: true
+            failure_tolerance: Some(1),
+            has_quorum: Some(true)
         }
     );
     assert!(v.warnings.is_empty(), "{:?}", v.warnings);
@@ -39,9 +40,10 @@ fn one_member_down_leaves_no_failure_tolerance() {
     let v = build("prod", &probes, UNIX_EPOCH);
     assert!(!v.healthy);
     assert_eq!(v.quorum.healthy_voting_members, 2);
-    assert_eq!(v.quorum.failure_tolerance, 0);
-    assert!(v.quorum.has_quorum);
+    assert_eq!(v.quorum.failure_tolerance, Some(0));
+    assert_eq!(v.quorum.state, QuorumState::AtRisk);
     let e = &v.endpoints[2];
+    assert_eq!(e.state, EndpointHealth::Unreachable);
     assert!(!e.healthy);
     assert_eq!(e.error.as_deref(), Some("connection refused"));
     // Even unreachable, the endpoint is known to be member m2 from the member list.
@@ -60,14 +62,18 @@ fn two_of_three_down_loses_quorum() {
     probes[1] = down(1);
     probes[2] = down(2);
     // The survivor still believes in its leader but its linearizable read times out.
-    probes[0].health = Err("context deadline exceeded".into());
+    probes[0].health = Err(err(FailureKind::Timeout, "timed out after 5s"));
     let v = build("prod", &probes, UNIX_EPOCH);
     assert!(!v.healthy);
     // The survivor answers and still names itself leader, but one voter of three is no quorum.
     assert_eq!(v.quorum.healthy_voting_members, 1);
-    assert_eq!(v.quorum.failure_tolerance, -1);
-    assert!(!v.quorum.has_quorum);
+    assert_eq!(v.quorum.failure_tolerance, Some(-1));
+    assert_eq!(v.quorum.state, QuorumState::Lost);
     assert!(v.has_warning(WarningKind::QuorumLost));
+    assert!(
+        !v.has_warning(WarningKind::LeaderElection),
+        "no election without quorum"
+    );
 }
 
 #[test]
@@ -75,14 +81,32 @@ fn survivors_of_a_dead_leader_still_count_towards_quorum() {
     let (_, mut probes) = three();
     // The leader (m0) died; the followers still name it and their reads fail while they elect a new one.
     probes[0] = down(0);
-    probes[1].health = Err("etcdserver: leader changed".into());
-    probes[2].health = Err("etcdserver: leader changed".into());
+    probes[1].health = Err(err(FailureKind::NoLeader, "etcdserver: leader changed"));
+    probes[2].health = Err(err(FailureKind::NoLeader, "etcdserver: leader changed"));
     let v = build("prod", &probes, UNIX_EPOCH);
-    assert!(!v.healthy, "reads fail right now");
+    assert!(!v.healthy, "no leader right now");
+    assert_eq!(v.leader_id, None, "the leader they name does not answer");
+    assert!(!v.endpoints[0].is_leader);
     assert_eq!(v.quorum.healthy_voting_members, 2);
-    assert!(v.quorum.has_quorum);
-    assert_eq!(v.quorum.failure_tolerance, 0);
-    assert!(!v.has_warning(WarningKind::QuorumLost));
+    assert_eq!(v.quorum.has_quorum, Some(true));
+    assert_eq!(v.quorum.failure_tolerance, Some(0));
+    // The survivors are not sick: the cluster is electing.
+    for e in &v.endpoints[1..] {
+        assert!(e.healthy, "{e:?}");
+        assert_eq!(e.state, EndpointHealth::NoLeader);
+    }
+    let k = kinds(&v);
+    assert!(k.contains(&WarningKind::NoLeader) && k.contains(&WarningKind::LeaderElection));
+    assert_eq!(
+        v.warnings
+            .iter()
+            .filter(|w| w.kind == WarningKind::MemberUnhealthy)
+            .count(),
+        1,
+        "only the dead leader: {:?}",
+        v.warnings
+    );
+    assert!(!k.contains(&WarningKind::QuorumLost));
 }
 
 #[test]
@@ -90,7 +114,8 @@ fn nothing_reachable_is_unhealthy_without_panicking() {
     let v = build("prod", &[down(0), down(1)], UNIX_EPOCH);
     assert!(!v.healthy);
     assert!(v.members.is_empty());
-    assert!(!v.quorum.has_quorum);
+    assert_eq!(v.quorum.has_quorum, Some(false));
+    assert_eq!(v.quorum.state, QuorumState::Lost);
     assert!(v.has_warning(WarningKind::NoLeader));
 }
 
@@ -98,7 +123,15 @@ fn nothing_reachable_is_unhealthy_without_panicking() {
 fn partial_probe_trusts_the_linearizable_read_for_quorum() {
     let (_, probes) = three();
     let v = build("prod", &probes[..1], UNIX_EPOCH);
-    assert!(v.quorum.has_quorum, "a linearizable read succeeded");
+    assert_eq!(
+        v.quorum.has_quorum,
+        Some(true),
+        "a linearizable read succeeded"
+    );
+    assert_eq!(
+        v.quorum.failure_tolerance, None,
+        "two voters not probed: tolerance unknown, not negative"
+    );
     assert!(v.healthy);
     assert_eq!(
         v.warnings
@@ -205,7 +238,7 @@ fn learner_and_unstarted_member() {
     // The unstarted voter already counts: 4 voting members, quorum 3.
     assert_eq!(v.quorum.voting_members, 4);
     assert_eq!(v.quorum.quorum_size, 3);
-    assert_eq!(v.quorum.failure_tolerance, 0);
+    assert_eq!(v.quorum.failure_tolerance, Some(0));
     assert!(!v.members.iter().find(|m| m.id == Id(4)).unwrap().started);
     assert!(
         !v.members.last().unwrap().started,
@@ -217,6 +250,8 @@ fn learner_and_unstarted_member() {
         WarningKind::LearnerPresent,
         WarningKind::EvenVotingMembers,
         WarningKind::MemberNotProbed,
+        // The same definition as the event: one more failure and 2 of 4 are left.
+        WarningKind::QuorumAtRisk,
     ] {
         assert!(k.contains(&kind), "missing {kind:?} in {k:?}");
     }
@@ -229,7 +264,7 @@ fn quota_from_status_wins_over_metrics_and_version_skew_is_flagged() {
         s.db_quota = Some(8000);
         s.version = "3.5.9".into();
     }
-    probes[1].metrics = Err("connection reset".into());
+    probes[1].metrics = Err(err(FailureKind::Unreachable, "connection reset"));
     let v = build("prod", &probes, UNIX_EPOCH);
     assert_eq!(v.endpoints[0].db_quota_bytes, Some(8000));
     assert_eq!(v.endpoints[1].db_quota_bytes, None);
@@ -343,7 +378,11 @@ fn recorded_etcd_latencies_against_thresholds() {
         open_fds_ratio: 0.001,
         ..Thresholds::default()
     };
-    let slow = build_with("prod", &probes, UNIX_EPOCH, &strict);
+    let context = BuildContext {
+        thresholds: strict,
+        ..BuildContext::default()
+    };
+    let slow = build_with("prod", &probes, UNIX_EPOCH, &context);
     for kind in [
         WarningKind::SlowWalFsync,
         WarningKind::SlowBackendCommit,
@@ -387,4 +426,131 @@ fn pending_backlog_and_apply_lag() {
     let view = build("prod", &with_vitals(v), UNIX_EPOCH);
     assert!(!view.has_warning(WarningKind::ProposalsPendingGrowing));
     assert!(!view.has_warning(WarningKind::ApplyLag));
+}
+
+#[test]
+fn refused_credentials_are_not_health_and_never_quorum_lost() {
+    let (members, probes) = three();
+    // The password was refused; the probe fell back to what etcd tells anyone, and it is all fine.
+    let refused: Vec<ProbeResult> = probes
+        .iter()
+        .map(|p| ProbeResult {
+            auth_error: Some(err(
+                FailureKind::Auth,
+                "authentication as \"root\" failed: etcdserver: authentication failed, invalid user ID or password",
+            )),
+            ..p.clone()
+        })
+        .collect();
+    let v = build("prod", &refused, UNIX_EPOCH);
+    assert!(!v.healthy, "the sentinel cannot do its work");
+    assert_eq!(v.quorum.state, QuorumState::Ok);
+    assert_eq!(v.quorum.failure_tolerance, Some(1));
+    assert_eq!(v.leader_id, Some(Id(1)));
+    let k = kinds(&v);
+    assert!(k.contains(&WarningKind::AuthFailed), "{k:?}");
+    for bad in [
+        WarningKind::QuorumLost,
+        WarningKind::NoLeader,
+        WarningKind::MemberUnhealthy,
+    ] {
+        assert!(!k.contains(&bad), "{bad:?} in {k:?}");
+    }
+
+    // A refused client certificate: nothing answers at all. Unknown, not lost.
+    let cert = err(
+        FailureKind::Auth,
+        "TLS: received fatal alert: BadCertificate (the server refused our client certificate)",
+    );
+    let nothing: Vec<ProbeResult> = (0..3)
+        .map(|i| ProbeResult::unreachable(ep(i), cert.clone(), 0.01))
+        .collect();
+    let v = build("prod", &nothing, UNIX_EPOCH);
+    assert_eq!(v.quorum.state, QuorumState::Unknown);
+    assert_eq!(v.quorum.has_quorum, None);
+    assert_eq!(v.quorum.failure_tolerance, None);
+    let k = kinds(&v);
+    assert!(k.contains(&WarningKind::AuthFailed), "{k:?}");
+    assert!(!k.contains(&WarningKind::QuorumLost), "{k:?}");
+    assert!(
+        v.endpoints
+            .iter()
+            .all(|e| e.state == EndpointHealth::AuthFailed)
+    );
+    // With the membership known from before, the refused voters are unknown, not down.
+    let context = BuildContext {
+        known_members: members,
+        ..BuildContext::default()
+    };
+    let v = build_with("prod", &nothing, UNIX_EPOCH, &context);
+    assert_eq!(v.quorum.state, QuorumState::Unknown);
+    assert_eq!(v.quorum.voting_members, 3);
+}
+
+#[test]
+fn a_total_outage_keeps_the_last_membership() {
+    let (members, _) = three();
+    let context = BuildContext {
+        known_members: members,
+        ..BuildContext::default()
+    };
+    let v = build_with("prod", &[down(0), down(1), down(2)], UNIX_EPOCH, &context);
+    assert!(v.members_stale);
+    assert_eq!(v.members.len(), 3);
+    assert_eq!(v.quorum.voting_members, 3);
+    assert_eq!(v.quorum.quorum_size, 2);
+    assert_eq!(
+        v.quorum.failure_tolerance,
+        Some(-2),
+        "as negative as the facts say"
+    );
+    assert_eq!(v.quorum.state, QuorumState::Lost);
+    assert_eq!(v.endpoints[1].member_name.as_deref(), Some("m1"));
+    assert!(v.has_warning(WarningKind::QuorumLost));
+}
+
+#[test]
+fn an_interim_view_shows_a_dead_leader_at_once_and_a_partition_is_no_election() {
+    let (members, probes) = three();
+    // The leader's own probe failed this poll; the followers' probes still run, so their rows are the last ones.
+    let mut interim = probes.clone();
+    interim[0] = down(0);
+    for p in &mut interim[1..] {
+        p.stale = true;
+    }
+    let v = build("prod", &interim, UNIX_EPOCH);
+    assert_eq!(v.leader_id, None);
+    assert!(v.endpoints[1].stale && !v.endpoints[0].stale);
+    assert!(v.has_warning(WarningKind::LeaderElection));
+
+    // Only the sentinel cannot reach the leader: followers that served a read this poll still name it.
+    let mut partition = probes.clone();
+    partition[0] = down(0);
+    let v = build("prod", &partition, UNIX_EPOCH);
+    assert_eq!(v.leader_id, Some(Id(1)));
+    assert!(!v.has_warning(WarningKind::NoLeader));
+
+    // The followers elected m1 and say so.
+    let elected: Vec<ProbeResult> = (0..3)
+        .map(|i| {
+            if i == 0 {
+                down(0)
+            } else {
+                healthy_probe(i, &members, 1)
+            }
+        })
+        .collect();
+    let v = build("prod", &elected, UNIX_EPOCH);
+    assert_eq!(v.leader_id, Some(Id(2)));
+    assert!(v.endpoints[1].is_leader);
+}
+
+#[test]
+fn a_single_voter_has_no_tolerance_by_design_and_is_not_at_risk() {
+    let members = vec![member(0)];
+    let v = build("dev", &[healthy_probe(0, &members, 0)], UNIX_EPOCH);
+    assert_eq!(v.quorum.failure_tolerance, Some(0));
+    assert_eq!(v.quorum.state, QuorumState::Ok);
+    assert!(!v.has_warning(WarningKind::QuorumAtRisk));
+    assert!(v.healthy);
 }

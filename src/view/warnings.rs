@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use super::{ClusterView, Thresholds, Warning, WarningKind, same_endpoint};
+use super::{
+    ClusterView, EndpointHealth, QuorumState, Thresholds, Warning, WarningKind, same_endpoint,
+};
 use crate::export::render::human_seconds;
 use crate::id::Id;
 
@@ -111,14 +113,35 @@ fn vitals(view: &ClusterView, t: &Thresholds, out: &mut Vec<Warning>) {
 }
 
 fn leadership(view: &ClusterView, out: &mut Vec<Warning>) {
+    let ours = || view.endpoints.iter().filter(|e| !view.is_foreign(e));
     if view.leader_id.is_none() {
-        out.push(cluster_wide(
-            WarningKind::NoLeader,
-            "no member reports a leader".into(),
-        ));
+        let named: BTreeSet<Id> = ours().filter_map(|e| e.leader_id).collect();
+        let message = match named.iter().next() {
+            Some(l) if named.len() == 1 => {
+                let name = view
+                    .member(*l)
+                    .map_or_else(|| l.to_string(), |m| m.display_name());
+                format!("no leader: the leader the members named, {name}, does not answer")
+            }
+            _ => "no member reports a leader".to_string(),
+        };
+        out.push(cluster_wide(WarningKind::NoLeader, message));
+        // Enough voters take part, so they will elect one: an election, not an outage.
+        if matches!(view.quorum.state, QuorumState::Ok | QuorumState::AtRisk) {
+            let term = ours()
+                .filter(|e| !e.stale)
+                .filter_map(|e| e.raft_term)
+                .max()
+                .map_or_else(String::new, |t| format!(" (term {t})"));
+            out.push(cluster_wide(
+                WarningKind::LeaderElection,
+                format!(
+                    "leader election in progress{term}: the voting members are choosing a leader"
+                ),
+            ));
+        }
     }
-    let ours = view.endpoints.iter().filter(|e| !view.is_foreign(e));
-    let claims: Vec<(Id, Id)> = ours
+    let claims: Vec<(Id, Id)> = ours()
         .filter_map(|e| Some((e.member_id?, e.leader_id?)))
         .collect();
     let distinct: BTreeSet<Id> = claims.iter().map(|(_, l)| *l).collect();
@@ -136,32 +159,31 @@ fn leadership(view: &ClusterView, out: &mut Vec<Warning>) {
 
 fn quorum(view: &ClusterView, out: &mut Vec<Warning>) {
     let q = &view.quorum;
-    let all_probed = view
-        .members
-        .iter()
-        .filter(|m| !m.is_learner)
-        .all(|m| view.endpoints.iter().any(|e| e.member_id == Some(m.id)));
-    if view.members.is_empty() {
-        out.push(cluster_wide(
+    let stale = if view.members_stale {
+        " (member list as last read: no member answers)"
+    } else {
+        ""
+    };
+    match q.state {
+        QuorumState::Lost if view.members.is_empty() => out.push(cluster_wide(
             WarningKind::QuorumLost,
             "no member answered: membership and quorum unknown".into(),
-        ));
-    } else if !q.has_quorum {
-        out.push(cluster_wide(
+        )),
+        QuorumState::Lost => out.push(cluster_wide(
             WarningKind::QuorumLost,
             format!(
-                "quorum lost: {} of {} voting members healthy, {} needed",
+                "quorum lost: {} of {} voting members healthy, {} needed{stale}",
                 q.healthy_voting_members, q.voting_members, q.quorum_size
             ),
-        ));
-    } else if q.failure_tolerance == 0 && all_probed {
-        out.push(cluster_wide(
+        )),
+        QuorumState::AtRisk => out.push(cluster_wide(
             WarningKind::QuorumAtRisk,
             format!(
                 "no failure tolerance: {} of {} voting members healthy, {} needed; one more failure loses quorum",
                 q.healthy_voting_members, q.voting_members, q.quorum_size
             ),
-        ));
+        )),
+        QuorumState::Ok | QuorumState::Unknown => {}
     }
     let voting = q.voting_members;
     if voting > 0 && voting.is_multiple_of(2) {
@@ -189,7 +211,21 @@ fn endpoints(view: &ClusterView, out: &mut Vec<Warning>) {
             ));
             continue;
         }
-        if !e.healthy {
+        if let Some(cause) = &e.auth_error {
+            let fallback = if e.raft_term.is_some() {
+                "; checked without credentials, as far as etcd allows"
+            } else {
+                "; nothing could be checked"
+            };
+            out.push(warning(
+                WarningKind::AuthFailed,
+                format!(
+                    "{} ({name}): credentials refused: {cause}{fallback}",
+                    e.endpoint
+                ),
+            ));
+        }
+        if !e.healthy && e.state != EndpointHealth::AuthFailed {
             let error = e.error.as_deref().unwrap_or("unknown error");
             out.push(warning(
                 WarningKind::MemberUnhealthy,
