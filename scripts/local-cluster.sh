@@ -2,12 +2,19 @@
 # After `start_local_cluster`: $ETCD_DIR, $ENDPOINTS (comma-separated), $CLIENT_URLS and $ETCD_PIDS (arrays).
 # `stop_local_cluster` kills the members and removes the directory; callers trap it on EXIT.
 
+# Free ports below Linux's ephemeral range (32768-60999), so that no client's local port takes one between the
+# moment it is found free and the moment etcd binds it.
 free_ports() {
   python3 - "$1" <<'PY'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
+import random, socket, sys
+socks = []
+while len(socks) < int(sys.argv[1]):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", random.randint(20000, 32000)))
+        socks.append(s)
+    except OSError:
+        s.close()
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
@@ -24,7 +31,7 @@ start_local_cluster() {
   ETCD_PIDS=()
   for ((i = 0; i < n; i++)); do
     local client="http://127.0.0.1:${ports[$((2 * i))]}" peer="http://127.0.0.1:${ports[$((2 * i + 1))]}"
-    etcd --name "m$i" --data-dir "$ETCD_DIR/m$i.etcd" \
+    "${ETCD_BIN:-etcd}" --name "m$i" --data-dir "$ETCD_DIR/m$i.etcd" \
       --listen-client-urls "$client" --advertise-client-urls "$client" \
       --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
       --initial-cluster "$initial" --initial-cluster-state new \

@@ -234,7 +234,7 @@ async fn a_read_only_monitoring_user_can_do_everything_monitoring_needs() {
 
     let (code, view, _) = status(&url, &["--user", "monitor:wrong"]);
     assert_eq!(code, 1);
-    let error = view["endpoints"][0]["error"].as_str().unwrap();
+    let error = view["endpoints"][0]["auth_error"].as_str().unwrap();
     assert!(
         error.contains("authentication as \"monitor\" failed"),
         "{error}"
@@ -245,14 +245,20 @@ async fn a_read_only_monitoring_user_can_do_everything_monitoring_needs() {
     );
 
     let (code, view, _) = status(&url, &[]);
-    assert_eq!(code, 1, "without a user the health read is refused");
+    assert_eq!(code, 1, "without a user the sentinel cannot do its work");
+    let e = &view["endpoints"][0];
     assert!(
-        view["endpoints"][0]["error"]
+        e["auth_error"]
             .as_str()
             .unwrap()
-            .contains("user name"),
+            .contains("authentication enabled and no user was given"),
         "{view:#}"
     );
+    assert_eq!(
+        e["healthy"], true,
+        "etcd served the read before it refused the key: the member is healthy"
+    );
+    assert_eq!(view["quorum"]["state"], "ok", "{view:#}");
 }
 
 #[tokio::test]

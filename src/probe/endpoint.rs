@@ -83,12 +83,12 @@ impl ProbeProgress {
     }
 }
 
-type Calls = (
-    Outcome<etcd_client::StatusResponse>,
-    Outcome<()>,
-    Outcome<etcd_client::AlarmResponse>,
-    Outcome<etcd_client::MemberListResponse>,
-);
+struct Calls {
+    status: Outcome<etcd_client::StatusResponse>,
+    health: HealthRead,
+    alarms: Outcome<etcd_client::AlarmResponse>,
+    members: Outcome<etcd_client::MemberListResponse>,
+}
 
 fn needs_new_token(calls: &Calls) -> bool {
     let stale = |e: &ProbeError| {
@@ -96,10 +96,10 @@ fn needs_new_token(calls: &Calls) -> bool {
             || e.message.contains("invalid auth token")
     };
     [
-        calls.0.as_ref().err(),
-        calls.1.as_ref().err(),
-        calls.2.as_ref().err(),
-        calls.3.as_ref().err(),
+        calls.status.as_ref().err(),
+        calls.health.outcome.as_ref().err(),
+        calls.alarms.as_ref().err(),
+        calls.members.as_ref().err(),
     ]
     .into_iter()
     .flatten()
@@ -109,16 +109,25 @@ fn needs_new_token(calls: &Calls) -> bool {
 /// How long to wait before asking again while the cluster elects a leader (etcd's client waits about as long).
 const ELECTION_RETRY: Duration = Duration::from_millis(100);
 
+/// How a health read was served.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Served {
+    Plainly,
+    /// etcd served the read, then refused us the key because we gave no user: the cluster has authentication
+    /// enabled and we have no credentials for it (or ours were refused).
+    WithoutUser,
+}
+
 /// One `etcdctl endpoint health` read: a linearizable range read of key "health".
-async fn read_health(kv: &mut etcd_client::KvClient) -> Result<(), etcd_client::Error> {
+async fn read_health(kv: &mut etcd_client::KvClient) -> Result<Served, etcd_client::Error> {
     match kv.get("health", None).await {
-        // Permission denied, or no user at all (we fell back to asking without credentials), is checked after
-        // the read was served, so it still proves the member served a linearizable read.
-        Err(etcd_client::Error::GRpcStatus(s))
-            if s.code() == tonic::Code::PermissionDenied
-                || s.message().contains("user name is empty") =>
-        {
-            Ok(())
+        // Permission to a key is checked after the read was served, so a refusal still proves the member served
+        // a linearizable read.
+        Err(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::PermissionDenied => {
+            Ok(Served::Plainly)
+        }
+        Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("user name is empty") => {
+            Ok(Served::WithoutUser)
         }
         // A learner refuses linearizable reads ("rpc not supported for learner"); what can be asked of it is
         // that it serves a local read.
@@ -128,18 +137,31 @@ async fn read_health(kv: &mut etcd_client::KvClient) -> Result<(), etcd_client::
                 Some(etcd_client::GetOptions::new().with_serializable()),
             )
             .await
-            .map(|_| ()),
-        other => other.map(|_| ()),
+            .map(|_| Served::Plainly),
+        other => other.map(|_| Served::Plainly),
     }
+}
+
+/// What the health read found: its outcome, whether it waited out an election, and whether it was served to
+/// a client without a user.
+struct HealthRead {
+    outcome: Outcome<()>,
+    election_seen: bool,
+    without_user: bool,
 }
 
 /// The health read, asked again while the cluster has no leader ("leader changed", "no leader"), as etcd's own
 /// client does, until the deadline. Also says whether an election was seen, so that Status can be read again.
-async fn health_until(kv: &mut etcd_client::KvClient, deadline: Deadline) -> (Outcome<()>, bool) {
+async fn health_until(kv: &mut etcd_client::KvClient, deadline: Deadline) -> HealthRead {
     let mut election: Option<ProbeError> = None;
+    let read = |outcome, election: &Option<ProbeError>, without_user| HealthRead {
+        outcome,
+        election_seen: election.is_some(),
+        without_user,
+    };
     loop {
         match deadline.bound(read_health(kv)).await {
-            Ok(()) => return (Ok(()), election.is_some()),
+            Ok(served) => return read(Ok(()), &election, served == Served::WithoutUser),
             Err(e) if e.kind == FailureKind::NoLeader => {
                 let retry_at = (Instant::now() + ELECTION_RETRY).min(deadline.at);
                 election = Some(e);
@@ -149,7 +171,7 @@ async fn health_until(kv: &mut etcd_client::KvClient, deadline: Deadline) -> (Ou
                 }
             }
             Err(e) if e.kind == FailureKind::Timeout && election.is_some() => break,
-            Err(e) => return (Err(e), election.is_some()),
+            Err(e) => return read(Err(e), &election, false),
         }
     }
     let last = election.map_or_else(String::new, |e| e.message);
@@ -160,7 +182,11 @@ async fn health_until(kv: &mut etcd_client::KvClient, deadline: Deadline) -> (Ou
             humantime::format_duration(deadline.budget)
         ),
     );
-    (Err(error), true)
+    HealthRead {
+        outcome: Err(error),
+        election_seen: true,
+        without_user: false,
+    }
 }
 
 /// Status, the health read, AlarmList and MemberList, all at once, all ending by the deadline.
@@ -176,20 +202,25 @@ async fn grpc_calls(client: &Client, deadline: Deadline, progress: &ProbeProgres
         }
         status
     };
-    let ((status, (health, election_seen)), alarms, members) = tokio::join!(
+    let ((status, health), alarms, members) = tokio::join!(
         async { tokio::join!(status, health_until(&mut kv, deadline)) },
         deadline.bound(alarm_client.alarm(AlarmAction::Get, AlarmType::None, None)),
         deadline.bound(cluster.member_list()),
     );
     // The read waited out an election: Status, read before it, names the old leader. Ask again.
-    let status = match (status, election_seen) {
+    let status = match (status, health.election_seen) {
         (Ok(old), true) => Ok(deadline
             .bound(client.maintenance_client().status())
             .await
             .unwrap_or(old)),
         (status, _) => status,
     };
-    (status, health, alarms, members)
+    Calls {
+        status,
+        health,
+        alarms,
+        members,
+    }
 }
 
 /// Where a member's /metrics are read.
@@ -324,7 +355,7 @@ pub async fn probe(
         Ok::<_, ProbeError>((client, auth_error, deadline, calls))
     };
     let (grpc, early_metrics) = tokio::join!(grpc, metrics_fetch);
-    let (client, auth_error, deadline, (status, health, alarms, members)) = match grpc {
+    let (client, auth_error, deadline, calls) = match grpc {
         Ok(done) => done,
         Err(e) => {
             let e = annotate(connector, with_tls_diagnosis(connector, endpoint, e).await);
@@ -335,7 +366,23 @@ pub async fn probe(
         }
     };
 
-    let (status, health) = match (status, health) {
+    let Calls {
+        status,
+        health,
+        alarms,
+        members,
+    } = calls;
+    // Served, but only because etcd checks the user after the read: we have no user the cluster accepts.
+    let auth_error = auth_error.or_else(|| {
+        health.without_user.then(|| {
+            ProbeError::new(
+                FailureKind::Auth,
+                "the cluster has authentication enabled and no user was given (--user, or user and \
+                 password_file)",
+            )
+        })
+    });
+    let (status, health) = match (status, health.outcome) {
         (Err(e), Err(_)) if is_vague(&e.message) => {
             let e = annotate(connector, with_tls_diagnosis(connector, endpoint, e).await);
             (Err(e.clone()), Err(e))

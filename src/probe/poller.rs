@@ -202,9 +202,7 @@ impl ClusterPoller {
                 first_round.push(ep.clone());
             }
         }
-        let mut probes = self
-            .probe_all(&first_round, &options, progress)
-            .await;
+        let mut probes = self.probe_all(&first_round, &options, progress).await;
 
         if self.target.discovery == Discovery::Members {
             let member_urls = client_endpoints(&view::membership(&probes).members);

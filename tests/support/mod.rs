@@ -3,6 +3,7 @@
 //! also gets SIGKILL from the kernel if the test process dies first, so no etcd outlives a test run.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod daemon;
 pub mod pki;
 
 use std::net::TcpListener;
@@ -36,11 +37,30 @@ pub fn sentinel(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     cmd.output().expect("run etcd-sentinel")
 }
 
-/// Free loopback ports, all held until every one is chosen so none is handed out twice.
+/// Free loopback ports, all held until every one is chosen so none is handed out twice. They are picked below
+/// Linux's ephemeral range (32768–60999): a port found free and handed to etcd a moment later could meanwhile
+/// become the local port of any client's connection if it were inside that range.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
-        .collect();
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    const LOW: u64 = 20_000;
+    const SPAN: u64 = 12_000; // up to 31999
+    // Parallel test binaries start at different places (pid and time), then walk on.
+    let seed = u64::from(std::process::id()).wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    let mut listeners: Vec<TcpListener> = Vec::with_capacity(n);
+    let mut tries = 0;
+    while listeners.len() < n {
+        tries += 1;
+        assert!(tries < 10_000, "no free loopback port below 32768");
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (seed.wrapping_add(step.wrapping_mul(104_729))) % SPAN) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(l);
+        }
+    }
     listeners
         .iter()
         .map(|l| l.local_addr().expect("local addr").port())
