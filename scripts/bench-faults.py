@@ -5,7 +5,7 @@ A local 3-member etcd cluster with etcd's default timing (heartbeat 100 ms, elec
 every second, and for each scenario, ROUNDS times: the fault, then
   - detect:      fault -> the daemon's API shows the member not healthy
   - new leader:  fault -> the API names another leader (leader scenarios)
-  - etcd no-leader: what etcd itself logged, "lost leader" -> "elected leader" on a survivor
+  - etcd no-leader: what etcd itself logged: fault -> "elected leader" on a survivor
   - etcdctl:     `etcdctl endpoint health` against a survivor, started at the fault: time until it answers
 Environment: BIN (etcd-sentinel), ETCD_BIN, ETCDCTL_BIN, ROUNDS (default 5), OUT (a directory).
 """
@@ -95,25 +95,20 @@ def wait(pred, timeout=60, step=0.02):
 LOG_TIME = re.compile(r'(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d\.\d+)')
 
 
-def etcd_leaderless(text, since):
-    """Seconds between a survivor's first 'lost leader' / 'became candidate' after `since` and its next
-    'elected leader', from etcd's own log (3.4 capnslog text or 3.5 JSON)."""
-    lost = elected = None
+def etcd_election(text, since):
+    """Seconds from the fault (`since`, wall clock) to a survivor logging "elected leader": etcd's own figure for
+    how long the cluster had no leader (3.4's text log and 3.5's JSON log both carry the line)."""
     for line in text.splitlines():
+        if "elected leader" not in line:
+            continue
         m = LOG_TIME.search(line)
         if not m:
             continue
-        t = datetime.fromisoformat(m.group(1).replace(" ", "T")[:26]).timestamp()
-        if "Z" not in line[:40] and "ts" not in line[:10]:
-            pass  # capnslog writes local time; the machine runs UTC
-        if t < since - 1:
-            continue
-        if lost is None and ("lost leader" in line or "became candidate" in line or "became pre-candidate" in line):
-            lost = t
-        elif lost is not None and "elected leader" in line:
-            elected = t
-            break
-    return elected - lost if lost and elected else None
+        # Both versions log UTC on this machine (TZ unset); 3.5 appends a zone offset, which is dropped here.
+        t = datetime.fromisoformat(m.group(1).replace(" ", "T")[:26] + "+00:00").timestamp()
+        if t >= since:
+            return t - since
+    return None
 
 
 def main():
@@ -154,8 +149,11 @@ def main():
                 ctl = subprocess.Popen([ETCDCTL, "--endpoints", eps[survivor], "endpoint", "health"],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                        env={**os.environ, "ETCDCTL_API": "3"})
-                detect = new_leader = None
-                while time.monotonic() - t0 < 30 and (detect is None or (new_leader is None and victim == leader)):
+                detect = new_leader = ctl_done = None
+                while time.monotonic() - t0 < 30 and (
+                        detect is None or ctl_done is None or (new_leader is None and victim == leader)):
+                    if ctl_done is None and ctl.poll() is not None:
+                        ctl_done = time.monotonic() - t0 if ctl.returncode == 0 else float("nan")
                     v = view()
                     if v:
                         e = next(e for e in v["endpoints"] if e["endpoint"] == eps[victim])
@@ -164,13 +162,12 @@ def main():
                         if new_leader is None and v["leader_id"] and v["leader_id"] != old_leader:
                             new_leader = time.monotonic() - t0
                     time.sleep(0.01)
-                ctl.wait()
-                rows["etcdctl"].append(time.monotonic() - t0 if ctl.returncode == 0 else None)
+                rows["etcdctl"].append(ctl_done if ctl_done == ctl_done else None)
                 rows["detect"].append(detect)
                 if victim == leader:
                     rows["new_leader"].append(new_leader)
                     time.sleep(0.5)
-                    rows["etcd_no_leader"].append(etcd_leaderless(cluster.log(survivor), wall))
+                    rows["etcd_no_leader"].append(etcd_election(cluster.log(survivor), wall))
                 if "KILL" in scenario:
                     cluster.start(victim)
                 else:

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::{AlarmAction, AlarmType, Client};
+use tokio::sync::watch;
 
 use crate::etcd::connect::{ConnectError, Connector};
 use crate::etcd::endpoint::Endpoint;
@@ -70,17 +72,53 @@ impl Deadline {
     }
 }
 
-/// How a probe tells its poller that the member answered Status, while the rest of the probe (a read that waits
-/// for an election, say) may still take a while.
+/// How a probe tells its poller what the member said so far, while the rest of the probe (a read that waits
+/// for an election, say) may still take a while: whether it answered Status, and its latest Status.
 #[derive(Debug, Default)]
 pub struct ProbeProgress {
     answered: AtomicBool,
+    latest: Mutex<Option<StatusInfo>>,
 }
 
 impl ProbeProgress {
     pub fn answered(&self) -> bool {
         self.answered.load(Ordering::Relaxed)
     }
+
+    /// The member's most recent Status in this probe.
+    pub fn latest_status(&self) -> Option<StatusInfo> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn record(&self, status: &etcd_client::StatusResponse) -> Option<StatusInfo> {
+        let info = status_info(status).ok()?;
+        self.answered.store(true, Ordering::Relaxed);
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
+        Some(info)
+    }
+}
+
+fn status_info(s: &etcd_client::StatusResponse) -> Outcome<StatusInfo> {
+    let header = s
+        .header()
+        .ok_or_else(|| ProbeError::new(FailureKind::Other, "Status response without header"))?;
+    Ok(StatusInfo {
+        member_id: Id(header.member_id()),
+        cluster_id: Id(header.cluster_id()),
+        leader: Id(s.leader()),
+        raft_term: s.raft_term(),
+        raft_index: s.raft_index(),
+        raft_applied_index: s.raft_applied_index(),
+        db_size: s.db_size().max(0) as u64,
+        db_size_in_use: s.raft_used_db_size().max(0) as u64,
+        db_quota: Some(s.db_size_quota()).filter(|q| *q > 0).map(|q| q as u64),
+        version: s.version().to_string(),
+        is_learner: s.is_learner(),
+        errors: s.errors().to_vec(),
+    })
 }
 
 struct Calls {
@@ -150,63 +188,137 @@ struct HealthRead {
     without_user: bool,
 }
 
-/// The health read, asked again while the cluster has no leader ("leader changed", "no leader"), as etcd's own
-/// client does, until the deadline. Also says whether an election was seen, so that Status can be read again.
-async fn health_until(kv: &mut etcd_client::KvClient, deadline: Deadline) -> HealthRead {
+/// A call that needs a leader (the health read, and AlarmList, which etcd proposes through raft), asked again while
+/// the cluster has none ("leader changed", "no leader"), as etcd's own client does, and asked afresh when the
+/// member reports another leader: etcd holds a request that waited on a dead leader until its own request
+/// timeout, seconds after the election, while the same request sent again is answered at once. Ends by the
+/// deadline. Also says whether an election was seen.
+async fn until_led<T, F, Fut>(
+    deadline: Deadline,
+    moved: &watch::Receiver<u64>,
+    mut call: F,
+) -> (Outcome<T>, bool)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
     let mut election: Option<ProbeError> = None;
-    let read = |outcome, election: &Option<ProbeError>, without_user| HealthRead {
-        outcome,
-        election_seen: election.is_some(),
-        without_user,
-    };
+    let mut seen = false;
     loop {
-        match deadline.bound(read_health(kv)).await {
-            Ok(served) => return read(Ok(()), &election, served == Served::WithoutUser),
-            Err(e) if e.kind == FailureKind::NoLeader => {
-                let retry_at = (Instant::now() + ELECTION_RETRY).min(deadline.at);
-                election = Some(e);
-                tokio::time::sleep_until(retry_at.into()).await;
-                if Instant::now() >= deadline.at {
-                    break;
+        let mut moved = moved.clone();
+        moved.mark_unchanged();
+        tokio::select! {
+            r = deadline.bound(call()) => match r {
+                Err(e) if e.kind == FailureKind::NoLeader => {
+                    seen = true;
+                    election = Some(e);
+                    let retry_at = (Instant::now() + ELECTION_RETRY).min(deadline.at);
+                    tokio::time::sleep_until(retry_at.into()).await;
                 }
-            }
-            Err(e) if e.kind == FailureKind::Timeout && election.is_some() => break,
-            Err(e) => return read(Err(e), &election, false),
+                Err(e) if e.kind == FailureKind::Timeout && seen => break,
+                other => return (other, seen),
+            },
+            Ok(()) = moved.changed() => seen = true,
+        }
+        if Instant::now() >= deadline.at {
+            break;
         }
     }
-    let last = election.map_or_else(String::new, |e| e.message);
+    let last = election.map_or_else(
+        || "waited on the leader that was replaced".to_string(),
+        |e| e.message,
+    );
     let error = ProbeError::new(
         FailureKind::NoLeader,
         format!(
-            "{last} (still no leader after {})",
+            "{last} (not served within {}: leader election)",
             humantime::format_duration(deadline.budget)
         ),
     );
-    HealthRead {
-        outcome: Err(error),
-        election_seen: true,
-        without_user: false,
+    (Err(error), true)
+}
+
+/// How often Status is read while other calls wait, to notice a change of leader.
+const LEADER_WATCH: Duration = Duration::from_millis(200);
+
+/// Reads Status every `LEADER_WATCH` while other calls wait, records it in `progress`, and bumps `moved` each time
+/// the member reports another leader or term. Never returns: dropped when the calls are done.
+async fn watch_leader(
+    status: &mut etcd_client::MaintenanceClient,
+    deadline: Deadline,
+    progress: &ProbeProgress,
+    moved: &watch::Sender<u64>,
+) {
+    let mut last: Option<(Id, u64)> = None;
+    loop {
+        tokio::time::sleep(LEADER_WATCH).await;
+        if Instant::now() >= deadline.at {
+            return std::future::pending().await;
+        }
+        if let Ok(Some(s)) = deadline
+            .bound(status.status())
+            .await
+            .map(|r| progress.record(&r))
+        {
+            let now = (s.leader, s.raft_term);
+            if last.is_some_and(|l| l != now) {
+                moved.send_modify(|n| *n += 1);
+            }
+            last = Some(now);
+        }
     }
 }
 
 /// Status, the health read, AlarmList and MemberList, all at once, all ending by the deadline.
 async fn grpc_calls(client: &Client, deadline: Deadline, progress: &ProbeProgress) -> Calls {
     let mut maintenance = client.maintenance_client();
-    let mut kv = client.kv_client();
-    let mut alarm_client = client.maintenance_client();
+    let mut watcher = client.maintenance_client();
+    let kv = client.kv_client();
+    let alarm_client = client.maintenance_client();
     let mut cluster = client.cluster_client();
+    let (moved_tx, moved) = watch::channel(0u64);
     let status = async {
         let status = deadline.bound(maintenance.status()).await;
-        if status.is_ok() {
-            progress.answered.store(true, Ordering::Relaxed);
+        if let Ok(s) = &status {
+            progress.record(s);
         }
         status
     };
-    let ((status, health), alarms, members) = tokio::join!(
-        async { tokio::join!(status, health_until(&mut kv, deadline)) },
-        deadline.bound(alarm_client.alarm(AlarmAction::Get, AlarmType::None, None)),
-        deadline.bound(cluster.member_list()),
-    );
+    let health = async {
+        let (outcome, election_seen) = until_led(deadline, &moved, || {
+            let mut kv = kv.clone();
+            async move { read_health(&mut kv).await }
+        })
+        .await;
+        let without_user = matches!(outcome, Ok(Served::WithoutUser));
+        HealthRead {
+            outcome: outcome.map(|_| ()),
+            election_seen,
+            without_user,
+        }
+    };
+    let alarms = async {
+        until_led(deadline, &moved, || {
+            let mut a = alarm_client.clone();
+            async move { a.alarm(AlarmAction::Get, AlarmType::None, None).await }
+        })
+        .await
+        .0
+    };
+    let calls = async {
+        tokio::join!(
+            status,
+            health,
+            alarms,
+            deadline.bound(cluster.member_list())
+        )
+    };
+    tokio::pin!(calls);
+    // The watch ends only with the calls (it waits forever past the deadline, by which they have ended).
+    let (status, health, alarms, members) = tokio::select! {
+        done = &mut calls => done,
+        () = watch_leader(&mut watcher, deadline, progress, &moved_tx) => calls.await,
+    };
     // The read waited out an election: Status, read before it, names the old leader. Ask again.
     let status = match (status, health.election_seen) {
         (Ok(old), true) => Ok(deadline
@@ -392,25 +504,7 @@ pub async fn probe(
             health.map_err(|e| annotate(connector, e)),
         ),
     };
-    let status = status.and_then(|s| {
-        let header = s
-            .header()
-            .ok_or_else(|| ProbeError::new(FailureKind::Other, "Status response without header"))?;
-        Ok(StatusInfo {
-            member_id: Id(header.member_id()),
-            cluster_id: Id(header.cluster_id()),
-            leader: Id(s.leader()),
-            raft_term: s.raft_term(),
-            raft_index: s.raft_index(),
-            raft_applied_index: s.raft_applied_index(),
-            db_size: s.db_size().max(0) as u64,
-            db_size_in_use: s.raft_used_db_size().max(0) as u64,
-            db_quota: Some(s.db_size_quota()).filter(|q| *q > 0).map(|q| q as u64),
-            version: s.version().to_string(),
-            is_learner: s.is_learner(),
-            errors: s.errors().to_vec(),
-        })
-    });
+    let status = status.and_then(|s| status_info(&s));
     let alarms = alarms.map(|a| {
         a.alarms()
             .iter()

@@ -121,6 +121,10 @@ impl ClusterPoller {
             } else {
                 let mut previous = self.last.get(ep)?.clone();
                 previous.stale = true;
+                // What the member said in this poll so far (its leader, during an election) beats the last poll.
+                if let Some(status) = progress[i].latest_status() {
+                    previous.status = Ok(status);
+                }
                 probes.push(previous);
             }
         }
