@@ -55,7 +55,9 @@ class Cluster:
              "--listen-client-urls", m["client"], "--advertise-client-urls", m["client"],
              "--listen-peer-urls", m["peer"], "--initial-advertise-peer-urls", m["peer"],
              "--initial-cluster", self.initial, "--initial-cluster-state", state,
-             "--initial-cluster-token", f"bench-{os.getpid()}"],
+             "--initial-cluster-token", f"bench-{os.getpid()}",
+             # zap's JSON log has millisecond times on raft's lines too (3.4's default raft log has seconds).
+             "--logger", "zap", "--log-outputs", "stderr"],
             stdout=log, stderr=log)
 
     def kill(self, i):

@@ -73,18 +73,26 @@ impl Deadline {
 }
 
 /// How a probe tells its poller what the member said so far, while the rest of the probe (a read that waits
-/// for an election, say) may still take a while: whether it answered Status, and its latest Status.
-#[derive(Debug, Default)]
+/// for an election, say) may still take a while: its latest Status, and when it last answered anything.
+#[derive(Debug)]
 pub struct ProbeProgress {
-    answered: AtomicBool,
     latest: Mutex<Option<StatusInfo>>,
+    last_answer: Mutex<Instant>,
+    /// The gRPC calls are over: whatever still runs (a /metrics read) is not a sign of life or death.
+    calls_done: AtomicBool,
+}
+
+impl Default for ProbeProgress {
+    fn default() -> Self {
+        ProbeProgress {
+            latest: Mutex::new(None),
+            last_answer: Mutex::new(Instant::now()),
+            calls_done: AtomicBool::new(false),
+        }
+    }
 }
 
 impl ProbeProgress {
-    pub fn answered(&self) -> bool {
-        self.answered.load(Ordering::Relaxed)
-    }
-
     /// The member's most recent Status in this probe.
     pub fn latest_status(&self) -> Option<StatusInfo> {
         self.latest
@@ -93,9 +101,23 @@ impl ProbeProgress {
             .clone()
     }
 
+    /// How long the member has said nothing (since the probe began, or since its last Status); `None` once the
+    /// calls are over.
+    pub fn silent_for(&self) -> Option<Duration> {
+        if self.calls_done.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(
+            self.last_answer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed(),
+        )
+    }
+
     fn record(&self, status: &etcd_client::StatusResponse) -> Option<StatusInfo> {
         let info = status_info(status).ok()?;
-        self.answered.store(true, Ordering::Relaxed);
+        *self.last_answer.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
         Some(info)
     }
@@ -210,6 +232,7 @@ where
         tokio::select! {
             r = deadline.bound(call()) => match r {
                 Err(e) if e.kind == FailureKind::NoLeader => {
+                    tracing::debug!(error = %e, "no leader: asking again");
                     seen = true;
                     election = Some(e);
                     let retry_at = (Instant::now() + ELECTION_RETRY).min(deadline.at);
@@ -218,7 +241,10 @@ where
                 Err(e) if e.kind == FailureKind::Timeout && seen => break,
                 other => return (other, seen),
             },
-            Ok(()) = moved.changed() => seen = true,
+            Ok(()) = moved.changed() => {
+                tracing::debug!("the member reports another leader: asking again");
+                seen = true;
+            }
         }
         if Instant::now() >= deadline.at {
             break;
@@ -249,22 +275,21 @@ async fn watch_leader(
     progress: &ProbeProgress,
     moved: &watch::Sender<u64>,
 ) {
-    let mut last: Option<(Id, u64)> = None;
     loop {
         tokio::time::sleep(LEADER_WATCH).await;
         if Instant::now() >= deadline.at {
             return std::future::pending().await;
         }
+        // Compared with the last Status of this probe, the first one included (read before the calls waited).
+        let before = progress.latest_status().map(|s| (s.leader, s.raft_term));
         if let Ok(Some(s)) = deadline
             .bound(status.status())
             .await
             .map(|r| progress.record(&r))
+            && before.is_some_and(|b| b != (s.leader, s.raft_term))
         {
-            let now = (s.leader, s.raft_term);
-            if last.is_some_and(|l| l != now) {
-                moved.send_modify(|n| *n += 1);
-            }
-            last = Some(now);
+            tracing::debug!(leader = %s.leader, term = s.raft_term, "leader moved");
+            moved.send_modify(|n| *n += 1);
         }
     }
 }
@@ -463,6 +488,7 @@ pub async fn probe(
         {
             calls = grpc_calls(&client, deadline, progress).await;
         }
+        progress.calls_done.store(true, Ordering::Relaxed);
         tracing::debug!(%endpoint, ms = started.elapsed().as_secs_f64() * 1e3, "gRPC calls done");
         Ok::<_, ProbeError>((client, auth_error, deadline, calls))
     };

@@ -63,8 +63,11 @@ pub struct ClusterPoller {
     last_metrics_read: Option<Instant>,
 }
 
-/// How a daemon sees a poll before it ends: a view each time an endpoint's probe finishes, and one when the
-/// members that have not answered Status for `unresponsive_after` are to be shown as down.
+/// How a daemon sees a poll before it ends: a view each time an endpoint's probe finishes. And how long a member
+/// may say nothing at all before its probe is given up (shown down) instead of waiting the command timeout out:
+/// a member that answers Status keeps its full command timeout for slow reads (Status is read every 200 ms while
+/// they wait), one that is frozen or cut off is shown down after `unresponsive_after`, and does not hold up the
+/// next poll of the others.
 pub struct Progress<'a> {
     pub unresponsive_after: Duration,
     pub publish: &'a mut (dyn FnMut(ClusterView) + Send),
@@ -92,32 +95,18 @@ impl ClusterPoller {
     }
 
     /// The view while some probes still run: finished endpoints as found; the others as they were at the last
-    /// poll (stale), or down once they are overdue without having answered Status. `None` while an endpoint
-    /// has nothing to show yet (its first probe).
+    /// poll (stale), with the Status they gave in this poll if any. `None` while an endpoint has nothing to show
+    /// yet (its first probe).
     fn interim(
         &self,
         endpoints: &[Endpoint],
         done: &HashMap<usize, ProbeResult>,
         progress: &[ProbeProgress],
-        overdue: Option<Duration>,
     ) -> Option<ClusterView> {
         let mut probes = Vec::with_capacity(endpoints.len());
         for (i, ep) in endpoints.iter().enumerate() {
             if let Some(p) = done.get(&i) {
                 probes.push(p.clone());
-            } else if let Some(after) = overdue.filter(|_| !progress[i].answered()) {
-                let error = ProbeError::new(
-                    FailureKind::Timeout,
-                    format!(
-                        "no answer within {} (still waiting, up to the command timeout)",
-                        humantime::format_duration(after)
-                    ),
-                );
-                probes.push(ProbeResult::unreachable(
-                    ep.clone(),
-                    error,
-                    after.as_secs_f64(),
-                ));
             } else {
                 let mut previous = self.last.get(ep)?.clone();
                 previous.stale = true;
@@ -140,37 +129,41 @@ impl ClusterPoller {
         let connector = self.connector.clone();
         let flags: Vec<ProbeProgress> =
             endpoints.iter().map(|_| ProbeProgress::default()).collect();
+        let unresponsive_after = progress.as_ref().map(|p| p.unresponsive_after);
         let mut work = FuturesUnordered::new();
         for (i, ep) in endpoints.iter().enumerate() {
             let mut memory = self.memory.remove(ep).unwrap_or_default();
             let connector = &connector;
             let flag = &flags[i];
             work.push(async move {
-                let result = probe(connector, ep, &mut memory, options, flag).await;
+                let probing = probe(connector, ep, &mut memory, options, flag);
+                let result = match unresponsive_after {
+                    None => probing.await,
+                    Some(after) => tokio::select! {
+                        r = probing => r,
+                        silence = silent_for(flag, after) => {
+                            // The probe and its connection are dropped: the next poll dials afresh.
+                            let error = ProbeError::new(
+                                FailureKind::Timeout,
+                                format!(
+                                    "no answer for {} (unresponsive_after)",
+                                    humantime::format_duration(after)
+                                ),
+                            );
+                            ProbeResult::unreachable(ep.clone(), error, silence.as_secs_f64())
+                        }
+                    },
+                };
                 (i, memory, result)
             });
         }
-        let overdue_at = progress
-            .as_ref()
-            .map(|p| tokio::time::Instant::now() + p.unresponsive_after);
-        let mut overdue: Option<Duration> = None;
         let mut done: HashMap<usize, ProbeResult> = HashMap::new();
-        loop {
-            tokio::select! {
-                next = work.next() => {
-                    let Some((i, memory, result)) = next else { break };
-                    self.memory.insert(endpoints[i].clone(), memory);
-                    done.insert(i, result);
-                }
-                _ = sleep_until_opt(overdue_at), if overdue.is_none() && overdue_at.is_some() => {
-                    overdue = progress.as_ref().map(|p| p.unresponsive_after);
-                }
-            }
-            if done.len() == endpoints.len() {
-                break;
-            }
-            if let Some(p) = progress.as_deref_mut()
-                && let Some(view) = self.interim(endpoints, &done, &flags, overdue)
+        while let Some((i, memory, result)) = work.next().await {
+            self.memory.insert(endpoints[i].clone(), memory);
+            done.insert(i, result);
+            if done.len() < endpoints.len()
+                && let Some(p) = progress.as_deref_mut()
+                && let Some(view) = self.interim(endpoints, &done, &flags)
             {
                 (p.publish)(view);
             }
@@ -244,10 +237,15 @@ impl ClusterPoller {
     }
 }
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// Returns how long the member had been silent once that reaches `after`; never while it answers.
+async fn silent_for(progress: &ProbeProgress, after: Duration) -> Duration {
+    loop {
+        match progress.silent_for() {
+            Some(silence) if silence >= after => return silence,
+            Some(silence) => tokio::time::sleep(after - silence).await,
+            // The calls are over; what remains is bounded by the command timeout.
+            None => std::future::pending::<()>().await,
+        }
     }
 }
 
