@@ -26,7 +26,8 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// A member on the same network answers Status in milliseconds; one silent for a second is shown as down while
 /// the poll waits out the command timeout for it.
 pub const DEFAULT_UNRESPONSIVE_AFTER: Duration = Duration::from_secs(1);
-pub const MIN_UNRESPONSIVE_AFTER: Duration = Duration::from_millis(100);
+/// Above the 200 ms at which Status is read while slower calls wait, with room for one slow answer.
+pub const MIN_UNRESPONSIVE_AFTER: Duration = Duration::from_millis(500);
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,8 +50,9 @@ pub struct ClusterConfig {
     pub connect: ConnectSettings,
     pub metrics: MetricsSource,
     pub vitals_interval: Option<Duration>,
-    /// While a poll waits for a member (up to the command timeout), the member is shown as down once it has not
-    /// answered Status for this long, so that a frozen member is visible within interval + this.
+    /// A member that says nothing at all for this long (Status is read every 200 ms while slower calls wait) is
+    /// given up for the poll and shown down, so that a frozen member is visible within interval + this and does
+    /// not hold up the next poll of the others.
     pub unresponsive_after: Duration,
     pub thresholds: Thresholds,
     /// The etcd user and the file holding its password, read by `resolve_secrets`.

@@ -103,8 +103,13 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
         })
     };
 
-    // Leadership.
-    match (previous.leader_id, current.leader_id) {
+    // Leadership, when both views can tell (refused credentials everywhere tell nothing).
+    let leaders = if previous.leader_known() && current.leader_known() {
+        (previous.leader_id, current.leader_id)
+    } else {
+        (None, None)
+    };
+    match leaders {
         (Some(old), Some(new)) if old != new => push(
             EventKind::LeaderChanged,
             format!(
@@ -231,8 +236,8 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
             None,
         );
     }
-    // An unreachable cluster reports no alarms; that is not a clearance.
-    if read_members(current) {
+    // An unreachable cluster, or one without a leader, reports no alarms; that is not a clearance.
+    if read_members(current) && !current.alarms_stale {
         for a in old_alarms.difference(&new_alarms) {
             push(
                 EventKind::AlarmCleared,
@@ -384,6 +389,13 @@ pub struct Tracker {
     last_leader: Option<Id>,
 }
 
+impl Tracker {
+    /// The last view observed: what a restarted poller starts from (its membership, alarms and leader).
+    pub fn last_view(&self) -> Option<Arc<ClusterView>> {
+        self.previous.clone()
+    }
+}
+
 /// What one view changed.
 #[derive(Debug, Default)]
 pub struct Observation {
@@ -402,12 +414,18 @@ impl Tracker {
         };
         let mut observation = Observation::default();
         match current.leader_id {
-            None => {
-                let had_leader = self.previous.as_ref().is_none_or(|p| p.leader_id.is_some());
+            // Timed from the first view without a leader after one with a leader: a first view without one
+            // cannot say since when, and refused credentials cannot say at all.
+            None if current.leader_known() => {
+                let had_leader = self
+                    .previous
+                    .as_ref()
+                    .is_some_and(|p| p.leader_id.is_some());
                 if had_leader && self.leaderless_since.is_none() {
                     self.leaderless_since = Some(current.polled_at);
                 }
             }
+            None => {}
             Some(_) => {
                 if let Some(since) = self.leaderless_since.take() {
                     let seconds = current

@@ -437,6 +437,8 @@ pub struct ClusterView {
     pub quorum: Quorum,
     /// Active alarms of the cluster.
     pub alarms: Vec<Alarm>,
+    /// True when no member answered AlarmList this poll (it needs a leader) and `alarms` is the last list read.
+    pub alarms_stale: bool,
     pub warnings: Vec<Warning>,
 }
 
@@ -455,6 +457,13 @@ impl ClusterView {
 
     pub fn leader(&self) -> Option<&Member> {
         self.leader_id.and_then(|id| self.member(id))
+    }
+
+    /// Whether anything tells who leads: some member answered Status, or the quorum could be judged. Not when
+    /// every endpoint refused our credentials.
+    pub fn leader_known(&self) -> bool {
+        self.quorum.state != QuorumState::Unknown
+            || self.endpoints.iter().any(|e| e.raft_term.is_some())
     }
 
     pub fn has_warning(&self, kind: WarningKind) -> bool {
@@ -541,6 +550,12 @@ pub struct BuildContext {
     /// The last member list read; stands in (marked stale) when no member answers MemberList, so that quorum
     /// size, failure tolerance and member names survive a total outage.
     pub known_members: Vec<Member>,
+    /// The last alarm list read; stands in (marked stale) when no member answers AlarmList (it needs a leader:
+    /// etcd proposes it through raft), so that an alarm is not taken for cleared while quorum is lost.
+    pub known_alarms: Option<Vec<Alarm>>,
+    /// A leader the sentinel could not reach at the last poll while members that served reads named it: a
+    /// partition between the sentinel and the leader. It is not declared lost again from an interim view.
+    pub unreachable_leader: Option<Id>,
 }
 
 /// Merges the probes of one poll into the cluster's verdict, with the default thresholds.
@@ -576,11 +591,13 @@ pub fn build_with(
         .map(|s| s.raft_index);
 
     // Alarms are cluster-wide: every member reports the same list; take the union to be safe.
-    let alarms: BTreeSet<Alarm> = ours()
-        .filter_map(|p| p.alarms.as_ref().ok())
-        .flatten()
-        .cloned()
-        .collect();
+    let alarm_lists: Vec<&Vec<Alarm>> = ours().filter_map(|p| p.alarms.as_ref().ok()).collect();
+    let alarms_stale = alarm_lists.is_empty();
+    let alarms: BTreeSet<Alarm> = if alarms_stale {
+        context.known_alarms.iter().flatten().cloned().collect()
+    } else {
+        alarm_lists.into_iter().flatten().cloned().collect()
+    };
 
     let mut endpoints: Vec<EndpointState> = probes
         .iter()
@@ -595,11 +612,19 @@ pub fn build_with(
             )
         })
         .collect();
-    let leader_id = claimed_leader.filter(|l| leader_answers(*l, probes, &endpoints));
+    // While some rows are stale (an interim view), a leader found partitioned from the sentinel at the last poll
+    // keeps its benefit of the doubt until this poll's reads say otherwise.
+    let interim = probes.iter().any(|p| p.stale);
+    let leader_id = claimed_leader.filter(|l| {
+        (interim && context.unreachable_leader == Some(*l))
+            || leader_answers(*l, probes, &endpoints)
+    });
     if leader_id.is_none() {
         for e in &mut endpoints {
             e.is_leader = false;
         }
+    } else {
+        mark_isolated(probes, &mut endpoints, leader_id);
     }
     let quorum = quorum::count(&members, &endpoints, cluster_id, leader_id);
     let auth_failed = endpoints
@@ -626,6 +651,7 @@ pub fn build_with(
         endpoints,
         quorum,
         alarms: alarms.into_iter().collect(),
+        alarms_stale,
         warnings: Vec::new(),
     };
     view.warnings = warnings::collect(&view, &context.thresholds);
@@ -658,6 +684,26 @@ fn leader_answers(leader: Id, probes: &[ProbeResult], endpoints: &[EndpointState
         .iter()
         .zip(endpoints)
         .any(|(p, e)| !p.stale && e.state == EndpointHealth::Healthy && e.leader_id == Some(leader))
+}
+
+/// A member that could not serve a read for want of a leader, while the cluster has one, is cut off from it
+/// (a partition on the peer network): not an election, so not healthy. Only rows of this poll: a stale row may
+/// predate the election that gave the cluster its leader.
+fn mark_isolated(probes: &[ProbeResult], endpoints: &mut [EndpointState], leader: Option<Id>) {
+    for (p, e) in probes.iter().zip(endpoints.iter_mut()) {
+        if p.stale || e.state != EndpointHealth::NoLeader || leader.is_none() {
+            continue;
+        }
+        let names = e
+            .leader_id
+            .map_or_else(|| "no leader".to_string(), |l| format!("leader {l}"));
+        e.state = EndpointHealth::Unhealthy;
+        e.healthy = false;
+        e.error = Some(format!(
+            "isolated: it knows {names} and serves no read while the cluster's leader is {}",
+            leader.unwrap_or_default()
+        ));
+    }
 }
 
 /// One endpoint's row of the view, from its probe and what the whole poll established.

@@ -79,6 +79,15 @@ pub async fn run(
     shared: Arc<Shared>,
 ) {
     let mut poller = ClusterPoller::new(config.target(), connector);
+    // Restarted by a reload: carry on from the last view (membership, alarms), not from nothing.
+    let last = history
+        .tracker
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .last_view();
+    if let Some(view) = last {
+        poller.resume_from(&view);
+    }
     let mut ticker = tokio::time::interval(config.interval);
     // A poll that overruns its interval delays the next one instead of causing a burst of catch-up polls.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -265,3 +265,24 @@ fn quorum_restored_only_after_lost_and_auth_is_its_own_story() {
     let events = diff(&view_of(&refused, 2), &view_of(&healthy, 3));
     assert_eq!(kinds(&events), vec![EventKind::AuthRestored]);
 }
+
+#[test]
+fn refused_certificates_and_unreadable_alarms_invent_no_events() {
+    let (_, healthy) = three();
+    let cert = err(
+        FailureKind::Auth,
+        "TLS: received fatal alert: BadCertificate",
+    );
+    let nothing: Vec<ProbeResult> = (0..3)
+        .map(|i| ProbeResult::unreachable(crate::testing::ep(i), cert.clone(), 0.01))
+        .collect();
+    let mut tracker = Tracker::default();
+    tracker.observe(arc(view_of(&healthy, 1)));
+    let refused = tracker.observe(arc(view_of(&nothing, 2)));
+    let k = kinds(&refused.events);
+    assert!(!k.contains(&EventKind::LeaderLost), "{k:?}");
+    assert!(k.contains(&EventKind::AuthFailed), "{k:?}");
+    let back = tracker.observe(arc(view_of(&healthy, 3)));
+    assert_eq!(back.leaderless_seconds, None, "no election was timed");
+    assert!(!kinds(&back.events).contains(&EventKind::LeaderElected));
+}

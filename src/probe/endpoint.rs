@@ -50,6 +50,14 @@ impl Deadline {
         }
     }
 
+    /// `budget` from now, but never past `limit` (the whole probe's bound: dial + command timeout).
+    fn from_now_within(budget: Duration, limit: Instant) -> Self {
+        Deadline {
+            at: (Instant::now() + budget).min(limit),
+            budget,
+        }
+    }
+
     fn timed_out(&self) -> ProbeError {
         ProbeError::new(
             FailureKind::Timeout,
@@ -77,7 +85,8 @@ impl Deadline {
 #[derive(Debug)]
 pub struct ProbeProgress {
     latest: Mutex<Option<StatusInfo>>,
-    last_answer: Mutex<Instant>,
+    /// `None` while connecting: that is bounded by the dial timeout, and a slow link is not silence.
+    last_answer: Mutex<Option<Instant>>,
     /// The gRPC calls are over: whatever still runs (a /metrics read) is not a sign of life or death.
     calls_done: AtomicBool,
 }
@@ -86,7 +95,7 @@ impl Default for ProbeProgress {
     fn default() -> Self {
         ProbeProgress {
             latest: Mutex::new(None),
-            last_answer: Mutex::new(Instant::now()),
+            last_answer: Mutex::new(None),
             calls_done: AtomicBool::new(false),
         }
     }
@@ -101,23 +110,26 @@ impl ProbeProgress {
             .clone()
     }
 
-    /// How long the member has said nothing (since the probe began, or since its last Status); `None` once the
-    /// calls are over.
+    /// How long the member has said nothing since the connection was made or its last Status; `None` while
+    /// connecting and once the calls are over.
     pub fn silent_for(&self) -> Option<Duration> {
         if self.calls_done.load(Ordering::Relaxed) {
             return None;
         }
-        Some(
-            self.last_answer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .elapsed(),
-        )
+        self.last_answer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
+    }
+
+    /// A sign of life that is not a Status: the connection was made.
+    fn alive(&self) {
+        *self.last_answer.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
     fn record(&self, status: &etcd_client::StatusResponse) -> Option<StatusInfo> {
         let info = status_info(status).ok()?;
-        *self.last_answer.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.alive();
         *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
         Some(info)
     }
@@ -437,7 +449,9 @@ async fn connect(
 ) -> Result<(Client, Option<ProbeError>), ProbeError> {
     match connector.connect(endpoint).await {
         Ok(client) => Ok((client, None)),
-        Err(e @ ConnectError::Auth { .. }) => {
+        Err(e @ ConnectError::Auth { .. })
+            if failure::from_connect(&e).kind == FailureKind::Auth =>
+        {
             let refused = failure::from_connect(&e);
             match connector.connect_anonymously(endpoint).await {
                 Ok(client) => Ok((client, Some(refused))),
@@ -470,13 +484,31 @@ pub async fn probe(
         tracing::debug!(%endpoint, ms = started.elapsed().as_secs_f64() * 1e3, "metrics read");
         Some(result)
     };
+    // One bound for the whole probe, connection and credentials fallback included: dial + command timeout.
+    let whole = started + connector.settings().dial_timeout + timeout;
     let cached = memory.client.take();
     let grpc = async {
         let (client, auth_error) = match cached {
             Some(c) => (c, None),
-            None => connect(connector, endpoint).await?,
+            None => {
+                let connecting = connect(connector, endpoint);
+                let (client, refused) = tokio::time::timeout_at(whole.into(), connecting)
+                    .await
+                    .map_err(|_| {
+                    ProbeError::new(
+                        FailureKind::Timeout,
+                        format!(
+                            "no connection within {}",
+                            humantime::format_duration(connector.settings().dial_timeout)
+                        ),
+                    )
+                })??;
+                (client, refused)
+            }
         };
-        let deadline = Deadline::from_now(timeout);
+        // The member answered the connection: the silence clock starts from here.
+        progress.alive();
+        let deadline = Deadline::from_now_within(timeout, whole);
         let mut calls = grpc_calls(&client, deadline, progress).await;
         // etcd-client renews an invalid token by itself; a token minted before a change of users or roles is
         // "old" instead: authenticate again and ask once more, within the same deadline.
@@ -496,7 +528,10 @@ pub async fn probe(
     let (client, auth_error, deadline, calls) = match grpc {
         Ok(done) => done,
         Err(e) => {
-            let e = annotate(connector, with_tls_diagnosis(connector, endpoint, e).await);
+            let e = annotate(
+                connector,
+                diagnose_within(connector, endpoint, e, whole).await,
+            );
             // Keep the last reading: when the member answers again, a restart in between is recognised and
             // yields no interval values, instead of passing "since start" off as "last interval".
             memory.summary = None;
@@ -522,7 +557,10 @@ pub async fn probe(
     });
     let (status, health) = match (status, health.outcome) {
         (Err(e), Err(_)) if is_vague(&e.message) => {
-            let e = annotate(connector, with_tls_diagnosis(connector, endpoint, e).await);
+            let e = annotate(
+                connector,
+                diagnose_within(connector, endpoint, e, whole).await,
+            );
             (Err(e.clone()), Err(e))
         }
         (status, health) => (
@@ -638,6 +676,19 @@ fn is_vague(error: &str) -> bool {
     ]
     .iter()
     .any(|v| error.contains(v))
+}
+
+/// The TLS diagnosis, if the probe's time allows it; else the error as it is.
+async fn diagnose_within(
+    connector: &Connector,
+    endpoint: &Endpoint,
+    error: ProbeError,
+    whole: Instant,
+) -> ProbeError {
+    let fallback = error.clone();
+    tokio::time::timeout_at(whole.into(), with_tls_diagnosis(connector, endpoint, error))
+        .await
+        .unwrap_or(fallback)
 }
 
 /// Replaces a vague transport error on a TLS endpoint with what the server's TLS alert says, if it said one.

@@ -89,7 +89,13 @@ pub fn from_etcd(err: &etcd_client::Error) -> ProbeError {
 /// A failure to connect as a probe failure.
 pub fn from_connect(err: &ConnectError) -> ProbeError {
     let kind = match err {
-        ConnectError::Auth { .. } | ConnectError::Tls(_) => FailureKind::Auth,
+        // Authenticate itself needs a leader: during an election it fails with "leader changed", which is no
+        // verdict on the password.
+        ConnectError::Auth { cause, .. } => match classify(None, cause) {
+            FailureKind::Other => FailureKind::Auth,
+            kind => kind,
+        },
+        ConnectError::Tls(_) => FailureKind::Auth,
         ConnectError::DialTimeout(_) => FailureKind::Timeout,
         ConnectError::PlaintextRefused | ConnectError::HttpClient(_) => FailureKind::Other,
         ConnectError::Connect(message) if is_tls_refusal(message) => FailureKind::Auth,

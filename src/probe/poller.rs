@@ -10,9 +10,11 @@ use futures_util::stream::FuturesUnordered;
 
 use crate::etcd::connect::Connector;
 use crate::etcd::endpoint::Endpoint;
+use crate::id::Id;
 use crate::probe::endpoint::{EndpointMemory, MetricsSource, ProbeOptions, ProbeProgress, probe};
 use crate::view::{
-    self, BuildContext, ClusterView, FailureKind, Member, ProbeError, ProbeResult, Thresholds,
+    self, Alarm, BuildContext, ClusterView, EndpointHealth, FailureKind, Member, ProbeError,
+    ProbeResult, Thresholds,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,6 +60,10 @@ pub struct ClusterPoller {
     last: HashMap<Endpoint, ProbeResult>,
     /// The last member list read, kept for when no member answers.
     known_members: Vec<Member>,
+    /// The last alarm list read, kept for when no member can answer it (no leader).
+    known_alarms: Option<Vec<Alarm>>,
+    /// The leader at the last poll, when the sentinel could not reach it but members that served reads named it.
+    unreachable_leader: Option<Id>,
     /// Endpoints found through the member list at the last poll, probed straight away next time.
     discovered: Vec<Endpoint>,
     last_metrics_read: Option<Instant>,
@@ -81,15 +87,39 @@ impl ClusterPoller {
             memory: HashMap::new(),
             last: HashMap::new(),
             known_members: Vec::new(),
+            known_alarms: None,
+            unreachable_leader: None,
             discovered: Vec::new(),
             last_metrics_read: None,
         }
+    }
+
+    /// Takes over what a previous poller of this cluster knew (after a reload restarted it): the membership,
+    /// alarms and an unreachable leader survive, so a reload in the middle of an outage forgets nothing.
+    pub fn resume_from(&mut self, view: &ClusterView) {
+        self.remember(view);
+    }
+
+    fn remember(&mut self, view: &ClusterView) {
+        if !view.members.is_empty() {
+            self.known_members = view.members.clone();
+        }
+        if !view.alarms_stale {
+            self.known_alarms = Some(view.alarms.clone());
+        }
+        self.unreachable_leader = view.leader_id.filter(|l| {
+            view.endpoints
+                .iter()
+                .any(|e| e.member_id == Some(*l) && e.state == EndpointHealth::Unreachable)
+        });
     }
 
     fn build(&self, probes: &[ProbeResult]) -> ClusterView {
         let context = BuildContext {
             thresholds: self.target.thresholds,
             known_members: self.known_members.clone(),
+            known_alarms: self.known_alarms.clone(),
+            unreachable_leader: self.unreachable_leader,
         };
         view::build_with(&self.target.name, probes, SystemTime::now(), &context)
     }
@@ -226,9 +256,7 @@ impl ClusterPoller {
         let probed: BTreeSet<&Endpoint> = probes.iter().map(|p| &p.endpoint).collect();
         self.memory.retain(|ep, _| probed.contains(ep));
         let view = self.build(&probes);
-        if !view.members_stale && !view.members.is_empty() {
-            self.known_members = view.members.clone();
-        }
+        self.remember(&view);
         self.last = probes
             .into_iter()
             .map(|p| (p.endpoint.clone(), p))
@@ -243,8 +271,8 @@ async fn silent_for(progress: &ProbeProgress, after: Duration) -> Duration {
         match progress.silent_for() {
             Some(silence) if silence >= after => return silence,
             Some(silence) => tokio::time::sleep(after - silence).await,
-            // The calls are over; what remains is bounded by the command timeout.
-            None => std::future::pending::<()>().await,
+            // Connecting (bounded by the dial timeout), or the calls are over (what remains is bounded too).
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }

@@ -554,3 +554,94 @@ fn a_single_voter_has_no_tolerance_by_design_and_is_not_at_risk() {
     assert!(!v.has_warning(WarningKind::QuorumAtRisk));
     assert!(v.healthy);
 }
+
+#[test]
+fn a_member_cut_off_from_a_cluster_that_has_a_leader_is_isolated_not_electing() {
+    let (members, mut probes) = three();
+    // m2 lost its peers: it knows no leader and its read ran out of time, while m0 leads m1.
+    probes[2] = read_failed(
+        2,
+        &members,
+        0,
+        err(FailureKind::Timeout, "timed out after 5s"),
+    );
+    let v = build("prod", &probes, UNIX_EPOCH);
+    assert_eq!(v.leader_id, Some(Id(1)));
+    let e = &v.endpoints[2];
+    assert!(!e.healthy, "{e:?}");
+    assert_eq!(e.state, EndpointHealth::Unhealthy);
+    assert!(e.error.as_deref().unwrap().contains("isolated"), "{e:?}");
+    assert_eq!(v.quorum.failure_tolerance, Some(0));
+    assert_eq!(v.quorum.state, QuorumState::AtRisk);
+    assert!(!v.healthy);
+    assert!(v.has_warning(WarningKind::MemberUnhealthy));
+}
+
+#[test]
+fn a_refused_certificate_says_nothing_about_the_leader() {
+    let cert = err(
+        FailureKind::Auth,
+        "TLS: received fatal alert: BadCertificate",
+    );
+    let nothing: Vec<ProbeResult> = (0..3)
+        .map(|i| ProbeResult::unreachable(ep(i), cert.clone(), 0.01))
+        .collect();
+    let v = build("prod", &nothing, UNIX_EPOCH);
+    assert!(!v.leader_known());
+    let k = kinds(&v);
+    assert!(
+        !k.contains(&WarningKind::NoLeader) && !k.contains(&WarningKind::LeaderElection),
+        "{k:?}"
+    );
+}
+
+#[test]
+fn alarms_that_cannot_be_read_are_kept_not_cleared() {
+    let (members, mut probes) = three();
+    let nospace = Alarm {
+        member_id: Id(1),
+        kind: "NOSPACE".into(),
+    };
+    // Quorum lost: only m0 answers, and AlarmList (a raft proposal) fails without a leader.
+    probes[1] = down(1);
+    probes[2] = down(2);
+    probes[0] = read_failed(
+        0,
+        &members,
+        0,
+        err(FailureKind::NoLeader, "etcdserver: no leader"),
+    );
+    probes[0].alarms = Err(err(FailureKind::NoLeader, "etcdserver: no leader"));
+    let context = BuildContext {
+        known_alarms: Some(vec![nospace.clone()]),
+        ..BuildContext::default()
+    };
+    let v = build_with("prod", &probes, UNIX_EPOCH, &context);
+    assert!(v.alarms_stale);
+    assert_eq!(v.alarms, vec![nospace]);
+    assert_eq!(v.endpoints[0].alarms, vec!["NOSPACE".to_string()]);
+}
+
+#[test]
+fn a_leader_partitioned_from_the_sentinel_keeps_its_place_in_interim_views() {
+    let (_, probes) = three();
+    let mut interim = probes.clone();
+    interim[0] = down(0);
+    for p in &mut interim[1..] {
+        p.stale = true;
+    }
+    let context = BuildContext {
+        unreachable_leader: Some(Id(1)),
+        ..BuildContext::default()
+    };
+    let v = build_with("prod", &interim, UNIX_EPOCH, &context);
+    assert_eq!(v.leader_id, Some(Id(1)), "no leader_lost at every poll");
+    // The final view of the poll decides on this poll's reads: a dead leader is dead.
+    let mut final_view = interim.clone();
+    for p in &mut final_view[1..] {
+        p.stale = false;
+        p.health = Err(err(FailureKind::NoLeader, "etcdserver: leader changed"));
+    }
+    let v = build_with("prod", &final_view, UNIX_EPOCH, &context);
+    assert_eq!(v.leader_id, None);
+}

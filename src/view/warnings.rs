@@ -114,7 +114,7 @@ fn vitals(view: &ClusterView, t: &Thresholds, out: &mut Vec<Warning>) {
 
 fn leadership(view: &ClusterView, out: &mut Vec<Warning>) {
     let ours = || view.endpoints.iter().filter(|e| !view.is_foreign(e));
-    if view.leader_id.is_none() {
+    if view.leader_id.is_none() && view.leader_known() {
         let named: BTreeSet<Id> = ours().filter_map(|e| e.leader_id).collect();
         let message = match named.iter().next() {
             Some(l) if named.len() == 1 => {
