@@ -207,7 +207,10 @@ async fn two_of_three_killed_loses_quorum() {
     let survivor = endpoint(&view, &cluster.client_url(0));
     assert_eq!(survivor["state"], "no_leader", "{survivor:#}");
     for dead in [1, 2] {
-        assert_eq!(endpoint(&view, &cluster.client_url(dead))["state"], "unreachable");
+        assert_eq!(
+            endpoint(&view, &cluster.client_url(dead))["state"],
+            "unreachable"
+        );
     }
     assert!(warning_kinds(&view).contains(&"quorum_lost".into()));
 }
