@@ -134,7 +134,17 @@ impl ClusterPoller {
         progress: &[ProbeProgress],
     ) -> Option<ClusterView> {
         let mut probes = Vec::with_capacity(endpoints.len());
+        // With member discovery, seeds that are no member's client URL only serve to find the members: the
+        // final view drops them, so the interim ones do too.
+        let seed_only = |ep: &Endpoint| {
+            self.target.discovery == Discovery::Members
+                && !self.discovered.is_empty()
+                && !self.discovered.contains(ep)
+        };
         for (i, ep) in endpoints.iter().enumerate() {
+            if seed_only(ep) {
+                continue;
+            }
             if let Some(p) = done.get(&i) {
                 probes.push(p.clone());
             } else {
