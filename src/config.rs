@@ -471,7 +471,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                     return Err(src.invalid(
                         v,
                         field("unresponsive_after"),
-                        "must be at least 100ms",
+                        "must be at least 500ms (Status is read every 200ms while calls wait)",
                     ));
                 }
                 d
@@ -597,6 +597,10 @@ cp-1 = "http://10.0.0.1:2381/metrics"
             (
                 "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\ninterval = \"10ms\"\n",
                 "s.toml:4: cluster[0].interval: must be at least 100ms",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\nunresponsive_after = \"200ms\"\n",
+                "s.toml:4: cluster[0].unresponsive_after: must be at least 500ms",
             ),
             (
                 "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[[cluster]]\nname = \"a\"\nendpoints = [\"b:1\"]\n",
