@@ -467,6 +467,16 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         let unresponsive_after = match &c.unresponsive_after {
             Some(v) => {
                 let d = src.duration(v, field("unresponsive_after"))?;
+                if d >= connect.command_timeout {
+                    return Err(src.invalid(
+                        v,
+                        field("unresponsive_after"),
+                        format!(
+                            "must be shorter than command_timeout ({}), or it never applies",
+                            humantime::format_duration(connect.command_timeout)
+                        ),
+                    ));
+                }
                 if d < MIN_UNRESPONSIVE_AFTER {
                     return Err(src.invalid(
                         v,
@@ -601,6 +611,10 @@ cp-1 = "http://10.0.0.1:2381/metrics"
             (
                 "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\nunresponsive_after = \"200ms\"\n",
                 "s.toml:4: cluster[0].unresponsive_after: must be at least 500ms",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\nunresponsive_after = \"1h\"\n",
+                "s.toml:4: cluster[0].unresponsive_after: must be shorter than command_timeout (5s)",
             ),
             (
                 "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[[cluster]]\nname = \"a\"\nendpoints = [\"b:1\"]\n",

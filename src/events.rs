@@ -26,6 +26,8 @@ pub enum EventKind {
     QuorumAtRisk,
     QuorumLost,
     QuorumRestored,
+    /// Back from at risk: one more voter may fail again.
+    QuorumHealthy,
     AuthFailed,
     AuthRestored,
     /// The first view of a cluster: the state the sentinel found it in.
@@ -48,6 +50,7 @@ impl EventKind {
             EventKind::QuorumAtRisk => "quorum_at_risk",
             EventKind::QuorumLost => "quorum_lost",
             EventKind::QuorumRestored => "quorum_restored",
+            EventKind::QuorumHealthy => "quorum_healthy",
             EventKind::AuthFailed => "auth_failed",
             EventKind::AuthRestored => "auth_restored",
             EventKind::WatchStarted => "watch_started",
@@ -294,6 +297,16 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
         (_, QuorumState::AtRisk) => push(
             EventKind::QuorumAtRisk,
             format!("quorum at risk, no failure tolerance: {counts}"),
+            None,
+            None,
+        ),
+        (QuorumState::AtRisk, QuorumState::Ok) => push(
+            EventKind::QuorumHealthy,
+            format!(
+                "quorum no longer at risk: {counts}, failure tolerance {}",
+                q.failure_tolerance
+                    .map_or_else(|| "unknown".to_string(), |t| t.to_string())
+            ),
             None,
             None,
         ),

@@ -459,11 +459,14 @@ impl ClusterView {
         self.leader_id.and_then(|id| self.member(id))
     }
 
-    /// Whether anything tells who leads: some member answered Status, or the quorum could be judged. Not when
-    /// every endpoint refused our credentials.
+    /// Whether anything tells who leads: the quorum could be judged, or some endpoint answered or is known to be
+    /// down. Not when every endpoint refused our credentials.
     pub fn leader_known(&self) -> bool {
         self.quorum.state != QuorumState::Unknown
-            || self.endpoints.iter().any(|e| e.raft_term.is_some())
+            || self
+                .endpoints
+                .iter()
+                .any(|e| e.state != EndpointHealth::AuthFailed)
     }
 
     pub fn has_warning(&self, kind: WarningKind) -> bool {
@@ -623,6 +626,7 @@ pub fn build_with(
         for e in &mut endpoints {
             e.is_leader = false;
         }
+        waiting_for_a_leader(probes, &mut endpoints);
     } else {
         mark_isolated(probes, &mut endpoints, leader_id);
     }
@@ -684,6 +688,24 @@ fn leader_answers(leader: Id, probes: &[ProbeResult], endpoints: &[EndpointState
         .iter()
         .zip(endpoints)
         .any(|(p, e)| !p.stale && e.state == EndpointHealth::Healthy && e.leader_id == Some(leader))
+}
+
+/// With no leader in the cluster, a read that ran out of time waited for one (the leader the member named is
+/// gone, and the election had not ended within the command timeout): the member is not at fault.
+fn waiting_for_a_leader(probes: &[ProbeResult], endpoints: &mut [EndpointState]) {
+    for (p, e) in probes.iter().zip(endpoints.iter_mut()) {
+        let blocked = e.alarms.iter().any(|a| Alarm::blocks_member(a));
+        if let (EndpointHealth::Unhealthy, false, Ok(_), Err(err)) =
+            (e.state, blocked, &p.status, &p.health)
+            && err.kind == FailureKind::Timeout
+        {
+            e.state = EndpointHealth::NoLeader;
+            e.healthy = true;
+            e.error = Some(format!(
+                "no leader: {err} (the leader it names does not answer)"
+            ));
+        }
+    }
 }
 
 /// A member that could not serve a read for want of a leader, while the cluster has one, is cut off from it

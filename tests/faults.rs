@@ -621,3 +621,53 @@ async fn a_reload_in_the_middle_of_an_outage_misses_no_change() {
         "down then back, across the reload: {k:?}"
     );
 }
+
+#[tokio::test]
+async fn an_election_on_a_cluster_with_users_is_still_an_election() {
+    // Authenticating needs a leader: during the election it fails with "leader changed", which says nothing
+    // about the password.
+    let mut c = EtcdCluster::builder().members(3).auth().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "rootpw\n").unwrap();
+    let d = daemon_for(&c, &format!("user = \"root\"\npassword_file = {pw:?}"));
+    healthy(&d).await;
+    let old = c.leader_index().await;
+    let url = c.client_url(old);
+    c.kill(old);
+    let out = sentinel(
+        &[
+            "status",
+            "-w",
+            "json",
+            "--endpoints",
+            &c.endpoints(),
+            "--user",
+            "root:rootpw",
+        ],
+        &[],
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_ne!(s["quorum"]["state"], "lost", "{s:#}");
+    for (i, m) in c.members.iter().enumerate() {
+        if i != old {
+            let e = endpoint(&s, &m.client_url());
+            assert_eq!(e["healthy"], true, "{e:#}");
+            assert!(e["auth_error"].is_null(), "{e:#}");
+        }
+    }
+    until(
+        &d,
+        "a new leader",
+        Duration::from_secs(15),
+        Instant::now(),
+        |v| !v["leader_id"].is_null() && endpoint(v, &url)["state"] == "unreachable",
+    )
+    .await;
+    let ev = events(&d).await;
+    assert_only_victims_unhealthy(&ev, &[&url]);
+    let k = kinds(&ev);
+    for bad in ["quorum_lost", "auth_failed", "auth_restored"] {
+        assert!(!k.contains(&bad), "{bad} in {k:?}");
+    }
+}

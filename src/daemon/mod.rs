@@ -89,7 +89,13 @@ impl Daemon {
                 source,
             })?;
         let history = history.unwrap_or_default();
-        let (publish, view) = watch::channel(None);
+        // Restarted by a reload: the last view stays published (API, /metrics) until the first poll replaces it.
+        let last = history
+            .tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_view();
+        let (publish, view) = watch::channel(last);
         self.shared.insert(ClusterEntry {
             config: config.clone(),
             view,
@@ -139,9 +145,10 @@ impl Daemon {
         for config in &new.clusters {
             match self.running.get(&config.name) {
                 Some(r) if r.config == *config => {}
+                // Changed: restart its poller, keeping its history and its counters (a reload is not a restart
+                // of the cluster; series of endpoints no longer probed go at the next poll).
                 Some(_) => {
                     let history = self.stop_cluster(&config.name);
-                    self.shared.metrics.forget_cluster(&config.name);
                     self.start_cluster(config.clone(), history)?;
                 }
                 None => self.start_cluster(config.clone(), None)?,

@@ -37,8 +37,11 @@ fn member_down_then_back_up() {
             && down_events[0].message.contains("connection refused")
     );
     assert_eq!(down_events[0].time, UNIX_EPOCH + Duration::from_secs(2));
-    // Back to a tolerance of one: the member's recovery says it; "restored" is kept for a quorum that was lost.
-    assert_eq!(kinds(&diff(&b, &c)), vec![EventKind::MemberHealthy]);
+    // Back to a tolerance of one; "restored" is kept for a quorum that was lost.
+    assert_eq!(
+        kinds(&diff(&b, &c)),
+        vec![EventKind::MemberHealthy, EventKind::QuorumHealthy]
+    );
 }
 
 #[test]
@@ -159,7 +162,7 @@ fn the_log_keeps_the_newest_events() {
     }
     assert_eq!(log.len(), 3);
     let kept = log.snapshot();
-    assert_eq!(kept.last().unwrap().kind, EventKind::MemberHealthy);
+    assert_eq!(kept.last().unwrap().kind, EventKind::QuorumHealthy);
     assert!(kept.windows(2).all(|w| w[0].time <= w[1].time));
 }
 

@@ -32,6 +32,8 @@ pub struct EndpointMemory {
     pub peer_rtt: BTreeMap<Id, PeerRtt>,
     /// What the last reading gave, shown again on polls that do not read /metrics (vitals interval).
     pub summary: Option<Outcome<ProbeMetrics>>,
+    /// The last verdict on our credentials, kept while they cannot be tried (no leader to authenticate with).
+    pub auth_error: Option<ProbeError>,
 }
 
 /// The time one probe's calls may take, computed once when the connection is ready: every call of the probe,
@@ -443,19 +445,36 @@ async fn read_metrics(
 
 /// Connects with the configured credentials; if they are refused, connects without any, so that what etcd tells
 /// anyone (Status, alarms, members, whether a read is served) is still known. Returns the refusal beside.
+/// How the probe's connection stands with our credentials.
+enum Credentials {
+    /// Authenticated (or none configured).
+    Accepted,
+    /// Refused: the probe goes on without them.
+    Refused(ProbeError),
+    /// Could not be tried: authenticating needs a leader, and there is none right now. The probe goes on
+    /// without them for this poll; the last verdict on them stands.
+    Untried,
+}
+
+/// Connects with the configured credentials; if they are refused, or cannot be tried for want of a leader,
+/// connects without any, so that what etcd tells anyone (Status, alarms, members, whether a read is served) is
+/// still known.
 async fn connect(
     connector: &Connector,
     endpoint: &Endpoint,
-) -> Result<(Client, Option<ProbeError>), ProbeError> {
+) -> Result<(Client, Credentials), ProbeError> {
     match connector.connect(endpoint).await {
-        Ok(client) => Ok((client, None)),
-        Err(e @ ConnectError::Auth { .. })
-            if failure::from_connect(&e).kind == FailureKind::Auth =>
-        {
-            let refused = failure::from_connect(&e);
+        Ok(client) => Ok((client, Credentials::Accepted)),
+        Err(e @ ConnectError::Auth { .. }) => {
+            let failure = failure::from_connect(&e);
+            let standing = match failure.kind {
+                FailureKind::Auth => Credentials::Refused(failure.clone()),
+                FailureKind::NoLeader => Credentials::Untried,
+                _ => return Err(failure),
+            };
             match connector.connect_anonymously(endpoint).await {
-                Ok(client) => Ok((client, Some(refused))),
-                Err(_) => Err(refused),
+                Ok(client) => Ok((client, standing)),
+                Err(_) => Err(failure),
             }
         }
         Err(e) => Err(failure::from_connect(&e)),
@@ -489,7 +508,7 @@ pub async fn probe(
     let cached = memory.client.take();
     let grpc = async {
         let (client, auth_error) = match cached {
-            Some(c) => (c, None),
+            Some(c) => (c, Credentials::Accepted),
             None => {
                 let connecting = connect(connector, endpoint);
                 let (client, refused) = tokio::time::timeout_at(whole.into(), connecting)
@@ -545,16 +564,20 @@ pub async fn probe(
         alarms,
         members,
     } = calls;
-    // Served, but only because etcd checks the user after the read: we have no user the cluster accepts.
-    let auth_error = auth_error.or_else(|| {
-        health.without_user.then(|| {
+    let anonymous = !matches!(auth_error, Credentials::Accepted);
+    let auth_error = match auth_error {
+        Credentials::Refused(e) => Some(e),
+        Credentials::Untried => memory.auth_error.clone(),
+        // Served, but only because etcd checks the user after the read: we have no user the cluster accepts.
+        Credentials::Accepted => health.without_user.then(|| {
             ProbeError::new(
                 FailureKind::Auth,
                 "the cluster has authentication enabled and no user was given (--user, or user and \
                  password_file)",
             )
-        })
-    });
+        }),
+    };
+    memory.auth_error = auth_error.clone();
     let (status, health) = match (status, health.outcome) {
         (Err(e), Err(_)) if is_vague(&e.message) => {
             let e = annotate(
@@ -637,7 +660,7 @@ pub async fn probe(
 
     // Keep the connection unless it is broken: a member that answered nothing is dialled afresh next time. One
     // made without credentials is not kept either, so that the next poll tries the credentials again.
-    if (status.is_ok() || health.is_ok()) && auth_error.is_none() {
+    if (status.is_ok() || health.is_ok()) && !anonymous {
         memory.client = Some(client);
     }
     ProbeResult {

@@ -55,14 +55,11 @@ pub(super) fn count(
     let margin = healthy_voting as i64 - quorum_size as i64;
     // etcd serves a linearizable read only with a quorum behind its leader.
     let any_linearizable_read = ours().any(|e| e.state == EndpointHealth::Healthy);
-    let every_endpoint_down = !endpoints.is_empty()
-        && endpoints
-            .iter()
-            .all(|e| e.state == EndpointHealth::Unreachable);
 
     let (failure_tolerance, has_quorum) = if voting.is_empty() {
-        // Nothing known of the membership: only a cluster none of whose endpoints answers is known to be lost.
-        (None, every_endpoint_down.then_some(false))
+        // Nothing known of the membership (nothing ever answered): a typo'd endpoint list, or members all down.
+        // Unknown, not lost.
+        (None, None)
     } else if unknown_voting == 0 {
         (Some(margin), Some(margin >= 0))
     } else if margin >= 0 || any_linearizable_read {

@@ -114,8 +114,10 @@ fn nothing_reachable_is_unhealthy_without_panicking() {
     let v = build("prod", &[down(0), down(1)], UNIX_EPOCH);
     assert!(!v.healthy);
     assert!(v.members.is_empty());
-    assert_eq!(v.quorum.has_quorum, Some(false));
-    assert_eq!(v.quorum.state, QuorumState::Lost);
+    // Nothing ever answered: a typo'd endpoint list looks the same. Unknown, not lost.
+    assert_eq!(v.quorum.has_quorum, None);
+    assert_eq!(v.quorum.state, QuorumState::Unknown);
+    assert!(!v.has_warning(WarningKind::QuorumLost));
     assert!(v.has_warning(WarningKind::NoLeader));
 }
 
@@ -644,4 +646,29 @@ fn a_leader_partitioned_from_the_sentinel_keeps_its_place_in_interim_views() {
     }
     let v = build_with("prod", &final_view, UNIX_EPOCH, &context);
     assert_eq!(v.leader_id, None);
+}
+
+#[test]
+fn a_read_that_timed_out_waiting_on_a_silent_leader_is_an_election() {
+    let (members, mut probes) = three();
+    // m0 (the leader) froze; the followers still name it and their reads ran out of a short command timeout
+    // before they elected another.
+    probes[0] =
+        ProbeResult::unreachable(ep(0), err(FailureKind::Timeout, "timed out after 1s"), 1.0);
+    for i in 1..3 {
+        probes[i] = read_failed(
+            i,
+            &members,
+            1,
+            err(FailureKind::Timeout, "timed out after 1s"),
+        );
+    }
+    let v = build("prod", &probes, UNIX_EPOCH);
+    assert_eq!(v.leader_id, None);
+    for e in &v.endpoints[1..] {
+        assert_eq!(e.state, EndpointHealth::NoLeader, "{e:?}");
+    }
+    assert_eq!(v.quorum.state, QuorumState::AtRisk);
+    assert!(v.has_warning(WarningKind::LeaderElection));
+    assert!(!v.has_warning(WarningKind::QuorumLost));
 }

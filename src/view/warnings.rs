@@ -165,10 +165,6 @@ fn quorum(view: &ClusterView, out: &mut Vec<Warning>) {
         ""
     };
     match q.state {
-        QuorumState::Lost if view.members.is_empty() => out.push(cluster_wide(
-            WarningKind::QuorumLost,
-            "no member answered: membership and quorum unknown".into(),
-        )),
         QuorumState::Lost => out.push(cluster_wide(
             WarningKind::QuorumLost,
             format!(
