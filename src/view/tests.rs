@@ -655,8 +655,8 @@ fn a_read_that_timed_out_waiting_on_a_silent_leader_is_an_election() {
     // before they elected another.
     probes[0] =
         ProbeResult::unreachable(ep(0), err(FailureKind::Timeout, "timed out after 1s"), 1.0);
-    for i in 1..3 {
-        probes[i] = read_failed(
+    for (i, p) in probes.iter_mut().enumerate().skip(1) {
+        *p = read_failed(
             i,
             &members,
             1,
