@@ -713,7 +713,13 @@ fn waiting_for_a_leader(probes: &[ProbeResult], endpoints: &mut [EndpointState])
 /// predate the election that gave the cluster its leader.
 fn mark_isolated(probes: &[ProbeResult], endpoints: &mut [EndpointState], leader: Option<Id>) {
     for (p, e) in probes.iter().zip(endpoints.iter_mut()) {
-        if p.stale || e.state != EndpointHealth::NoLeader || leader.is_none() {
+        // A member that follows the cluster's leader (or is it) and still serves no read is waiting on a quorum,
+        // not cut off: e.g. an etcd 3.4 leader that lost its followers keeps calling itself leader.
+        if p.stale
+            || e.state != EndpointHealth::NoLeader
+            || leader.is_none()
+            || e.leader_id == leader
+        {
             continue;
         }
         let names = e
