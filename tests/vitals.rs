@@ -39,8 +39,9 @@ async fn backend_commits(client_url: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Writes through the leader, so that its own gRPC counters move too (a follower forwards through raft).
 async fn write(cluster: &EtcdCluster, n: usize) {
-    let mut client = cluster.client(0).await;
+    let mut client = cluster.client(cluster.leader_index().await).await;
     for i in 0..n {
         client
             .put(format!("load-{i}"), vec![b'v'; 256], None)
