@@ -672,3 +672,20 @@ fn a_read_that_timed_out_waiting_on_a_silent_leader_is_an_election() {
     assert!(v.has_warning(WarningKind::LeaderElection));
     assert!(!v.has_warning(WarningKind::QuorumLost));
 }
+
+#[test]
+fn an_interim_view_names_a_dead_member_from_the_stale_rows() {
+    let (_, probes) = three();
+    let mut interim = probes.clone();
+    interim[1] = down(1);
+    for i in [0, 2] {
+        interim[i].stale = true;
+    }
+    let v = build("prod", &interim, UNIX_EPOCH);
+    assert_eq!(
+        v.endpoints[1].member_name.as_deref(),
+        Some("m1"),
+        "{:?}",
+        v.members
+    );
+}
