@@ -51,6 +51,7 @@ pub fn healthy_probe(i: usize, members: &[Member], leader: usize) -> ProbeResult
         probe_seconds: 0.002,
         auth_error: None,
         stale: false,
+        known_member_id: None,
     }
 }
 

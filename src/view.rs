@@ -200,6 +200,9 @@ pub struct ProbeResult {
     pub auth_error: Option<ProbeError>,
     /// This result is the previous poll's, shown while this poll's probe of the endpoint is still running.
     pub stale: bool,
+    /// The member this endpoint answered as at an earlier poll: names a member that does not answer now even when
+    /// the member list lacks its client URL (etcd lists a member without them until it has published them).
+    pub known_member_id: Option<Id>,
 }
 
 impl ProbeResult {
@@ -215,6 +218,7 @@ impl ProbeResult {
             probe_seconds,
             auth_error: None,
             stale: false,
+            known_member_id: None,
         }
     }
 }
@@ -746,12 +750,15 @@ fn endpoint_state(
     let status = p.status.as_ref().ok();
     let url = p.endpoint.url();
     // Unreachable, the endpoint is still known by the member that advertises it.
-    let member_id = status.map(|s| s.member_id).or_else(|| {
-        members
-            .iter()
-            .find(|m| m.client_urls.iter().any(|u| same_endpoint(u, &url)))
-            .map(|m| m.id)
-    });
+    let member_id = status
+        .map(|s| s.member_id)
+        .or_else(|| {
+            members
+                .iter()
+                .find(|m| m.client_urls.iter().any(|u| same_endpoint(u, &url)))
+                .map(|m| m.id)
+        })
+        .or(p.known_member_id);
     let member = member_id.and_then(|id| members.iter().find(|m| m.id == id));
     let metrics = p.metrics.as_ref().ok();
     let own_alarms: Vec<String> = alarms

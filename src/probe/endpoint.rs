@@ -673,6 +673,7 @@ pub async fn probe(
         probe_seconds: started.elapsed().as_secs_f64(),
         auth_error,
         stale: false,
+        known_member_id: None,
     }
 }
 

@@ -100,6 +100,16 @@ impl ClusterPoller {
         self.remember(view);
     }
 
+    /// The member an endpoint answered as at the last poll (or before).
+    fn member_of(&self, endpoint: &Endpoint) -> Option<Id> {
+        let last = self.last.get(endpoint)?;
+        last.status
+            .as_ref()
+            .ok()
+            .map(|s| s.member_id)
+            .or(last.known_member_id)
+    }
+
     fn remember(&mut self, view: &ClusterView) {
         if !view.members.is_empty() {
             self.known_members = view.members.clone();
@@ -198,8 +208,9 @@ impl ClusterPoller {
             });
         }
         let mut done: HashMap<usize, ProbeResult> = HashMap::new();
-        while let Some((i, memory, result)) = work.next().await {
+        while let Some((i, memory, mut result)) = work.next().await {
             self.memory.insert(endpoints[i].clone(), memory);
+            result.known_member_id = self.member_of(&endpoints[i]);
             done.insert(i, result);
             if done.len() < endpoints.len()
                 && let Some(p) = progress.as_deref_mut()

@@ -689,3 +689,17 @@ fn an_interim_view_names_a_dead_member_from_the_stale_rows() {
         v.members
     );
 }
+
+#[test]
+fn a_dead_member_without_client_urls_in_the_list_is_named_from_an_earlier_poll() {
+    let (mut members, mut probes) = three();
+    // Right after start, etcd lists a member without client URLs until it has published them.
+    members[1].client_urls.clear();
+    for p in &mut probes {
+        p.members = Ok(members.clone());
+    }
+    probes[1] = down(1);
+    probes[1].known_member_id = Some(Id(2));
+    let v = build("prod", &probes, UNIX_EPOCH);
+    assert_eq!(v.endpoints[1].member_name.as_deref(), Some("m1"));
+}
