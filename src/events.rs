@@ -304,8 +304,7 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
             EventKind::QuorumHealthy,
             format!(
                 "quorum no longer at risk: {counts}, failure tolerance {}",
-                q.failure_tolerance
-                    .map_or_else(|| "unknown".to_string(), |t| t.to_string())
+                q.tolerance_text()
             ),
             None,
             None,
@@ -359,9 +358,7 @@ pub fn first(current: &ClusterView) -> Vec<Event> {
         Some(l) => format!("leader {}{}", member_name(current, l), term_of(current)),
         None => "no leader".into(),
     };
-    let tolerance = q
-        .failure_tolerance
-        .map_or_else(|| "unknown".to_string(), |t| t.to_string());
+    let tolerance = q.tolerance_text();
     let verdict = if current.healthy {
         "healthy"
     } else {

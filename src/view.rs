@@ -335,6 +335,14 @@ pub struct Quorum {
     pub has_quorum: Option<bool>,
 }
 
+impl Quorum {
+    /// The failure tolerance for people: the number, or "unknown".
+    pub fn tolerance_text(&self) -> String {
+        self.failure_tolerance
+            .map_or_else(|| "unknown".to_string(), |t| t.to_string())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WarningKind {

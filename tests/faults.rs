@@ -466,16 +466,13 @@ async fn a_nospace_alarm_is_raised_and_disarmed() {
     .await;
     figure("nospace", "detect", detect);
     figure("nospace", "recover", recover);
-    let k: Vec<String> = events(&d)
-        .await
-        .iter()
-        .filter_map(|e| e["kind"].as_str().map(String::from))
-        .collect();
+    let ev = events(&d).await;
+    let k = kinds(&ev);
     assert!(
-        k.contains(&"alarm_raised".into()) && k.contains(&"alarm_cleared".into()),
+        k.contains(&"alarm_raised") && k.contains(&"alarm_cleared"),
         "{k:?}"
     );
-    assert!(!k.contains(&"member_unhealthy".into()), "{k:?}");
+    assert!(!k.contains(&"member_unhealthy"), "{k:?}");
 }
 
 #[tokio::test]
@@ -559,16 +556,13 @@ async fn a_wrong_password_is_never_quorum_lost_and_a_reload_fixes_it() {
     )
     .await;
     figure("wrong_password", "recover_after_reload", recover);
-    let k: Vec<String> = events(&d)
-        .await
-        .iter()
-        .filter_map(|e| e["kind"].as_str().map(String::from))
-        .collect();
+    let ev = events(&d).await;
+    let k = kinds(&ev);
     assert!(
-        k.contains(&"auth_failed".into()) && k.contains(&"auth_restored".into()),
+        k.contains(&"auth_failed") && k.contains(&"auth_restored"),
         "{k:?}"
     );
-    assert!(!k.contains(&"quorum_lost".into()), "{k:?}");
+    assert!(!k.contains(&"quorum_lost"), "{k:?}");
 }
 
 #[tokio::test]

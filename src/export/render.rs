@@ -105,9 +105,7 @@ pub fn table(view: &ClusterView, color: bool) -> String {
     let quorum = if view.members.is_empty() {
         "membership unknown (no member answered)".to_string()
     } else {
-        let tolerance = q
-            .failure_tolerance
-            .map_or_else(|| "unknown".to_string(), |t| t.to_string());
+        let tolerance = q.tolerance_text();
         let stale = if view.members_stale {
             " (member list as last read)"
         } else {
