@@ -685,14 +685,7 @@ fn leader_answers(leader: Id, probes: &[ProbeResult], endpoints: &[EndpointState
             .zip(endpoints)
             .filter(move |(_, e)| e.member_id == Some(leader))
     };
-    let silent = rows().any(|(p, e)| {
-        !p.stale
-            && matches!(
-                e.state,
-                EndpointHealth::Unreachable | EndpointHealth::Unhealthy
-            )
-            && p.status.is_err()
-    });
+    let silent = rows().any(|(p, e)| !p.stale && e.state == EndpointHealth::Unreachable);
     if !silent {
         return true;
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::daemon::{Daemon, config_for, sample};
-use support::{EtcdCluster, sentinel, wait_for};
+use support::{EtcdCluster, fill_to_nospace, status_json, wait_for};
 
 /// interval (1 s) + unresponsive_after (1 s) is the promise; twice that leaves room for a loaded machine and still
 /// fails the old behaviour (6 s for a killed leader).
@@ -295,20 +295,8 @@ async fn two_of_three_killed_lose_quorum_and_restarting_them_restores_it() {
     })
     .await;
     // status says the same, and exits 1; the survivor is alive, only without a leader.
-    let out = sentinel(
-        &[
-            "status",
-            "-w",
-            "json",
-            "--endpoints",
-            &c.endpoints(),
-            "--command-timeout",
-            "2s",
-        ],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let s: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let (code, s) = status_json(&["--endpoints", &c.endpoints(), "--command-timeout", "2s"]);
+    assert_eq!(code, 1);
     assert_eq!(s["quorum"]["state"], "lost", "{s:#}");
     assert_eq!(s["quorum"]["failure_tolerance"], -1, "{s:#}");
     let alive = endpoint(&s, &c.client_url(survivor));
@@ -419,16 +407,7 @@ async fn a_nospace_alarm_is_raised_and_disarmed() {
     let d = daemon_for(&c, "");
     healthy(&d).await;
     let mut client = c.client(0).await;
-    let value = vec![b'x'; 64 * 1024];
-    let mut filled = false;
-    for i in 0..200 {
-        if let Err(e) = client.put(format!("fill-{i}"), value.clone(), None).await {
-            assert!(e.to_string().contains("space exceeded"), "{e}");
-            filled = true;
-            break;
-        }
-    }
-    assert!(filled, "a 1 MiB quota never filled up");
+    fill_to_nospace(&mut client).await;
     let t = Instant::now();
     let detect = until(&d, "the NOSPACE alarm", Duration::from_secs(10), t, |v| {
         v["alarms"].as_array().is_some_and(|a| !a.is_empty())
@@ -483,24 +462,8 @@ async fn a_nospace_alarm_is_raised_and_disarmed() {
 #[tokio::test]
 async fn a_wrong_password_is_never_quorum_lost_and_a_reload_fixes_it() {
     let c = EtcdCluster::builder().members(3).auth().start().await;
-    let out = sentinel(
-        &[
-            "status",
-            "-w",
-            "json",
-            "--endpoints",
-            &c.endpoints(),
-            "--user",
-            "root:wrong",
-        ],
-        &[],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "the sentinel cannot work as that user"
-    );
-    let s: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let (code, s) = status_json(&["--endpoints", &c.endpoints(), "--user", "root:wrong"]);
+    assert_eq!(code, 1, "the sentinel cannot work as that user");
     let kinds_of = |v: &Value| -> Vec<String> {
         v["warnings"]
             .as_array()
@@ -634,19 +597,8 @@ async fn an_election_on_a_cluster_with_users_is_still_an_election() {
     let old = c.leader_index().await;
     let url = c.client_url(old);
     c.kill(old);
-    let out = sentinel(
-        &[
-            "status",
-            "-w",
-            "json",
-            "--endpoints",
-            &c.endpoints(),
-            "--user",
-            "root:rootpw",
-        ],
-        &[],
-    );
-    let s: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let (code, s) = status_json(&["--endpoints", &c.endpoints(), "--user", "root:rootpw"]);
+    assert_ne!(code, 2, "{s:#}");
     assert_ne!(s["quorum"]["state"], "lost", "{s:#}");
     for (i, m) in c.members.iter().enumerate() {
         if i != old {

@@ -5,21 +5,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{EtcdCluster, free_ports, sentinel, wait_for};
-
-fn status_json(args: &[&str]) -> (i32, Value) {
-    let mut all = vec!["status", "-w", "json"];
-    all.extend_from_slice(args);
-    let out = sentinel(&all, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let json: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "status -w json printed no JSON ({e}):\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().expect("exit code"), json)
-}
+use support::{EtcdCluster, fill_to_nospace, free_ports, sentinel, status_json, wait_for};
 
 fn endpoint<'a>(view: &'a Value, url: &str) -> &'a Value {
     view["endpoints"]
@@ -307,22 +293,7 @@ async fn nospace_alarm_is_shown_with_its_member() {
         .start()
         .await;
     let mut client = cluster.client(0).await;
-    let value = vec![b'x'; 64 * 1024];
-    let mut filled = false;
-    for i in 0..200 {
-        match client.put(format!("fill-{i}"), value.clone(), None).await {
-            Ok(_) => {}
-            Err(e) => {
-                assert!(
-                    e.to_string().contains("space exceeded"),
-                    "unexpected error {e}"
-                );
-                filled = true;
-                break;
-            }
-        }
-    }
-    assert!(filled, "a 1 MiB quota never filled up");
+    fill_to_nospace(&mut client).await;
     let (code, view) = status_json(&["--endpoints", &cluster.client_url(0)]);
     assert_eq!(code, 1, "a cluster that refuses writes is not fine");
     let e = endpoint(&view, &cluster.client_url(0));

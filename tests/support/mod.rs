@@ -37,6 +37,38 @@ pub fn sentinel(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     cmd.output().expect("run etcd-sentinel")
 }
 
+/// `etcd-sentinel status -w json ARGS…`: the exit code and the JSON it printed (panics, showing both streams, when
+/// it printed no JSON).
+pub fn status_json(args: &[&str]) -> (i32, serde_json::Value) {
+    let mut all = vec!["status", "-w", "json"];
+    all.extend_from_slice(args);
+    let out = sentinel(&all, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "status -w json printed no JSON ({e}):\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().expect("exit code"), json)
+}
+
+/// Writes 64 KiB values until etcd refuses with "space exceeded" (a NOSPACE alarm is raised); panics if the
+/// quota never fills within 200 writes.
+pub async fn fill_to_nospace(client: &mut Client) {
+    let value = vec![b'x'; 64 * 1024];
+    for i in 0..200 {
+        if let Err(e) = client.put(format!("fill-{i}"), value.clone(), None).await {
+            assert!(
+                e.to_string().contains("space exceeded"),
+                "unexpected error {e}"
+            );
+            return;
+        }
+    }
+    panic!("the quota never filled up");
+}
+
 /// Free loopback ports, all held until every one is chosen so none is handed out twice. They are picked below
 /// Linux's ephemeral range (32768–60999): a port found free and handed to etcd a moment later could meanwhile
 /// become the local port of any client's connection if it were inside that range.
