@@ -73,7 +73,7 @@ impl EventKind {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
-    #[serde(serialize_with = "crate::view::unix_seconds")]
+    #[serde(serialize_with = "crate::units::serialize_unix_seconds")]
     pub time: SystemTime,
     pub kind: EventKind,
     pub message: String,

@@ -10,9 +10,14 @@ pub mod events;
 pub mod export;
 pub mod histogram;
 pub mod id;
+pub mod maintenance;
+mod names;
 pub mod probe;
 pub mod secret;
+pub mod settings;
+pub mod state;
 #[cfg(test)]
 mod testing;
+pub mod units;
 pub mod view;
 pub mod vitals;

@@ -2,6 +2,21 @@
 //! secret cannot reach a log line, an error message or an API response by accident.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// A secret file that cannot be used; the message names the file, never the content.
+#[derive(Debug, Error)]
+pub enum SecretError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is empty", .path.display())]
+    Empty { path: PathBuf },
+}
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -17,12 +32,16 @@ impl Secret {
     }
 
     /// Reads a secret from a file, trimming the trailing newline editors and `echo` add.
-    pub fn from_file(path: &std::path::Path) -> Result<Secret, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    pub fn from_file(path: &Path) -> Result<Secret, SecretError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let value = text.trim_end_matches(['\n', '\r']).to_string();
         if value.is_empty() {
-            return Err(format!("{} is empty", path.display()));
+            return Err(SecretError::Empty {
+                path: path.to_path_buf(),
+            });
         }
         Ok(Secret(value))
     }

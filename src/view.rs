@@ -7,59 +7,15 @@ mod quorum;
 mod warnings;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::etcd::endpoint::Endpoint;
+pub use crate::etcd::error::{FailureKind, Outcome, ProbeError};
 use crate::id::Id;
+use crate::settings::Thresholds;
 use crate::vitals::Vitals;
-
-/// Why a call of a probe failed, as far as the verdict is concerned: a member that is down, a cluster that is
-/// choosing a leader and credentials that were refused are three different stories for an operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureKind {
-    /// Nothing answered: connection refused, reset or closed, name not resolved.
-    Unreachable,
-    /// No answer within the deadline.
-    Timeout,
-    /// The member answered, but the cluster has no leader to serve the request (an election, or no quorum).
-    NoLeader,
-    /// Credentials refused: password, user, token, client certificate or the server's certificate.
-    Auth,
-    /// Anything else the member said.
-    Other,
-}
-
-/// A failed call: what kind of failure, and a message fit for an operator.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{message}")]
-pub struct ProbeError {
-    pub kind: FailureKind,
-    pub message: String,
-}
-
-impl ProbeError {
-    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        ProbeError {
-            kind,
-            message: message.into(),
-        }
-    }
-
-    /// Whether trying again later may succeed without anyone changing anything (leader changed, timeout);
-    /// permission denied or a refused certificate will fail the same way until someone fixes them.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self.kind,
-            FailureKind::Unreachable | FailureKind::Timeout | FailureKind::NoLeader
-        )
-    }
-}
-
-/// The outcome of one call of a probe.
-pub type Outcome<T> = Result<T, ProbeError>;
 
 /// Maintenance.Status of one member, as the probe read it.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,33 +110,6 @@ pub struct ProbeMetrics {
     pub quota_backend_bytes: Option<u64>,
     pub peer_rtt: BTreeMap<Id, PeerRtt>,
     pub vitals: Vitals,
-}
-
-/// Where vital signs turn into warnings; each cluster may set its own.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Thresholds {
-    /// etcd's guidance: p99 WAL fsync under 10 ms.
-    pub wal_fsync_p99_seconds: f64,
-    /// etcd's guidance: p99 backend commit under 25 ms.
-    pub backend_commit_p99_seconds: f64,
-    /// Pending proposals at or above this, and more than at the previous poll, is a growing backlog.
-    pub proposals_pending: f64,
-    /// committed − applied at or above this is apply lag (etcd refuses requests beyond 5000).
-    pub apply_gap: f64,
-    /// Open file descriptors over this share of the limit.
-    pub open_fds_ratio: f64,
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
-        Thresholds {
-            wal_fsync_p99_seconds: 0.010,
-            backend_commit_p99_seconds: 0.025,
-            proposals_pending: 100.0,
-            apply_gap: 1000.0,
-            open_fds_ratio: 0.8,
-        }
-    }
 }
 
 /// Everything one probe of one endpoint found out; every call may have failed on its own.
@@ -436,7 +365,7 @@ pub struct Warning {
 pub struct ClusterView {
     /// The configured name of the cluster (`default` on the command line).
     pub cluster: String,
-    #[serde(serialize_with = "unix_seconds")]
+    #[serde(serialize_with = "crate::units::serialize_unix_seconds")]
     pub polled_at: SystemTime,
     /// The verdict: every endpoint healthy, a leader, quorum, and no alarm.
     pub healthy: bool,
@@ -452,14 +381,6 @@ pub struct ClusterView {
     /// True when no member answered AlarmList this poll (it needs a leader) and `alarms` is the last list read.
     pub alarms_stale: bool,
     pub warnings: Vec<Warning>,
-}
-
-/// Serialises a time as Unix seconds (a float), as every time in the JSON contract is.
-pub(crate) fn unix_seconds<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    s.serialize_f64(secs)
 }
 
 impl ClusterView {

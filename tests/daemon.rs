@@ -508,3 +508,70 @@ async fn sigterm_stops_within_a_second_and_readyz_waits_for_the_first_poll() {
     assert!(status.success(), "{status:?}");
     drop(hole);
 }
+
+#[tokio::test]
+async fn maintenance_readiness_follows_the_verdict_and_names_what_stops_it() {
+    let mut cluster = EtcdCluster::start(3).await;
+    let daemon = Daemon::start(&config_for(&[(
+        "prod",
+        &cluster,
+        "interval = \"1s\"\ncommand_timeout = \"2s\"",
+    )]));
+    daemon.wait_ready().await;
+    let leader = cluster.leader_index().await;
+    let ready = wait_for(
+        "the maintenance task's first judgement",
+        Duration::from_secs(10),
+        || async {
+            let (code, body) = daemon.get("/api/v1/clusters/prod/maintenance").await;
+            let v: Value = serde_json::from_str(&body).ok()?;
+            (code == 200 && v["maintenance"]["ready"] == true).then_some(v)
+        },
+    )
+    .await;
+    let order: Vec<&str> = ready["maintenance"]["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["member"].as_str().unwrap())
+        .collect();
+    assert_eq!(order.len(), 3, "{ready:#}");
+    assert_eq!(
+        order[2], cluster.members[leader].name,
+        "the leader goes last: {ready:#}"
+    );
+
+    let follower = (leader + 1) % 3;
+    cluster.kill(follower);
+    let refused = wait_for(
+        "maintenance refused once a member is down",
+        Duration::from_secs(10),
+        || async {
+            let v = daemon.json("/api/v1/clusters/prod/maintenance").await;
+            (v["maintenance"]["ready"] == false).then_some(v)
+        },
+    )
+    .await;
+    let refusals = refused["maintenance"]["refusals"].as_array().unwrap();
+    let kinds: Vec<&str> = refusals
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"quorum") && kinds.contains(&"member_unhealthy"),
+        "{refused:#}"
+    );
+    let down = refusals
+        .iter()
+        .find(|r| r["kind"] == "member_unhealthy")
+        .unwrap();
+    assert!(
+        down["message"]
+            .as_str()
+            .unwrap()
+            .contains(&cluster.members[follower].name),
+        "{down:#}"
+    );
+    let (code, body) = daemon.get("/api/v1/clusters/nope/maintenance").await;
+    assert_eq!(code, 404, "{body}");
+}

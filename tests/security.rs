@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use etcd_sentinel::etcd::connect::Connector;
 use etcd_sentinel::etcd::endpoint::Endpoint;
-use etcd_sentinel::probe::poller::{ClusterPoller, Target};
+use etcd_sentinel::probe::poller::ClusterPoller;
+use etcd_sentinel::settings::Target;
 use serde_json::Value;
 use support::{EtcdCluster, free_ports, sentinel, wait_for};
 

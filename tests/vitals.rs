@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use etcd_sentinel::etcd::connect::{ConnectSettings, Connector};
 use etcd_sentinel::etcd::endpoint::Endpoint;
-use etcd_sentinel::probe::endpoint::MetricsSource;
-use etcd_sentinel::probe::poller::{ClusterPoller, Target};
+use etcd_sentinel::probe::poller::ClusterPoller;
+use etcd_sentinel::settings::{MetricsSource, Target};
 use etcd_sentinel::view::{ClusterView, EndpointState, WarningKind};
 use support::{EtcdCluster, wait_for};
 

@@ -5,8 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use etcd_sentinel::daemon;
-use etcd_sentinel::probe::poller::Discovery;
+use etcd_sentinel::config;
 
 use super::CliError;
 
@@ -17,13 +16,10 @@ pub struct CheckConfigArgs {
 }
 
 pub fn run(args: CheckConfigArgs) -> Result<ExitCode, CliError> {
-    let config = daemon::load_config(&args.file).map_err(CliError::Usage)?;
+    let config = config::load(&args.file).map_err(|e| CliError::Usage(e.to_string()))?;
     println!("{}: ok, listen {}", args.file.display(), config.listen);
     for c in &config.clusters {
-        let discovery = match c.discovery {
-            Discovery::Static => "static",
-            Discovery::Members => "members",
-        };
+        let discovery = c.discovery.as_str();
         let endpoints: Vec<String> = c.endpoints.iter().map(|e| e.url()).collect();
         println!(
             "  cluster {}: {} (discovery {discovery}), every {}, dial timeout {}, command timeout {}",

@@ -14,9 +14,8 @@ use clap::{Args, ValueEnum};
 use etcd_sentinel::etcd::connect::ConnectSettings;
 use etcd_sentinel::etcd::endpoint::Endpoint;
 use etcd_sentinel::etcd::tls::TlsSettings;
-use etcd_sentinel::probe::endpoint::MetricsSource;
-use etcd_sentinel::probe::poller::{Discovery, Target};
 use etcd_sentinel::secret::{Credentials, Secret};
+use etcd_sentinel::settings::{self, Discovery, MetricsSource, Target};
 
 /// Exit codes: 0 fine, 1 the cluster or the operation is not fine, 2 bad usage or configuration.
 pub const EXIT_UNHEALTHY: u8 = 1;
@@ -231,7 +230,7 @@ impl ConnectionArgs {
         };
         if let Some(template) = &self.metrics_url {
             // The same validation as the file's `metrics_urls`.
-            etcd_sentinel::config::check_metrics_url(template, true)
+            settings::check_metrics_url(template, true)
                 .map_err(|e| CliError::Usage(format!("--metrics-url: {e}")))?;
             target.metrics = MetricsSource::Template(template.clone());
         }

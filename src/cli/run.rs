@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use etcd_sentinel::config::{self, ClusterConfig, Config, DEFAULT_INTERVAL, DEFAULT_LISTEN};
+use etcd_sentinel::config::{self, ClusterConfig, Config, DEFAULT_INTERVAL};
 use etcd_sentinel::daemon::{self, ConfigSource, DaemonError, ServerOptions};
 use etcd_sentinel::export::tls_listener;
 use etcd_sentinel::secret::Secret;
@@ -74,9 +74,7 @@ fn from_flags(args: &RunArgs) -> Result<Config, CliError> {
         return Err(CliError::Usage("--interval: must be at least 100ms".into()));
     }
     Ok(Config {
-        listen: DEFAULT_LISTEN
-            .parse()
-            .map_err(|_| CliError::Usage("bad default listen address".into()))?,
+        listen: config::default_listen(),
         clusters: vec![ClusterConfig {
             name: target.name,
             endpoints: target.endpoints,
@@ -102,7 +100,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
                     "use either --config or --endpoints/--interval, not both".into(),
                 ));
             }
-            let config = daemon::load_config(path).map_err(CliError::Usage)?;
+            let config = config::load(path).map_err(|e| CliError::Usage(e.to_string()))?;
             (config, ConfigSource::File(path.clone()))
         }
         None => (from_flags(&args)?, ConfigSource::Flags),

@@ -1,8 +1,11 @@
-//! `etcd-sentinel run`: wires pollers, the HTTP server and signals. SIGHUP reloads the configuration file (a bad
-//! file keeps the running configuration); SIGTERM and SIGINT stop everything within a second.
+//! `etcd-sentinel run`: wires each cluster's tasks (poller, maintenance), the HTTP server and signals. SIGHUP
+//! reloads the configuration file (a bad file keeps the running configuration); SIGTERM and SIGINT stop
+//! everything: at once when nothing is in flight, after the step in flight (bounded by `tasks::STOP_GRACE`)
+//! when maintenance is running.
 
+pub mod maintenance_task;
 pub mod poll_task;
-pub mod state;
+pub mod tasks;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,14 +17,16 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, ClusterConfig, Config};
 use crate::etcd::connect::{ConnectError, Connector};
 use crate::export::metrics::{Metrics, MetricsError};
 use crate::export::{http, tls_listener};
+use crate::maintenance::GateOptions;
 use crate::secret::Secret;
-use state::{ClusterEntry, History, Shared};
+use crate::state::{ClusterEntry, History, Shared};
+use tasks::{STOP_GRACE, TaskGroup};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -50,28 +55,16 @@ pub enum ConfigSource {
     Flags,
 }
 
-/// Reads and validates a configuration file; the error names the file, line and field.
-pub fn load_config(path: &std::path::Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut config =
-        config::parse(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
-    config::resolve_secrets(&mut config).map_err(|e| format!("{}: {e}", path.display()))?;
-    // TLS files are read now, so that a missing or malformed certificate is a configuration error.
-    for c in &config.clusters {
-        Connector::new(c.connect.clone())
-            .map_err(|e| format!("{}: cluster {}: {e}", path.display(), c.name))?;
-    }
-    Ok(config)
-}
-
 struct RunningCluster {
     config: ClusterConfig,
-    task: JoinHandle<()>,
+    tasks: TaskGroup,
 }
 
 struct Daemon {
     shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    /// Cancelled at shutdown; every cluster's tasks hang off it.
+    shutdown: CancellationToken,
     running: BTreeMap<String, RunningCluster>,
     /// The address the configuration asked for at start (a --listen override is not a change).
     configured_listen: SocketAddr,
@@ -96,18 +89,32 @@ impl Daemon {
             .unwrap_or_else(|p| p.into_inner())
             .last_view();
         let (publish, view) = watch::channel(last);
+        let (judge, maintenance) = watch::channel(None);
         self.shared.insert(ClusterEntry {
             config: config.clone(),
-            view,
+            view: view.clone(),
             history: history.clone(),
+            maintenance,
         });
-        let task = tokio::spawn(poll_task::run(
-            config.clone(),
-            Arc::new(connector),
-            publish,
-            history,
-            self.shared.clone(),
-        ));
+        let mut tasks = TaskGroup::child_of(&self.shutdown);
+        let (poll_config, metrics) = (config.clone(), self.metrics.clone());
+        tasks.spawn("poll", move |cancel| {
+            poll_task::run(
+                poll_config,
+                Arc::new(connector),
+                publish,
+                history,
+                metrics,
+                cancel,
+            )
+        });
+        let (name, gate) = (
+            config.name.clone(),
+            GateOptions::for_interval(config.interval),
+        );
+        tasks.spawn("maintenance", move |cancel| {
+            maintenance_task::run(name, gate, view, judge, cancel)
+        });
         tracing::info!(
             cluster = config.name,
             endpoints = config.endpoints.len(),
@@ -115,27 +122,27 @@ impl Daemon {
             "watching cluster"
         );
         self.running
-            .insert(config.name.clone(), RunningCluster { config, task });
+            .insert(config.name.clone(), RunningCluster { config, tasks });
         Ok(())
     }
 
-    fn stop_cluster(&mut self, name: &str) -> Option<History> {
+    /// Stops a cluster's tasks at their safe points and hands back its history.
+    async fn stop_cluster(&mut self, name: &str) -> Option<History> {
         let running = self.running.remove(name)?;
-        // A poller only reads and publishes; it holds no lock across an await, so stopping it anywhere is safe.
-        running.task.abort();
+        report_unfinished(name, running.tasks.stop(STOP_GRACE).await);
         self.shared.remove(name).map(|entry| entry.history)
     }
 
     /// Applies a new configuration: unchanged clusters keep polling undisturbed, changed ones restart (keeping
     /// their event log), removed ones stop and their series disappear.
-    fn apply(&mut self, new: Config) -> Result<(), DaemonError> {
+    async fn apply(&mut self, new: Config) -> Result<(), DaemonError> {
         let wanted: BTreeMap<&str, &ClusterConfig> =
             new.clusters.iter().map(|c| (c.name.as_str(), c)).collect();
         let current: Vec<String> = self.running.keys().cloned().collect();
         for name in current {
             if !wanted.contains_key(name.as_str()) {
-                self.stop_cluster(&name);
-                self.shared.metrics.forget_cluster(&name);
+                self.stop_cluster(&name).await;
+                self.metrics.forget_cluster(&name);
                 tracing::info!(
                     cluster = name,
                     "stopped watching cluster (removed from the configuration)"
@@ -148,7 +155,7 @@ impl Daemon {
                 // Changed: restart its poller, keeping its history and its counters (a reload is not a restart
                 // of the cluster; series of endpoints no longer probed go at the next poll).
                 Some(_) => {
-                    let history = self.stop_cluster(&config.name);
+                    let history = self.stop_cluster(&config.name).await;
                     self.start_cluster(config.clone(), history)?;
                 }
                 None => self.start_cluster(config.clone(), None)?,
@@ -165,15 +172,15 @@ impl Daemon {
     }
 
     /// Re-reads the configuration file (SIGHUP, or POST /api/v1/reload) and says what happened.
-    fn reload(&mut self, source: &ConfigSource) -> Result<String, String> {
+    async fn reload(&mut self, source: &ConfigSource) -> Result<String, String> {
         let ConfigSource::File(path) = source else {
             let message =
                 "reload ignored: the configuration came from flags, not from a file".to_string();
             tracing::warn!("{message}");
             return Err(message);
         };
-        match load_config(path) {
-            Ok(config) => match self.apply(config) {
+        match config::load(path) {
+            Ok(config) => match self.apply(config).await {
                 Ok(()) => {
                     tracing::info!(file = %path.display(), "configuration reloaded");
                     Ok(format!("{} reloaded", path.display()))
@@ -192,10 +199,26 @@ impl Daemon {
         }
     }
 
-    fn stop_all(&mut self) {
-        for (_, r) in std::mem::take(&mut self.running) {
-            r.task.abort();
+    /// Stops every cluster's tasks at their safe points, all at once, within one grace period.
+    async fn stop_all(&mut self) {
+        self.shutdown.cancel();
+        let stopping = std::mem::take(&mut self.running)
+            .into_iter()
+            .map(|(name, r)| async move { (name, r.tasks.stop(STOP_GRACE).await) });
+        for (name, unfinished) in futures_util::future::join_all(stopping).await {
+            report_unfinished(&name, unfinished);
         }
+    }
+}
+
+fn report_unfinished(cluster: &str, unfinished: Vec<&'static str>) {
+    if !unfinished.is_empty() {
+        tracing::warn!(
+            cluster,
+            tasks = unfinished.join(","),
+            grace = %humantime::format_duration(STOP_GRACE),
+            "stopped waiting for a step in flight; it finishes on its own if the process lives long enough"
+        );
     }
 }
 
@@ -241,19 +264,23 @@ pub async fn run(
     let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
 
-    let shared = Arc::new(Shared::new(Metrics::new()?));
+    let shared = Arc::new(Shared::new());
+    let metrics = Arc::new(Metrics::new()?);
     let mut daemon = Daemon {
         shared: shared.clone(),
+        metrics: metrics.clone(),
+        shutdown: CancellationToken::new(),
         running: BTreeMap::new(),
         configured_listen: config.listen,
     };
-    daemon.apply(config)?;
+    daemon.apply(config).await?;
 
     let (stop_server, server_stopped) = watch::channel(false);
     let (reload_tx, mut reload_rx) = mpsc::channel::<http::ReloadRequest>(4);
     let guarded = server.token.is_some();
     let app = http::router(http::ApiState {
         shared,
+        metrics,
         token: server.token,
         reload: reload_tx,
     });
@@ -280,9 +307,9 @@ pub async fn run(
     let outcome = loop {
         tokio::select! {
             // The outcome is logged by reload itself.
-            _ = hangup.recv() => { let _ = daemon.reload(&source); }
+            _ = hangup.recv() => { let _ = daemon.reload(&source).await; }
             Some(answer) = reload_rx.recv() => {
-                let _ = answer.send(daemon.reload(&source));
+                let _ = answer.send(daemon.reload(&source).await);
             }
             _ = terminate.recv() => break Ok(()),
             _ = interrupt.recv() => break Ok(()),
@@ -296,7 +323,7 @@ pub async fn run(
         }
     };
     tracing::info!("stopping");
-    daemon.stop_all();
+    daemon.stop_all().await;
     let _ = stop_server.send(true);
     // Open keep-alive connections must not hold the process: give them a moment, then go.
     if tokio::time::timeout(Duration::from_millis(500), &mut server)

@@ -1,19 +1,22 @@
 //! The polling loop of one cluster: poll every `interval`, never two polls at once, publish the view, record
-//! events and metrics. One task per cluster, so a slow or dead cluster never delays another.
+//! events and metrics. One task per cluster, so a slow or dead cluster never delays another. A poll only reads,
+//! so the task stops wherever it is when cancelled.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ClusterConfig;
 use crate::etcd::connect::Connector;
 use crate::events::Event;
+use crate::export::metrics::Metrics;
 use crate::probe::poller::{ClusterPoller, Progress};
 use crate::view::ClusterView;
 
-use super::state::{History, Shared};
+use crate::state::History;
 
 fn log_event(cluster: &str, e: &Event) {
     let member = e.member_id.map(|m| m.to_string()).unwrap_or_default();
@@ -46,7 +49,7 @@ fn record(
     view: ClusterView,
     history: &History,
     publish: &watch::Sender<Option<Arc<ClusterView>>>,
-    shared: &Shared,
+    metrics: &Metrics,
 ) {
     let view = Arc::new(view);
     // A poisoned lock means a poller panicked mid-update; the tracker and the log are still consistent.
@@ -58,7 +61,7 @@ fn record(
     for e in &observation.events {
         log_event(cluster, e);
     }
-    shared.metrics.observe_leadership(
+    metrics.observe_leadership(
         cluster,
         observation.leader_changed,
         observation.leaderless_seconds,
@@ -76,7 +79,8 @@ pub async fn run(
     connector: Arc<Connector>,
     publish: watch::Sender<Option<Arc<ClusterView>>>,
     history: History,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
 ) {
     let mut poller = ClusterPoller::new(config.target(), connector);
     // Restarted by a reload: carry on from the last view (membership, alarms), not from nothing.
@@ -93,24 +97,31 @@ pub async fn run(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let cluster = config.name.as_str();
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
         let started = Instant::now();
         // While the poll runs, each finished endpoint (and each member overdue) is published at once: a dead
         // member is shown as soon as its own probe fails, not when the slowest probe of the poll ends.
-        let mut interim = |view: ClusterView| record(cluster, view, &history, &publish, &shared);
+        let mut interim = |view: ClusterView| record(cluster, view, &history, &publish, &metrics);
         let mut progress = Progress {
             unresponsive_after: config.unresponsive_after,
             publish: &mut interim,
         };
-        let view = poller.poll_with(Some(&mut progress)).await;
+        let view = tokio::select! {
+            // Mid-poll is a safe point: nothing was written, the next poller starts afresh.
+            () = cancel.cancelled() => return,
+            view = poller.poll_with(Some(&mut progress)) => view,
+        };
         let took = started.elapsed();
-        shared.metrics.observe_poll(&view, took);
+        metrics.observe_poll(&view, took);
         tracing::debug!(
             cluster,
             ms = took.as_secs_f64() * 1e3,
             healthy = view.healthy,
             "poll"
         );
-        record(cluster, view, &history, &publish, &shared);
+        record(cluster, view, &history, &publish, &metrics);
     }
 }

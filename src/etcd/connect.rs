@@ -5,7 +5,6 @@
 //! Every failure comes back as a message that names the cause; nothing here waits longer than the dial or
 //! command timeout.
 
-use std::error::Error as StdError;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::endpoint::{Endpoint, Scheme};
+use super::error::{self, FailureKind, ProbeError, describe, describe_etcd_error};
 use super::tls::{self, TlsConfigs, TlsError, TlsSettings};
 use crate::secret::Credentials;
 
@@ -72,48 +72,32 @@ pub enum ConnectError {
     HttpClient(String),
 }
 
-/// Renders an error with its chain of causes, without the repetitions tonic and hyper like to add, and with a
-/// hint for TLS failures.
-pub fn describe(err: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(e) = current {
-        let text = e.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
+impl ConnectError {
+    /// What kind of failure this is, for the verdict and for deciding whether to try again.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            // Authenticate itself needs a leader: during an election it fails with "leader changed", which is no
+            // verdict on the password.
+            ConnectError::Auth { cause, .. } => match error::classify(None, cause) {
+                FailureKind::Other => FailureKind::Auth,
+                kind => kind,
+            },
+            ConnectError::Tls(_) => FailureKind::Auth,
+            ConnectError::DialTimeout(_) => FailureKind::Timeout,
+            ConnectError::PlaintextRefused | ConnectError::HttpClient(_) => FailureKind::Other,
+            ConnectError::Connect(message) if error::is_tls_refusal(message) => FailureKind::Auth,
+            ConnectError::Connect(_) => FailureKind::Unreachable,
         }
-        current = e.source();
     }
-    let message = parts.join(": ");
-    match tls::explain(&message) {
-        Some(hint) => format!("{message} ({hint})"),
-        None => message,
-    }
-}
 
-/// A short, operator-facing message for an etcd-client error: the gRPC message when there is one.
-pub fn describe_etcd_error(err: &etcd_client::Error) -> String {
-    match err {
-        etcd_client::Error::GRpcStatus(status) => {
-            let message = if status.message().is_empty() {
-                format!("{:?}", status.code())
-            } else {
-                status.message().to_string()
-            };
-            // A transport failure on an established channel ("tcp connect error") keeps its cause in the source.
-            match status.source() {
-                Some(cause) => {
-                    let cause = describe(cause);
-                    if cause.contains(&message) {
-                        cause
-                    } else {
-                        format!("{message}: {cause}")
-                    }
-                }
-                None => message,
-            }
-        }
-        other => describe(other),
+    /// Whether connecting again later may work without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        self.kind().is_transient()
+    }
+
+    /// The failure as a probe or a maintenance step reports it.
+    pub fn to_failure(&self) -> ProbeError {
+        ProbeError::new(self.kind(), self.to_string())
     }
 }
 

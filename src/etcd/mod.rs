@@ -2,5 +2,6 @@
 
 pub mod connect;
 pub mod endpoint;
+pub mod error;
 pub mod member_metrics;
 pub mod tls;

@@ -19,9 +19,11 @@ use tokio::sync::{mpsc, oneshot};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::daemon::state::Shared;
+use crate::export::metrics::Metrics;
 use crate::id::Id;
 use crate::secret::Secret;
+use crate::state::Shared;
+use crate::units::unix_seconds;
 use crate::view::ClusterView;
 
 /// An error as the API returns it: `{"error": "..."}` with its status code.
@@ -40,6 +42,7 @@ pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 /// way to ask the daemon to reload.
 pub struct ApiState {
     pub shared: Arc<Shared>,
+    pub metrics: Arc<Metrics>,
     /// Mutating endpoints are only ever served when a token is configured.
     pub token: Option<Secret>,
     pub reload: mpsc::Sender<ReloadRequest>,
@@ -63,6 +66,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/clusters", get(clusters))
         .route("/api/v1/clusters/{name}", get(cluster))
         .route("/api/v1/clusters/{name}/events", get(cluster_events))
+        .route(
+            "/api/v1/clusters/{name}/maintenance",
+            get(cluster_maintenance),
+        )
         .merge(mutating)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such resource".into()) })
         .method_not_allowed_fallback(|| async {
@@ -142,7 +149,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         .into_iter()
         .filter_map(|(_, v)| v)
         .collect();
-    match shared.metrics.render(views.iter().map(|v| v.as_ref())) {
+    match state.metrics.render(views.iter().map(|v| v.as_ref())) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -206,11 +213,7 @@ fn summary(name: String, view: Option<&ClusterView>) -> ClusterSummary {
         healthy_voting_members: view.map(|v| v.quorum.healthy_voting_members),
         failure_tolerance: view.and_then(|v| v.quorum.failure_tolerance),
         warnings: view.map(|v| v.warnings.len()),
-        polled_at: view.map(|v| {
-            v.polled_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64())
-        }),
+        polled_at: view.map(|v| unix_seconds(v.polled_at)),
     }
 }
 
@@ -228,6 +231,13 @@ fn unknown(name: &str) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, format!("no cluster named {name:?}"))
 }
 
+fn not_polled(name: &str) -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("cluster {name:?} has not completed its first poll yet"),
+    )
+}
+
 async fn cluster(
     State(state): State<Arc<ApiState>>,
     Path(name): Path<String>,
@@ -236,13 +246,21 @@ async fn cluster(
         .shared
         .with_cluster(&name, |c| c.latest())
         .ok_or_else(|| unknown(&name))?
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cluster {name:?} has not completed its first poll yet"),
-            )
-        })?;
+        .ok_or_else(|| not_polled(&name))?;
     Ok(axum::Json(view.as_ref()).into_response())
+}
+
+/// Whether the cluster may be touched now (the maintenance gate on the latest view), and in which order.
+async fn cluster_maintenance(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let readiness = state
+        .shared
+        .with_cluster(&name, |c| c.readiness())
+        .ok_or_else(|| unknown(&name))?
+        .ok_or_else(|| not_polled(&name))?;
+    Ok(axum::Json(json!({ "cluster": name, "maintenance": readiness.as_ref() })).into_response())
 }
 
 async fn cluster_events(

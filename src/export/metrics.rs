@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use prometheus::{
     CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary};
 
+use crate::units::unix_seconds;
 use crate::view::{ClusterView, EndpointHealth, EndpointState, QuorumState, WarningKind};
 use crate::vitals::Vitals;
 
@@ -429,11 +430,9 @@ fn state_families<'a>(
                 .with_label_values(&[cluster, kind.as_str()])
                 .set(n as i64);
         }
-        let at = view
-            .polled_at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        last_poll.with_label_values(&[cluster]).set(at);
+        last_poll
+            .with_label_values(&[cluster])
+            .set(unix_seconds(view.polled_at));
     }
     let mut families = s.registry.gather();
     families.extend(summary_family(
@@ -642,6 +641,7 @@ mod tests {
     use super::*;
     use crate::testing::*;
     use crate::view::{self, PeerRtt};
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn a_view_renders_to_the_documented_families() {

@@ -2,37 +2,11 @@
 
 use comfy_table::{Cell, Color, ContentArrangement, Table};
 
+use crate::units::{human_bytes, human_seconds};
 use crate::view::{ClusterView, EndpointHealth, EndpointState};
 
 /// No borders, one line under the header: compact, and still easy to read in a terminal or a log.
 const HEADER_LINE_ONLY: &str = "     ══            ";
-
-/// Bytes for people: 1.5 GiB, 20 MiB, 512 B.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-/// Seconds for people, at the precision that matters for etcd latencies.
-pub fn human_seconds(secs: f64) -> String {
-    if secs < 0.001 {
-        format!("{:.0}µs", secs * 1e6)
-    } else if secs < 1.0 {
-        format!("{:.1}ms", secs * 1e3)
-    } else {
-        format!("{secs:.2}s")
-    }
-}
 
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
@@ -198,18 +172,4 @@ pub fn table(view: &ClusterView, color: bool) -> String {
 pub fn json(view: &ClusterView) -> String {
     // Serialising plain data with string keys cannot fail.
     serde_json::to_string_pretty(view).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn humane_units() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(20 * 1024 * 1024 + 512 * 1024), "20.5 MiB");
-        assert_eq!(human_seconds(0.000_250), "250µs");
-        assert_eq!(human_seconds(0.0125), "12.5ms");
-        assert_eq!(human_seconds(2.5), "2.50s");
-    }
 }

@@ -12,10 +12,11 @@ use tokio::sync::watch;
 
 use crate::etcd::connect::{ConnectError, Connector};
 use crate::etcd::endpoint::Endpoint;
+use crate::etcd::error as failure;
 use crate::etcd::member_metrics::{self, MemberMetrics};
 use crate::histogram::Histogram;
 use crate::id::Id;
-use crate::probe::failure;
+use crate::settings::MetricsSource;
 use crate::view::{
     Alarm, FailureKind, Member, Outcome, PeerRtt, ProbeError, ProbeMetrics, ProbeResult, StatusInfo,
 };
@@ -374,46 +375,6 @@ async fn grpc_calls(client: &Client, deadline: Deadline, progress: &ProbeProgres
     }
 }
 
-/// Where a member's /metrics are read.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub enum MetricsSource {
-    /// `<client URL>/metrics`, which every etcd member serves.
-    #[default]
-    ClientUrl,
-    /// A URL template with `{scheme}`, `{host}`, `{port}` (of the client endpoint) and `{name}` (the member's),
-    /// e.g. `http://{host}:2381/metrics` for kubeadm's `--listen-metrics-urls`.
-    Template(String),
-    /// A URL per member name; members not listed use their client URL.
-    PerMember(BTreeMap<String, String>),
-}
-
-impl MetricsSource {
-    /// Whether the URL depends on the member's name, which is only known once gRPC answered.
-    fn needs_member_name(&self) -> bool {
-        match self {
-            MetricsSource::ClientUrl => false,
-            MetricsSource::Template(t) => t.contains("{name}"),
-            MetricsSource::PerMember(_) => true,
-        }
-    }
-
-    pub fn url_for(&self, endpoint: &Endpoint, member_name: Option<&str>) -> String {
-        let default = format!("{}/metrics", endpoint.url());
-        match self {
-            MetricsSource::ClientUrl => default,
-            MetricsSource::Template(t) => t
-                .replace("{scheme}", endpoint.scheme().as_str())
-                .replace("{host}", endpoint.host())
-                .replace("{port}", &endpoint.port().to_string())
-                .replace("{name}", member_name.unwrap_or("")),
-            MetricsSource::PerMember(map) => member_name
-                .and_then(|n| map.get(n))
-                .cloned()
-                .unwrap_or(default),
-        }
-    }
-}
-
 /// What a poll asks of a probe beyond the health calls.
 #[derive(Debug, Clone, Default)]
 pub struct ProbeOptions {
@@ -466,7 +427,7 @@ async fn connect(
     match connector.connect(endpoint).await {
         Ok(client) => Ok((client, Credentials::Accepted)),
         Err(e @ ConnectError::Auth { .. }) => {
-            let failure = failure::from_connect(&e);
+            let failure = e.to_failure();
             let standing = match failure.kind {
                 FailureKind::Auth => Credentials::Refused(failure.clone()),
                 FailureKind::NoLeader => Credentials::Untried,
@@ -477,7 +438,7 @@ async fn connect(
                 Err(_) => Err(failure),
             }
         }
-        Err(e) => Err(failure::from_connect(&e)),
+        Err(e) => Err(e.to_failure()),
     }
 }
 
@@ -820,36 +781,6 @@ mod tests {
         m.peer_rtt
             .insert(Id(peer), Histogram::new(buckets.to_vec()));
         m
-    }
-
-    #[test]
-    fn metrics_urls_from_templates_and_maps() {
-        let ep = Endpoint::parse("https://10.0.0.1:2379").unwrap();
-        assert_eq!(
-            MetricsSource::ClientUrl.url_for(&ep, None),
-            "https://10.0.0.1:2379/metrics"
-        );
-        let t = MetricsSource::Template(
-            "http://{host}:2381/metrics?m={name}&p={port}&s={scheme}".into(),
-        );
-        assert!(t.needs_member_name());
-        assert_eq!(
-            t.url_for(&ep, Some("cp-1")),
-            "http://10.0.0.1:2381/metrics?m=cp-1&p=2379&s=https"
-        );
-        let v6 = Endpoint::parse("[::1]:2379").unwrap();
-        let kubeadm = MetricsSource::Template("http://{host}:2381/metrics".into());
-        assert!(!kubeadm.needs_member_name());
-        assert_eq!(kubeadm.url_for(&v6, None), "http://[::1]:2381/metrics");
-        let map = MetricsSource::PerMember(
-            [("cp-1".to_string(), "http://x:1/metrics".to_string())].into(),
-        );
-        assert_eq!(map.url_for(&ep, Some("cp-1")), "http://x:1/metrics");
-        assert_eq!(
-            map.url_for(&ep, Some("cp-2")),
-            "https://10.0.0.1:2379/metrics",
-            "unlisted: client URL"
-        );
     }
 
     #[test]

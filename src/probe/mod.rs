@@ -1,5 +1,4 @@
 //! Probing: one endpoint (`endpoint`), one cluster (`poller`).
 
 pub mod endpoint;
-pub mod failure;
 pub mod poller;

@@ -11,46 +11,12 @@ use futures_util::stream::FuturesUnordered;
 use crate::etcd::connect::Connector;
 use crate::etcd::endpoint::Endpoint;
 use crate::id::Id;
-use crate::probe::endpoint::{EndpointMemory, MetricsSource, ProbeOptions, ProbeProgress, probe};
+use crate::probe::endpoint::{EndpointMemory, ProbeOptions, ProbeProgress, probe};
+use crate::settings::{Discovery, Target};
 use crate::view::{
     self, Alarm, BuildContext, ClusterView, EndpointHealth, FailureKind, Member, ProbeError,
-    ProbeResult, Thresholds,
+    ProbeResult,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Discovery {
-    /// Probe the configured endpoints, exactly.
-    #[default]
-    Static,
-    /// Use the configured endpoints to find the members, then probe every member's client URLs
-    /// (as `etcdctl --cluster` does).
-    Members,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Target {
-    pub name: String,
-    pub endpoints: Vec<Endpoint>,
-    pub discovery: Discovery,
-    pub metrics: MetricsSource,
-    /// Read members' /metrics (quota, peer round trips, vitals) at most this often; every poll when `None`.
-    pub vitals_interval: Option<Duration>,
-    pub thresholds: Thresholds,
-}
-
-impl Target {
-    /// A target with the defaults: static discovery, metrics on the client URL at every poll.
-    pub fn new(name: &str, endpoints: Vec<Endpoint>) -> Self {
-        Target {
-            name: name.to_string(),
-            endpoints,
-            discovery: Discovery::Static,
-            metrics: MetricsSource::ClientUrl,
-            vitals_interval: None,
-            thresholds: Thresholds::default(),
-        }
-    }
-}
 
 pub struct ClusterPoller {
     target: Target,

@@ -1,5 +1,6 @@
 use super::*;
 use crate::testing::*;
+use std::time::UNIX_EPOCH;
 
 fn kinds(view: &ClusterView) -> Vec<WarningKind> {
     view.warnings.iter().map(|w| w.kind).collect()

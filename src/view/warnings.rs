@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use super::{
     ClusterView, EndpointHealth, QuorumState, Thresholds, Warning, WarningKind, same_endpoint,
 };
-use crate::export::render::human_seconds;
 use crate::id::Id;
+use crate::units::human_seconds;
 
 fn cluster_wide(kind: WarningKind, message: String) -> Warning {
     Warning {

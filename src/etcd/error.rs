@@ -1,8 +1,111 @@
-//! What kind of failure an error from etcd or from connecting is: the member is gone, the cluster is choosing a
-//! leader, or our credentials were refused. The rules are pure and tested on the messages etcd really sends.
+//! Failures of calls to etcd, typed: what kind of failure (the member is gone, the cluster is choosing a leader,
+//! our credentials were refused), whether trying again may help, and a message fit for an operator. The rules are
+//! pure and tested on the messages etcd really sends; probes and maintenance both read them.
 
-use crate::etcd::connect::{ConnectError, describe_etcd_error};
-use crate::view::{FailureKind, ProbeError};
+use std::error::Error as StdError;
+
+use serde::Serialize;
+
+use super::tls;
+
+/// Why a call of a probe failed, as far as the verdict is concerned: a member that is down, a cluster that is
+/// choosing a leader and credentials that were refused are three different stories for an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Nothing answered: connection refused, reset or closed, name not resolved.
+    Unreachable,
+    /// No answer within the deadline.
+    Timeout,
+    /// The member answered, but the cluster has no leader to serve the request (an election, or no quorum).
+    NoLeader,
+    /// Credentials refused: password, user, token, client certificate or the server's certificate.
+    Auth,
+    /// Anything else the member said.
+    Other,
+}
+
+impl FailureKind {
+    /// Whether trying again later may succeed without anyone changing anything: the member may come back, the
+    /// election end, the network heal. Refused credentials and anything else etcd said fail the same way again.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Unreachable | FailureKind::Timeout | FailureKind::NoLeader
+        )
+    }
+}
+
+/// A failed call: what kind of failure, and a message fit for an operator.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ProbeError {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl ProbeError {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        ProbeError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Whether trying again later may succeed without anyone changing anything (leader changed, timeout);
+    /// permission denied or a refused certificate will fail the same way until someone fixes them.
+    pub fn is_transient(&self) -> bool {
+        self.kind.is_transient()
+    }
+}
+
+/// The outcome of one call of a probe.
+pub type Outcome<T> = Result<T, ProbeError>;
+
+/// Renders an error with its chain of causes, without the repetitions tonic and hyper like to add, and with a
+/// hint for TLS failures.
+pub fn describe(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    let message = parts.join(": ");
+    match tls::explain(&message) {
+        Some(hint) => format!("{message} ({hint})"),
+        None => message,
+    }
+}
+
+/// A short, operator-facing message for an etcd-client error: the gRPC message when there is one.
+pub fn describe_etcd_error(err: &etcd_client::Error) -> String {
+    match err {
+        etcd_client::Error::GRpcStatus(status) => {
+            let message = if status.message().is_empty() {
+                format!("{:?}", status.code())
+            } else {
+                status.message().to_string()
+            };
+            // A transport failure on an established channel ("tcp connect error") keeps its cause in the source.
+            match status.source() {
+                Some(cause) => {
+                    let cause = describe(cause);
+                    if cause.contains(&message) {
+                        cause
+                    } else {
+                        format!("{message}: {cause}")
+                    }
+                }
+                None => message,
+            }
+        }
+        other => describe(other),
+    }
+}
 
 /// etcd's errors for a request that needs a leader while there is none (etcd's Go client retries these).
 const ELECTION: [&str; 5] = [
@@ -46,7 +149,7 @@ pub fn classify(code: Option<tonic::Code>, message: &str) -> FailureKind {
 }
 
 /// A certificate refused, ours or the server's. (A plain-text/TLS mix-up is a wrong URL, not credentials.)
-fn is_tls_refusal(message: &str) -> bool {
+pub(super) fn is_tls_refusal(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     [
         "certificate",
@@ -84,24 +187,6 @@ pub fn from_etcd(err: &etcd_client::Error) -> ProbeError {
         _ => None,
     };
     ProbeError::new(classify(code, &message), message)
-}
-
-/// A failure to connect as a probe failure.
-pub fn from_connect(err: &ConnectError) -> ProbeError {
-    let kind = match err {
-        // Authenticate itself needs a leader: during an election it fails with "leader changed", which is no
-        // verdict on the password.
-        ConnectError::Auth { cause, .. } => match classify(None, cause) {
-            FailureKind::Other => FailureKind::Auth,
-            kind => kind,
-        },
-        ConnectError::Tls(_) => FailureKind::Auth,
-        ConnectError::DialTimeout(_) => FailureKind::Timeout,
-        ConnectError::PlaintextRefused | ConnectError::HttpClient(_) => FailureKind::Other,
-        ConnectError::Connect(message) if is_tls_refusal(message) => FailureKind::Auth,
-        ConnectError::Connect(_) => FailureKind::Unreachable,
-    };
-    ProbeError::new(kind, err.to_string())
 }
 
 /// A message we made ourselves, classified by its text (a diagnosis replaced a vaguer error).

@@ -1,5 +1,6 @@
-//! What the daemon shares between its pollers and its HTTP server: per cluster, the latest view (a watch
-//! channel, so readers never wait for a poll) and the event log.
+//! What the daemon's tasks share with its HTTP server: per cluster, the latest view (a watch channel, so readers
+//! never wait for a poll), the event log, and what maintenance makes of the view. Written by the daemon's tasks,
+//! read by the exporters; it imports neither.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -8,10 +9,12 @@ use tokio::sync::watch;
 
 use crate::config::ClusterConfig;
 use crate::events::{Event, EventLog, Tracker};
-use crate::export::metrics::Metrics;
+use crate::maintenance::Readiness;
 use crate::view::ClusterView;
 
 pub type LatestView = watch::Receiver<Option<Arc<ClusterView>>>;
+/// What maintenance made of the latest view; `None` until the first view.
+pub type LatestReadiness = watch::Receiver<Option<Arc<Readiness>>>;
 
 /// What a cluster's poller leaves behind when it restarts (a reload that changed the cluster): the event log,
 /// and the tracker that knows the last view, so the first view after the restart is compared with it.
@@ -40,11 +43,16 @@ pub struct ClusterEntry {
     pub config: ClusterConfig,
     pub view: LatestView,
     pub history: History,
+    pub maintenance: LatestReadiness,
 }
 
 impl ClusterEntry {
     pub fn latest(&self) -> Option<Arc<ClusterView>> {
         self.view.borrow().clone()
+    }
+
+    pub fn readiness(&self) -> Option<Arc<Readiness>> {
+        self.maintenance.borrow().clone()
     }
 
     pub fn events(&self) -> Vec<Event> {
@@ -58,17 +66,14 @@ impl ClusterEntry {
 }
 
 /// The daemon's shared state. Lock order: only `clusters`, held briefly, never across an await.
+#[derive(Default)]
 pub struct Shared {
     clusters: RwLock<BTreeMap<String, ClusterEntry>>,
-    pub metrics: Metrics,
 }
 
 impl Shared {
-    pub fn new(metrics: Metrics) -> Self {
-        Shared {
-            clusters: RwLock::new(BTreeMap::new()),
-            metrics,
-        }
+    pub fn new() -> Self {
+        Shared::default()
     }
 
     pub fn insert(&self, entry: ClusterEntry) {

@@ -1,0 +1,291 @@
+//! One `[[cluster]]` table → a [`ClusterConfig`], one small function per group of keys.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{RawCluster, RawMetricsUrls, RawThresholds, RawTls, Source};
+use super::{
+    ClusterConfig, ConfigError, DEFAULT_INTERVAL, DEFAULT_UNRESPONSIVE_AFTER, MIN_INTERVAL,
+    MIN_UNRESPONSIVE_AFTER, valid_name,
+};
+use crate::etcd::connect::ConnectSettings;
+use crate::etcd::endpoint::Endpoint;
+use crate::etcd::tls::TlsSettings;
+use crate::settings::{Discovery, MetricsSource, Thresholds, check_metrics_url};
+
+/// Names a key of this cluster in messages: `cluster[2].tls.cacert`.
+pub(super) struct Keys {
+    index: usize,
+}
+
+impl Keys {
+    pub(super) fn new(index: usize) -> Self {
+        Keys { index }
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("cluster[{}].{name}", self.index)
+    }
+}
+
+pub(super) fn parse(
+    src: &Source,
+    keys: &Keys,
+    c: &RawCluster,
+) -> Result<ClusterConfig, ConfigError> {
+    let name = c.name.get_ref().trim().to_string();
+    if !valid_name(&name) {
+        return Err(src.invalid(
+            &c.name,
+            keys.key("name"),
+            format!("{name:?}: use 1 to 64 letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    let connect = connect_settings(src, keys, c)?;
+    Ok(ClusterConfig {
+        name,
+        // As etcdctl: with TLS settings, an endpoint written without a scheme is spoken to over TLS. The same rule
+        // as for `--endpoints`, from the same settings.
+        endpoints: endpoints(src, keys, &c.endpoints, &connect)?,
+        discovery: discovery(src, keys, c.discovery.as_ref())?,
+        interval: interval(src, keys, c.interval.as_ref())?,
+        metrics: metrics_urls(src, keys, c.metrics_urls.as_ref())?,
+        vitals_interval: c
+            .vitals_interval
+            .as_ref()
+            .map(|v| src.duration(v, keys.key("vitals_interval")))
+            .transpose()?,
+        unresponsive_after: unresponsive_after(
+            src,
+            keys,
+            c.unresponsive_after.as_ref(),
+            connect.command_timeout,
+        )?,
+        thresholds: match &c.thresholds {
+            None => Thresholds::default(),
+            Some(t) => thresholds(src, keys, t)?,
+        },
+        password_file: password_file(src, keys, c)?,
+        connect,
+    })
+}
+
+fn endpoints(
+    src: &Source,
+    keys: &Keys,
+    list: &Spanned<Vec<Spanned<String>>>,
+    connect: &ConnectSettings,
+) -> Result<Vec<Endpoint>, ConfigError> {
+    if list.get_ref().is_empty() {
+        return Err(src.invalid(
+            list,
+            keys.key("endpoints"),
+            "at least one endpoint is needed",
+        ));
+    }
+    let mut endpoints = Vec::new();
+    for (j, e) in list.get_ref().iter().enumerate() {
+        let ep = Endpoint::parse_with_default(e.get_ref(), connect.default_scheme())
+            .map_err(|err| src.invalid(e, keys.key(&format!("endpoints[{j}]")), err.to_string()))?;
+        if !endpoints.contains(&ep) {
+            endpoints.push(ep);
+        }
+    }
+    Ok(endpoints)
+}
+
+fn discovery(
+    src: &Source,
+    keys: &Keys,
+    raw: Option<&Spanned<String>>,
+) -> Result<Discovery, ConfigError> {
+    let Some(d) = raw else {
+        return Ok(Discovery::Static);
+    };
+    d.get_ref().trim().parse().map_err(|_| {
+        src.invalid(
+            d,
+            keys.key("discovery"),
+            format!("{:?}: expected \"static\" or \"members\"", d.get_ref()),
+        )
+    })
+}
+
+fn interval(
+    src: &Source,
+    keys: &Keys,
+    raw: Option<&Spanned<String>>,
+) -> Result<Duration, ConfigError> {
+    let Some(v) = raw else {
+        return Ok(DEFAULT_INTERVAL);
+    };
+    let interval = src.duration(v, keys.key("interval"))?;
+    if interval < MIN_INTERVAL {
+        return Err(src.invalid(v, keys.key("interval"), "must be at least 100ms"));
+    }
+    Ok(interval)
+}
+
+fn connect_settings(
+    src: &Source,
+    keys: &Keys,
+    c: &RawCluster,
+) -> Result<ConnectSettings, ConfigError> {
+    let defaults = ConnectSettings::default();
+    let timeout = |raw: &Option<Spanned<String>>, key: &str, default: Duration| match raw {
+        Some(v) => src.duration(v, keys.key(key)),
+        None => Ok(default),
+    };
+    Ok(ConnectSettings {
+        dial_timeout: timeout(&c.dial_timeout, "dial_timeout", defaults.dial_timeout)?,
+        command_timeout: timeout(
+            &c.command_timeout,
+            "command_timeout",
+            defaults.command_timeout,
+        )?,
+        tls: tls_settings(src, keys, c.tls.as_ref())?,
+        insecure_transport: c.insecure_transport.unwrap_or(defaults.insecure_transport),
+        // Filled in by `load`, which reads the password file.
+        credentials: None,
+    })
+}
+
+fn tls_settings(
+    src: &Source,
+    keys: &Keys,
+    raw: Option<&RawTls>,
+) -> Result<TlsSettings, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(TlsSettings::default());
+    };
+    let key = |name: &str| keys.key(&format!("tls.{name}"));
+    let path = |v: &Option<Spanned<String>>, name: &str| -> Result<Option<PathBuf>, ConfigError> {
+        match v {
+            Some(p) if p.get_ref().trim().is_empty() => {
+                Err(src.invalid(p, key(name), "empty path"))
+            }
+            Some(p) => Ok(Some(PathBuf::from(p.get_ref()))),
+            None => Ok(None),
+        }
+    };
+    let settings = TlsSettings {
+        cacert: path(&raw.cacert, "cacert")?,
+        cert: path(&raw.cert, "cert")?,
+        key: path(&raw.key, "key")?,
+        insecure_skip_verify: raw.insecure_skip_tls_verify,
+        server_name: raw.server_name.as_ref().map(|s| s.get_ref().clone()),
+    };
+    match (&raw.cert, &raw.key) {
+        (Some(c), None) => Err(src.invalid(c, key("key"), "a client certificate needs its key")),
+        (None, Some(k)) => Err(src.invalid(k, key("cert"), "a client key needs its certificate")),
+        _ => Ok(settings),
+    }
+}
+
+/// The etcd user and the file holding its password; passwords are never written in the configuration.
+fn password_file(
+    src: &Source,
+    keys: &Keys,
+    c: &RawCluster,
+) -> Result<Option<(String, PathBuf)>, ConfigError> {
+    match (&c.user, &c.password_file) {
+        (Some(u), _) if u.get_ref().is_empty() => {
+            Err(src.invalid(u, keys.key("user"), "empty user name"))
+        }
+        (Some(u), Some(p)) => Ok(Some((u.get_ref().clone(), PathBuf::from(p.get_ref())))),
+        (Some(u), None) => Err(src.invalid(
+            u,
+            keys.key("password_file"),
+            "a user needs a password_file (passwords are not written in the configuration)",
+        )),
+        (None, Some(p)) => Err(src.invalid(p, keys.key("user"), "password_file without a user")),
+        (None, None) => Ok(None),
+    }
+}
+
+fn metrics_urls(
+    src: &Source,
+    keys: &Keys,
+    raw: Option<&Spanned<RawMetricsUrls>>,
+) -> Result<MetricsSource, ConfigError> {
+    let Some(spanned) = raw else {
+        return Ok(MetricsSource::ClientUrl);
+    };
+    match spanned.get_ref() {
+        RawMetricsUrls::Template(t) => {
+            check_metrics_url(t, true)
+                .map_err(|m| src.invalid(spanned, keys.key("metrics_urls"), m))?;
+            Ok(MetricsSource::Template(t.clone()))
+        }
+        RawMetricsUrls::PerMember(map) => {
+            for (member, url) in map {
+                check_metrics_url(url, false).map_err(|m| {
+                    src.invalid(spanned, keys.key(&format!("metrics_urls.{member}")), m)
+                })?;
+            }
+            Ok(MetricsSource::PerMember(map.clone()))
+        }
+    }
+}
+
+fn unresponsive_after(
+    src: &Source,
+    keys: &Keys,
+    raw: Option<&Spanned<String>>,
+    command_timeout: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(v) = raw else {
+        return Ok(DEFAULT_UNRESPONSIVE_AFTER);
+    };
+    let key = keys.key("unresponsive_after");
+    let d = src.duration(v, key.clone())?;
+    if d >= command_timeout {
+        return Err(src.invalid(
+            v,
+            key,
+            format!(
+                "must be shorter than command_timeout ({}), or it never applies",
+                humantime::format_duration(command_timeout)
+            ),
+        ));
+    }
+    if d < MIN_UNRESPONSIVE_AFTER {
+        return Err(src.invalid(
+            v,
+            key,
+            "must be at least 500ms (Status is read every 200ms while calls wait)",
+        ));
+    }
+    Ok(d)
+}
+
+fn thresholds(src: &Source, keys: &Keys, raw: &RawThresholds) -> Result<Thresholds, ConfigError> {
+    let key = |name: &str| keys.key(&format!("thresholds.{name}"));
+    let mut t = Thresholds::default();
+    if let Some(v) = &raw.wal_fsync_p99 {
+        t.wal_fsync_p99_seconds = src.duration(v, key("wal_fsync_p99"))?.as_secs_f64();
+    }
+    if let Some(v) = &raw.backend_commit_p99 {
+        t.backend_commit_p99_seconds = src.duration(v, key("backend_commit_p99"))?.as_secs_f64();
+    }
+    if let Some(v) = &raw.proposals_pending {
+        t.proposals_pending = *v.get_ref() as f64;
+    }
+    if let Some(v) = &raw.apply_gap {
+        t.apply_gap = *v.get_ref() as f64;
+    }
+    if let Some(v) = &raw.open_fds_ratio {
+        let ratio = *v.get_ref();
+        if !(ratio > 0.0 && ratio <= 1.0) {
+            return Err(src.invalid(
+                v,
+                key("open_fds_ratio"),
+                format!("{ratio}: a share between 0 and 1"),
+            ));
+        }
+        t.open_fds_ratio = ratio;
+    }
+    Ok(t)
+}

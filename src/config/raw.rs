@@ -1,0 +1,115 @@
+//! The configuration file as written (serde), and where in the text each value stands, for the messages.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::ConfigError;
+
+// The file as written. Unknown keys are errors: a typo ("intervall") must not silently fall back to a default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) api_token_file: Option<Spanned<String>>,
+    pub(super) tls_cert: Option<Spanned<String>>,
+    pub(super) tls_key: Option<Spanned<String>>,
+    #[serde(default, rename = "cluster")]
+    pub(super) clusters: Vec<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) name: Spanned<String>,
+    pub(super) endpoints: Spanned<Vec<Spanned<String>>>,
+    pub(super) discovery: Option<Spanned<String>>,
+    pub(super) interval: Option<Spanned<String>>,
+    pub(super) dial_timeout: Option<Spanned<String>>,
+    pub(super) command_timeout: Option<Spanned<String>>,
+    pub(super) metrics_urls: Option<Spanned<RawMetricsUrls>>,
+    pub(super) vitals_interval: Option<Spanned<String>>,
+    pub(super) unresponsive_after: Option<Spanned<String>>,
+    pub(super) thresholds: Option<RawThresholds>,
+    pub(super) tls: Option<RawTls>,
+    pub(super) insecure_transport: Option<bool>,
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) cacert: Option<Spanned<String>>,
+    pub(super) cert: Option<Spanned<String>>,
+    pub(super) key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) insecure_skip_tls_verify: bool,
+    pub(super) server_name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawMetricsUrls {
+    Template(String),
+    PerMember(BTreeMap<String, String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawThresholds {
+    pub(super) wal_fsync_p99: Option<Spanned<String>>,
+    pub(super) backend_commit_p99: Option<Spanned<String>>,
+    pub(super) proposals_pending: Option<Spanned<u64>>,
+    pub(super) apply_gap: Option<Spanned<u64>>,
+    pub(super) open_fds_ratio: Option<Spanned<f64>>,
+}
+
+/// Turns byte offsets into line numbers for the messages.
+pub(super) struct Source<'a> {
+    pub(super) file: &'a str,
+    pub(super) text: &'a str,
+}
+
+impl Source<'_> {
+    pub(super) fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        (line, column)
+    }
+
+    pub(super) fn invalid<T>(
+        &self,
+        spanned: &Spanned<T>,
+        field: String,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_string(),
+            line: self.line_col(spanned.span().start).0,
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn duration(
+        &self,
+        value: &Spanned<String>,
+        field: String,
+    ) -> Result<Duration, ConfigError> {
+        let d = humantime::parse_duration(value.get_ref().trim()).map_err(|e| {
+            self.invalid(
+                value,
+                field.clone(),
+                format!("{:?}: {e} (expected e.g. 500ms, 10s, 1m)", value.get_ref()),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(self.invalid(value, field, "must be longer than zero"));
+        }
+        Ok(d)
+    }
+}

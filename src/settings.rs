@@ -1,0 +1,189 @@
+//! What a cluster is watched with, as plain values: which endpoints and how they are found, where members'
+//! /metrics are read, and where vital signs turn into warnings. Read by the configuration (which builds them),
+//! the prober (which follows them) and the view (which judges by them); imports none of the three.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::etcd::endpoint::Endpoint;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Discovery {
+    /// Probe the configured endpoints, exactly.
+    #[default]
+    Static,
+    /// Use the configured endpoints to find the members, then probe every member's client URLs
+    /// (as `etcdctl --cluster` does).
+    Members,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub name: String,
+    pub endpoints: Vec<Endpoint>,
+    pub discovery: Discovery,
+    pub metrics: MetricsSource,
+    /// Read members' /metrics (quota, peer round trips, vitals) at most this often; every poll when `None`.
+    pub vitals_interval: Option<Duration>,
+    pub thresholds: Thresholds,
+}
+
+impl Target {
+    /// A target with the defaults: static discovery, metrics on the client URL at every poll.
+    pub fn new(name: &str, endpoints: Vec<Endpoint>) -> Self {
+        Target {
+            name: name.to_string(),
+            endpoints,
+            discovery: Discovery::Static,
+            metrics: MetricsSource::ClientUrl,
+            vitals_interval: None,
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+/// Where a member's /metrics are read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum MetricsSource {
+    /// `<client URL>/metrics`, which every etcd member serves.
+    #[default]
+    ClientUrl,
+    /// A URL template with `{scheme}`, `{host}`, `{port}` (of the client endpoint) and `{name}` (the member's),
+    /// e.g. `http://{host}:2381/metrics` for kubeadm's `--listen-metrics-urls`.
+    Template(String),
+    /// A URL per member name; members not listed use their client URL.
+    PerMember(BTreeMap<String, String>),
+}
+
+impl MetricsSource {
+    /// Whether the URL depends on the member's name, which is only known once gRPC answered.
+    pub fn needs_member_name(&self) -> bool {
+        match self {
+            MetricsSource::ClientUrl => false,
+            MetricsSource::Template(t) => t.contains("{name}"),
+            MetricsSource::PerMember(_) => true,
+        }
+    }
+
+    pub fn url_for(&self, endpoint: &Endpoint, member_name: Option<&str>) -> String {
+        let default = format!("{}/metrics", endpoint.url());
+        match self {
+            MetricsSource::ClientUrl => default,
+            MetricsSource::Template(t) => t
+                .replace("{scheme}", endpoint.scheme().as_str())
+                .replace("{host}", endpoint.host())
+                .replace("{port}", &endpoint.port().to_string())
+                .replace("{name}", member_name.unwrap_or("")),
+            MetricsSource::PerMember(map) => member_name
+                .and_then(|n| map.get(n))
+                .cloned()
+                .unwrap_or(default),
+        }
+    }
+}
+
+const TEMPLATE_PLACEHOLDERS: [&str; 4] = ["{scheme}", "{host}", "{port}", "{name}"];
+
+/// A metrics URL must be an http(s) URL; in a template, only the known placeholders may appear.
+pub fn check_metrics_url(url: &str, template: bool) -> Result<(), String> {
+    let mut sample = url.to_string();
+    if template {
+        for (p, v) in TEMPLATE_PLACEHOLDERS
+            .iter()
+            .zip(["http", "127.0.0.1", "2379", "m0"])
+        {
+            sample = sample.replace(p, v);
+        }
+        if let Some(start) = sample.find('{') {
+            let rest = &sample[start..];
+            let end = rest.find('}').map_or(rest.len(), |i| i + 1);
+            return Err(format!(
+                "unknown placeholder {} (known: {})",
+                &rest[..end],
+                TEMPLATE_PLACEHOLDERS.join(", ")
+            ));
+        }
+    }
+    let parsed = url::Url::parse(&sample).map_err(|e| format!("{url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{url:?}: only http and https URLs can be read"));
+    }
+    Ok(())
+}
+
+/// Where vital signs turn into warnings; each cluster may set its own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// etcd's guidance: p99 WAL fsync under 10 ms.
+    pub wal_fsync_p99_seconds: f64,
+    /// etcd's guidance: p99 backend commit under 25 ms.
+    pub backend_commit_p99_seconds: f64,
+    /// Pending proposals at or above this, and more than at the previous poll, is a growing backlog.
+    pub proposals_pending: f64,
+    /// committed − applied at or above this is apply lag (etcd refuses requests beyond 5000).
+    pub apply_gap: f64,
+    /// Open file descriptors over this share of the limit.
+    pub open_fds_ratio: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            wal_fsync_p99_seconds: 0.010,
+            backend_commit_p99_seconds: 0.025,
+            proposals_pending: 100.0,
+            apply_gap: 1000.0,
+            open_fds_ratio: 0.8,
+        }
+    }
+}
+
+impl Discovery {
+    /// The configuration's word for it: `static` or `members`.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_urls_from_templates_and_maps() {
+        let ep = Endpoint::parse("https://10.0.0.1:2379").unwrap();
+        assert_eq!(
+            MetricsSource::ClientUrl.url_for(&ep, None),
+            "https://10.0.0.1:2379/metrics"
+        );
+        let t = MetricsSource::Template(
+            "http://{host}:2381/metrics?m={name}&p={port}&s={scheme}".into(),
+        );
+        assert!(t.needs_member_name());
+        assert_eq!(
+            t.url_for(&ep, Some("cp-1")),
+            "http://10.0.0.1:2381/metrics?m=cp-1&p=2379&s=https"
+        );
+        let v6 = Endpoint::parse("[::1]:2379").unwrap();
+        let kubeadm = MetricsSource::Template("http://{host}:2381/metrics".into());
+        assert!(!kubeadm.needs_member_name());
+        assert_eq!(kubeadm.url_for(&v6, None), "http://[::1]:2381/metrics");
+        let map = MetricsSource::PerMember(
+            [("cp-1".to_string(), "http://x:1/metrics".to_string())].into(),
+        );
+        assert_eq!(map.url_for(&ep, Some("cp-1")), "http://x:1/metrics");
+        assert_eq!(
+            map.url_for(&ep, Some("cp-2")),
+            "https://10.0.0.1:2379/metrics",
+            "unlisted: client URL"
+        );
+    }
+
+    #[test]
+    fn discovery_is_spelled_as_in_the_configuration() {
+        assert_eq!(Discovery::Members.as_str(), "members");
+        assert_eq!("static".parse::<Discovery>(), Ok(Discovery::Static));
+        assert!("dns".parse::<Discovery>().is_err());
+    }
+}
