@@ -8,10 +8,11 @@ use serde::Serialize;
 use std::sync::Arc;
 
 use crate::id::Id;
+use crate::names::serialize_as_name;
 use crate::view::{Alarm, ClusterView, EndpointHealth, EndpointState, Quorum, QuorumState};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum EventKind {
     LeaderChanged,
     LeaderElected,
@@ -36,25 +37,7 @@ pub enum EventKind {
 
 impl EventKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::LeaderChanged => "leader_changed",
-            EventKind::LeaderElected => "leader_elected",
-            EventKind::LeaderLost => "leader_lost",
-            EventKind::MemberUnhealthy => "member_unhealthy",
-            EventKind::MemberHealthy => "member_healthy",
-            EventKind::MemberAdded => "member_added",
-            EventKind::MemberRemoved => "member_removed",
-            EventKind::MemberPromoted => "member_promoted",
-            EventKind::AlarmRaised => "alarm_raised",
-            EventKind::AlarmCleared => "alarm_cleared",
-            EventKind::QuorumAtRisk => "quorum_at_risk",
-            EventKind::QuorumLost => "quorum_lost",
-            EventKind::QuorumRestored => "quorum_restored",
-            EventKind::QuorumHealthy => "quorum_healthy",
-            EventKind::AuthFailed => "auth_failed",
-            EventKind::AuthRestored => "auth_restored",
-            EventKind::WatchStarted => "watch_started",
-        }
+        self.into()
     }
 
     /// Whether an operator should look: drives the log level.
@@ -70,6 +53,8 @@ impl EventKind {
         )
     }
 }
+
+serialize_as_name!(EventKind);
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
@@ -91,29 +76,60 @@ fn member_name(view: &ClusterView, id: Id) -> String {
         .map_or_else(|| id.to_string(), |m| m.display_name())
 }
 
-/// The events between two consecutive views of the same cluster, stamped with the time of `current`.
-pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
-    let time = current.polled_at;
-    let mut out = Vec::new();
-    let mut push = |kind, message: String, member_id: Option<Id>, endpoint: Option<String>| {
-        out.push(Event {
-            time,
+/// The events of one comparison, all stamped with the time of the newer view.
+struct Events {
+    time: SystemTime,
+    list: Vec<Event>,
+}
+
+impl Events {
+    fn push(
+        &mut self,
+        kind: EventKind,
+        message: String,
+        member_id: Option<Id>,
+        endpoint: Option<String>,
+    ) {
+        self.list.push(Event {
+            time: self.time,
             kind,
             message,
             member_id,
             endpoint,
             duration_seconds: None,
         })
-    };
+    }
+}
 
-    // Leadership, when both views can tell (refused credentials everywhere tell nothing).
+/// The events between two consecutive views of the same cluster, stamped with the time of `current`.
+pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
+    let mut out = Events {
+        time: current.polled_at,
+        list: Vec::new(),
+    };
+    leadership(previous, current, &mut out);
+    endpoint_health(previous, current, &mut out);
+    membership(previous, current, &mut out);
+    alarms(previous, current, &mut out);
+    credentials(previous, current, &mut out);
+    quorum(previous, current, &mut out);
+    out.list
+}
+
+/// Only the member list as read this poll tells who joined or left: an unreachable cluster does not look emptied.
+fn members_read(view: &ClusterView) -> bool {
+    !view.members.is_empty() && !view.members_stale
+}
+
+/// Leadership, when both views can tell (refused credentials everywhere tell nothing).
+fn leadership(previous: &ClusterView, current: &ClusterView, out: &mut Events) {
     let leaders = if previous.leader_known() && current.leader_known() {
         (previous.leader_id, current.leader_id)
     } else {
         (None, None)
     };
     match leaders {
-        (Some(old), Some(new)) if old != new => push(
+        (Some(old), Some(new)) if old != new => out.push(
             EventKind::LeaderChanged,
             format!(
                 "leader changed from {} to {}{}",
@@ -124,7 +140,7 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
             Some(new),
             None,
         ),
-        (None, Some(new)) => push(
+        (None, Some(new)) => out.push(
             EventKind::LeaderElected,
             format!(
                 "leader elected: {}{}",
@@ -140,7 +156,7 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
                 .iter()
                 .any(|e| e.member_id == Some(old) && !e.healthy);
             let why = if gone { ": it does not answer" } else { "" };
-            push(
+            out.push(
                 EventKind::LeaderLost,
                 format!(
                     "leader lost: {}{}{why}",
@@ -153,8 +169,11 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
         }
         _ => {}
     }
+}
 
-    // Endpoint health, by endpoint URL (stable across polls). An endpoint whose health is unknown (credentials
+/// Endpoint health, by endpoint URL (stable across polls). An endpoint whose health is unknown (credentials
+/// refused) is neither.
+fn endpoint_health(previous: &ClusterView, current: &ClusterView, out: &mut Events) {
     // refused) is neither.
     let known = |e: &EndpointState| (e.state != EndpointHealth::AuthFailed).then_some(e.healthy);
     let before: BTreeMap<&str, Option<bool>> = previous
@@ -168,7 +187,7 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
             .clone()
             .unwrap_or_else(|| "unknown member".into());
         match (before.get(e.endpoint.as_str()).copied().flatten(), known(e)) {
-            (Some(true), Some(false)) => push(
+            (Some(true), Some(false)) => out.push(
                 EventKind::MemberUnhealthy,
                 format!(
                     "{name} ({}) became unhealthy: {}",
@@ -178,7 +197,7 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
                 e.member_id,
                 Some(e.endpoint.clone()),
             ),
-            (Some(false), Some(true)) => push(
+            (Some(false), Some(true)) => out.push(
                 EventKind::MemberHealthy,
                 format!("{name} ({}) is healthy again ({})", e.endpoint, role(e)),
                 e.member_id,
@@ -187,13 +206,14 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
             _ => {}
         }
     }
+}
 
-    // Membership: only when both views read the member list, so an unreachable cluster does not look emptied.
-    let read_members = |v: &ClusterView| !v.members.is_empty() && !v.members_stale;
-    if read_members(previous) && read_members(current) {
+/// Members added, removed and promoted.
+fn membership(previous: &ClusterView, current: &ClusterView, out: &mut Events) {
+    if members_read(previous) && members_read(current) {
         for m in &current.members {
             match previous.member(m.id) {
-                None => push(
+                None => out.push(
                     EventKind::MemberAdded,
                     format!(
                         "member {} added{}",
@@ -203,7 +223,7 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
                     Some(m.id),
                     None,
                 ),
-                Some(old) if old.is_learner && !m.is_learner => push(
+                Some(old) if old.is_learner && !m.is_learner => out.push(
                     EventKind::MemberPromoted,
                     format!("learner {} promoted to voting member", m.display_name()),
                     Some(m.id),
@@ -214,7 +234,7 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
         }
         for m in &previous.members {
             if current.member(m.id).is_none() {
-                push(
+                out.push(
                     EventKind::MemberRemoved,
                     format!("member {} removed", m.display_name()),
                     Some(m.id),
@@ -223,12 +243,14 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
             }
         }
     }
+}
 
-    // Alarms.
+/// Alarms raised and cleared.
+fn alarms(previous: &ClusterView, current: &ClusterView, out: &mut Events) {
     let old_alarms: BTreeSet<&Alarm> = previous.alarms.iter().collect();
     let new_alarms: BTreeSet<&Alarm> = current.alarms.iter().collect();
     for a in new_alarms.difference(&old_alarms) {
-        push(
+        out.push(
             EventKind::AlarmRaised,
             format!(
                 "alarm {} raised on {}",
@@ -240,9 +262,9 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
         );
     }
     // An unreachable cluster, or one without a leader, reports no alarms; that is not a clearance.
-    if read_members(current) && !current.alarms_stale {
+    if members_read(current) && !current.alarms_stale {
         for a in old_alarms.difference(&new_alarms) {
-            push(
+            out.push(
                 EventKind::AlarmCleared,
                 format!(
                     "alarm {} cleared on {}",
@@ -254,11 +276,13 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
             );
         }
     }
+}
 
-    // Credentials.
+/// Credentials refused and accepted again.
+fn credentials(previous: &ClusterView, current: &ClusterView, out: &mut Events) {
     match (auth_failures(previous), auth_failures(current)) {
-        (None, Some(cause)) => push(EventKind::AuthFailed, cause, None, None),
-        (Some(_), None) => push(
+        (None, Some(cause)) => out.push(EventKind::AuthFailed, cause, None, None),
+        (Some(_), None) => out.push(
             EventKind::AuthRestored,
             "credentials accepted again".into(),
             None,
@@ -266,27 +290,29 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
         ),
         _ => {}
     }
+}
 
-    // Quorum: from the one definition in the view; "restored" only after "lost".
+/// Quorum, from the one definition in the view; "restored" only after "lost".
+fn quorum(previous: &ClusterView, current: &ClusterView, out: &mut Events) {
     let q = &current.quorum;
     let counts = counts(q);
     match (previous.quorum.state, q.state) {
         (a, b) if a == b => {}
-        (_, QuorumState::Lost) => push(
+        (_, QuorumState::Lost) => out.push(
             EventKind::QuorumLost,
             format!("quorum lost: {counts}"),
             None,
             None,
         ),
         (QuorumState::Lost, QuorumState::Ok | QuorumState::AtRisk) => {
-            push(
+            out.push(
                 EventKind::QuorumRestored,
                 format!("quorum restored: {counts}"),
                 None,
                 None,
             );
             if q.state == QuorumState::AtRisk {
-                push(
+                out.push(
                     EventKind::QuorumAtRisk,
                     format!("quorum at risk, no failure tolerance: {counts}"),
                     None,
@@ -294,13 +320,13 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
                 );
             }
         }
-        (_, QuorumState::AtRisk) => push(
+        (_, QuorumState::AtRisk) => out.push(
             EventKind::QuorumAtRisk,
             format!("quorum at risk, no failure tolerance: {counts}"),
             None,
             None,
         ),
-        (QuorumState::AtRisk, QuorumState::Ok) => push(
+        (QuorumState::AtRisk, QuorumState::Ok) => out.push(
             EventKind::QuorumHealthy,
             format!(
                 "quorum no longer at risk: {counts}, failure tolerance {}",
@@ -311,7 +337,6 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
         ),
         _ => {}
     }
-    out
 }
 
 fn counts(q: &Quorum) -> String {

@@ -11,6 +11,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::names::serialize_as_name;
+
 use crate::etcd::endpoint::Endpoint;
 pub use crate::etcd::error::{FailureKind, Outcome, ProbeError};
 use crate::id::Id;
@@ -153,8 +155,8 @@ impl ProbeResult {
 }
 
 /// What a probe says about one endpoint, in one word: the `state` key of an endpoint in the JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum EndpointHealth {
     /// Served a linearizable read; no alarm that stops it.
     Healthy,
@@ -221,8 +223,8 @@ pub struct EndpointState {
 }
 
 /// The one definition of a cluster's quorum condition; warnings, events and metrics all read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum QuorumState {
     /// Quorum, and at least one more voter may fail (or a one-voter cluster, which has no tolerance by design).
     Ok,
@@ -236,12 +238,7 @@ pub enum QuorumState {
 
 impl QuorumState {
     pub fn as_str(self) -> &'static str {
-        match self {
-            QuorumState::Ok => "ok",
-            QuorumState::AtRisk => "at_risk",
-            QuorumState::Lost => "lost",
-            QuorumState::Unknown => "unknown",
-        }
+        self.into()
     }
 }
 
@@ -272,8 +269,19 @@ impl Quorum {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum WarningKind {
     NoLeader,
     LeaderElection,
@@ -299,57 +307,16 @@ pub enum WarningKind {
 }
 
 impl WarningKind {
-    pub const ALL: [WarningKind; 21] = [
-        WarningKind::NoLeader,
-        WarningKind::LeaderElection,
-        WarningKind::AuthFailed,
-        WarningKind::LeaderDisagreement,
-        WarningKind::QuorumLost,
-        WarningKind::QuorumAtRisk,
-        WarningKind::MemberUnhealthy,
-        WarningKind::Alarm,
-        WarningKind::ForeignCluster,
-        WarningKind::EvenVotingMembers,
-        WarningKind::LearnerPresent,
-        WarningKind::MemberNotStarted,
-        WarningKind::EndpointNotMember,
-        WarningKind::MemberNotProbed,
-        WarningKind::VersionSkew,
-        WarningKind::MetricsUnreadable,
-        WarningKind::SlowWalFsync,
-        WarningKind::SlowBackendCommit,
-        WarningKind::ProposalsPendingGrowing,
-        WarningKind::ApplyLag,
-        WarningKind::FdsNearLimit,
-    ];
+    /// Every kind, in declaration order: each is a `cluster_warnings{kind}` series, present at 0.
+    pub const ALL: &'static [WarningKind] = <WarningKind as strum::VariantArray>::VARIANTS;
 
     /// The snake_case name used in JSON and as the `kind` metric label.
     pub fn as_str(self) -> &'static str {
-        match self {
-            WarningKind::NoLeader => "no_leader",
-            WarningKind::LeaderElection => "leader_election",
-            WarningKind::AuthFailed => "auth_failed",
-            WarningKind::LeaderDisagreement => "leader_disagreement",
-            WarningKind::QuorumLost => "quorum_lost",
-            WarningKind::QuorumAtRisk => "quorum_at_risk",
-            WarningKind::MemberUnhealthy => "member_unhealthy",
-            WarningKind::Alarm => "alarm",
-            WarningKind::ForeignCluster => "foreign_cluster",
-            WarningKind::EvenVotingMembers => "even_voting_members",
-            WarningKind::LearnerPresent => "learner_present",
-            WarningKind::MemberNotStarted => "member_not_started",
-            WarningKind::EndpointNotMember => "endpoint_not_member",
-            WarningKind::MemberNotProbed => "member_not_probed",
-            WarningKind::VersionSkew => "version_skew",
-            WarningKind::MetricsUnreadable => "metrics_unreadable",
-            WarningKind::SlowWalFsync => "slow_wal_fsync",
-            WarningKind::SlowBackendCommit => "slow_backend_commit",
-            WarningKind::ProposalsPendingGrowing => "proposals_pending_growing",
-            WarningKind::ApplyLag => "apply_lag",
-            WarningKind::FdsNearLimit => "fds_near_limit",
-        }
+        self.into()
     }
 }
+
+serialize_as_name!(QuorumState, EndpointHealth, WarningKind);
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Warning {

@@ -4,14 +4,14 @@
 
 use std::error::Error as StdError;
 
-use serde::Serialize;
+use crate::names::serialize_as_name;
 
 use super::tls;
 
 /// Why a call of a probe failed, as far as the verdict is concerned: a member that is down, a cluster that is
 /// choosing a leader and credentials that were refused are three different stories for an operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum FailureKind {
     /// Nothing answered: connection refused, reset or closed, name not resolved.
     Unreachable,
@@ -24,6 +24,8 @@ pub enum FailureKind {
     /// Anything else the member said.
     Other,
 }
+
+serialize_as_name!(FailureKind);
 
 impl FailureKind {
     /// Whether trying again later may succeed without anyone changing anything: the member may come back, the

@@ -289,3 +289,57 @@ fn refused_certificates_and_unreadable_alarms_invent_no_events() {
     assert_eq!(back.leaderless_seconds, None, "no election was timed");
     assert!(!kinds(&back.events).contains(&EventKind::LeaderElected));
 }
+
+/// The warning and the event read the same definition of "at risk": for every view, the warning is present
+/// exactly when a transition into that view from a healthy one emits the event, a single voter included (it has
+/// no failure tolerance by design, so neither says it is at risk).
+#[test]
+fn quorum_at_risk_has_one_definition_for_warnings_and_events() {
+    let (members, healthy) = three();
+    let mut one_down = healthy.clone();
+    one_down[1] = down(1);
+    let mut two_down = one_down.clone();
+    two_down[2] = down(2);
+    let one = vec![member(0)];
+    let single = vec![healthy_probe(0, &one, 0)];
+    let single_down = vec![down(0)];
+    let two_members: Vec<_> = members[..2].to_vec();
+    let pair = vec![
+        healthy_probe(0, &two_members, 0),
+        healthy_probe(1, &two_members, 0),
+    ];
+    let mut pair_down = pair.clone();
+    pair_down[1] = down(1);
+    let cases: [(&str, &[ProbeResult], &[ProbeResult], bool); 5] = [
+        ("3 members, 1 down", &healthy, &one_down, true),
+        (
+            "3 members, 2 down (lost, not at risk)",
+            &healthy,
+            &two_down,
+            false,
+        ),
+        ("a single voter", &single, &single, false),
+        ("a single voter, down (lost)", &single, &single_down, false),
+        ("2 members, 1 down (lost)", &pair, &pair_down, false),
+    ];
+    for (what, before, after, at_risk) in cases {
+        let (a, b) = (view_of(before, 1), view_of(after, 2));
+        let warned = b
+            .warnings
+            .iter()
+            .any(|w| w.kind == crate::view::WarningKind::QuorumAtRisk);
+        let evented = kinds(&diff(&a, &b)).contains(&EventKind::QuorumAtRisk);
+        assert_eq!(warned, at_risk, "{what}: warning");
+        assert_eq!(evented, at_risk, "{what}: event");
+        assert_eq!(
+            b.quorum.state == crate::view::QuorumState::AtRisk,
+            at_risk,
+            "{what}: state"
+        );
+    }
+    // A single voter's tolerance is 0 by design: shown as such, and fine.
+    let v = view_of(&single, 1);
+    assert_eq!(v.quorum.failure_tolerance, Some(0));
+    assert_eq!(v.quorum.state, crate::view::QuorumState::Ok);
+    assert!(v.healthy);
+}

@@ -234,214 +234,278 @@ fn flag(b: bool) -> i64 {
     i64::from(b)
 }
 
+/// The families of one endpoint row, each sample labelled with the endpoint's cluster, URL and member.
+struct EndpointFamilies {
+    up: IntGaugeVec,
+    healthy: IntGaugeVec,
+    is_leader: IntGaugeVec,
+    is_learner: IntGaugeVec,
+    term: IntGaugeVec,
+    index: IntGaugeVec,
+    applied: IntGaugeVec,
+    lag: IntGaugeVec,
+    db_size: IntGaugeVec,
+    db_in_use: IntGaugeVec,
+    db_quota: IntGaugeVec,
+    alarm: IntGaugeVec,
+    info: IntGaugeVec,
+    peer_rtt: Vec<Metric>,
+    vitals: VitalFamilies,
+}
+
+impl EndpointFamilies {
+    fn new(s: &StateGauges) -> Result<Self, MetricsError> {
+        let l = &ENDPOINT_LABELS;
+        let with_alarm: Vec<&str> = l.iter().copied().chain(["alarm"]).collect();
+        let with_version: Vec<&str> = l.iter().copied().chain(["version"]).collect();
+        Ok(EndpointFamilies {
+            up: s.int_gauge("endpoint_up", "1 when the endpoint answered Status.", l)?,
+            healthy: s.int_gauge(
+                "endpoint_healthy",
+                "1 when the endpoint is healthy as etcdctl endpoint health says (linearizable read, no blocking alarm).",
+                l,
+            )?,
+            is_leader: s.int_gauge(
+                "member_is_leader",
+                "1 when this member is the cluster's leader.",
+                l,
+            )?,
+            is_learner: s.int_gauge("member_is_learner", "1 when this member is a learner.", l)?,
+            term: s.int_gauge("raft_term", "Raft term of the member.", l)?,
+            index: s.int_gauge("raft_index", "Raft index of the member.", l)?,
+            applied: s.int_gauge("raft_applied_index", "Raft applied index of the member.", l)?,
+            lag: s.int_gauge(
+                "raft_index_lag",
+                "Raft entries the member is behind the leader's index.",
+                l,
+            )?,
+            db_size: s.int_gauge(
+                "db_size_bytes",
+                "Physical size of the member's backend database.",
+                l,
+            )?,
+            db_in_use: s.int_gauge(
+                "db_size_in_use_bytes",
+                "Logically used size of the member's backend database.",
+                l,
+            )?,
+            db_quota: s.int_gauge(
+                "db_quota_bytes",
+                "Backend quota of the member; etcd raises NOSPACE when the database reaches it.",
+                l,
+            )?,
+            alarm: s.int_gauge(
+                "alarm_active",
+                "1 while the alarm is active on this member.",
+                &with_alarm,
+            )?,
+            info: s.int_gauge(
+                "member_info",
+                "Always 1; the etcd version in a label.",
+                &with_version,
+            )?,
+            peer_rtt: Vec::new(),
+            vitals: VitalFamilies::new(s)?,
+        })
+    }
+
+    fn observe(&mut self, cluster: &str, e: &EndpointState) {
+        let id = e.member_id.map(|i| i.to_string()).unwrap_or_default();
+        let labels = endpoint_labels(cluster, e, &id);
+        self.up
+            .with_label_values(&labels)
+            .set(flag(e.raft_term.is_some()));
+        // Credentials refused and nothing checked: health unknown, so no sample rather than a 0 that pages.
+        if e.state != EndpointHealth::AuthFailed {
+            self.healthy.with_label_values(&labels).set(flag(e.healthy));
+        }
+        self.is_leader
+            .with_label_values(&labels)
+            .set(flag(e.is_leader));
+        self.is_learner
+            .with_label_values(&labels)
+            .set(flag(e.is_learner));
+        let optional = [
+            (&self.term, e.raft_term),
+            (&self.index, e.raft_index),
+            (&self.applied, e.raft_applied_index),
+            (&self.lag, e.raft_index_lag),
+            (&self.db_size, e.db_size_bytes),
+            (&self.db_in_use, e.db_size_in_use_bytes),
+            (&self.db_quota, e.db_quota_bytes),
+        ];
+        for (gauge, value) in optional {
+            if let Some(v) = value {
+                gauge
+                    .with_label_values(&labels)
+                    .set(v.min(i64::MAX as u64) as i64);
+            }
+        }
+        if e.raft_term.is_some() {
+            for kind in ALARMS {
+                let active = e.alarms.iter().any(|a| a == kind);
+                let mut with = labels.to_vec();
+                with.push(kind);
+                self.alarm.with_label_values(&with).set(flag(active));
+            }
+        }
+        if let Some(version) = &e.version {
+            let mut with = labels.to_vec();
+            with.push(version);
+            self.info.with_label_values(&with).set(1);
+        }
+        for (peer, rtt) in &e.peer_rtt_seconds {
+            let peer = peer.to_string();
+            let pairs: Vec<(&str, &str)> = ENDPOINT_LABELS
+                .iter()
+                .copied()
+                .zip(labels.iter().copied())
+                .chain([("peer", peer.as_str())])
+                .collect();
+            self.peer_rtt.push(summary_metric(
+                &pairs,
+                [(0.5, rtt.p50), (0.99, rtt.p99)],
+                rtt.count,
+                rtt.sum,
+            ));
+        }
+        if let Some(v) = &e.vitals {
+            self.vitals.observe(&labels, v);
+        }
+    }
+
+    /// The families the registry cannot hold (summaries), built by hand.
+    fn summaries(self) -> impl Iterator<Item = MetricFamily> {
+        summary_family(
+            "peer_round_trip_time_seconds",
+            "Heartbeat round-trip time to a peer: quantiles over the last poll interval, estimated from the \
+             member's histogram; count and sum since the member started.",
+            self.peer_rtt,
+        )
+        .into_iter()
+        .chain(self.vitals.summaries())
+    }
+}
+
+/// The families of a cluster's verdict, labelled with the cluster only.
+struct ClusterFamilies {
+    has_leader: IntGaugeVec,
+    healthy: IntGaugeVec,
+    voting: IntGaugeVec,
+    learners: IntGaugeVec,
+    healthy_voting: IntGaugeVec,
+    quorum_size: IntGaugeVec,
+    tolerance: IntGaugeVec,
+    warnings: IntGaugeVec,
+    last_poll: GaugeVec,
+}
+
+impl ClusterFamilies {
+    fn new(s: &StateGauges) -> Result<Self, MetricsError> {
+        let c = &["cluster"];
+        Ok(ClusterFamilies {
+            has_leader: s.int_gauge("cluster_has_leader", "1 when the cluster has a leader.", c)?,
+            healthy: s.int_gauge(
+                "cluster_healthy",
+                "1 when every endpoint is healthy, there is a leader and quorum, and no alarm is active.",
+                c,
+            )?,
+            voting: s.int_gauge(
+                "cluster_voting_members",
+                "Voting members in the member list (started or not).",
+                c,
+            )?,
+            learners: s.int_gauge("cluster_learners", "Learners in the member list.", c)?,
+            healthy_voting: s.int_gauge(
+                "cluster_healthy_voting_members",
+                "Voting members that answer and take part in the cluster.",
+                c,
+            )?,
+            quorum_size: s.int_gauge(
+                "cluster_quorum_size",
+                "Voting members needed for quorum.",
+                c,
+            )?,
+            tolerance: s.int_gauge(
+                "cluster_failure_tolerance",
+                "How many more voting members may fail; negative when quorum is lost.",
+                c,
+            )?,
+            warnings: s.int_gauge(
+                "cluster_warnings",
+                "Warnings of the latest poll, by kind.",
+                &["cluster", "kind"],
+            )?,
+            last_poll: s.gauge(
+                "last_poll_timestamp_seconds",
+                "Unix time of the latest completed poll.",
+                c,
+            )?,
+        })
+    }
+
+    fn observe(&self, view: &ClusterView) {
+        let cluster = [view.cluster.as_str()];
+        let q = &view.quorum;
+        if q.state != QuorumState::Unknown {
+            self.has_leader
+                .with_label_values(&cluster)
+                .set(flag(view.leader_id.is_some()));
+        }
+        self.healthy
+            .with_label_values(&cluster)
+            .set(flag(view.healthy));
+        self.voting
+            .with_label_values(&cluster)
+            .set(q.voting_members as i64);
+        self.learners
+            .with_label_values(&cluster)
+            .set(view.members.iter().filter(|m| m.is_learner).count() as i64);
+        self.healthy_voting
+            .with_label_values(&cluster)
+            .set(q.healthy_voting_members as i64);
+        self.quorum_size
+            .with_label_values(&cluster)
+            .set(q.quorum_size as i64);
+        // Unknown (a voter not probed, credentials refused) is no number: the series is absent, not a guess.
+        if let Some(t) = q.failure_tolerance {
+            self.tolerance.with_label_values(&cluster).set(t);
+        }
+        for &kind in WarningKind::ALL {
+            let n = view.warnings.iter().filter(|w| w.kind == kind).count();
+            self.warnings
+                .with_label_values(&[cluster[0], kind.as_str()])
+                .set(n as i64);
+        }
+        self.last_poll
+            .with_label_values(&cluster)
+            .set(unix_seconds(view.polled_at));
+    }
+}
+
+/// The state of the given views as families, built afresh for one scrape.
 fn state_families<'a>(
     views: impl IntoIterator<Item = &'a ClusterView>,
-) -> Result<Vec<prometheus::proto::MetricFamily>, MetricsError> {
+) -> Result<Vec<MetricFamily>, MetricsError> {
     let s = StateGauges {
         registry: Registry::new(),
     };
-    let l = &ENDPOINT_LABELS;
-    let up = s.int_gauge("endpoint_up", "1 when the endpoint answered Status.", l)?;
-    let healthy = s.int_gauge(
-        "endpoint_healthy",
-        "1 when the endpoint is healthy as etcdctl endpoint health says (linearizable read, no blocking alarm).",
-        l,
-    )?;
-    let is_leader = s.int_gauge(
-        "member_is_leader",
-        "1 when this member is the cluster's leader.",
-        l,
-    )?;
-    let is_learner = s.int_gauge("member_is_learner", "1 when this member is a learner.", l)?;
-    let term = s.int_gauge("raft_term", "Raft term of the member.", l)?;
-    let index = s.int_gauge("raft_index", "Raft index of the member.", l)?;
-    let applied = s.int_gauge("raft_applied_index", "Raft applied index of the member.", l)?;
-    let lag = s.int_gauge(
-        "raft_index_lag",
-        "Raft entries the member is behind the leader's index.",
-        l,
-    )?;
-    let db_size = s.int_gauge(
-        "db_size_bytes",
-        "Physical size of the member's backend database.",
-        l,
-    )?;
-    let db_in_use = s.int_gauge(
-        "db_size_in_use_bytes",
-        "Logically used size of the member's backend database.",
-        l,
-    )?;
-    let db_quota = s.int_gauge(
-        "db_quota_bytes",
-        "Backend quota of the member; etcd raises NOSPACE when the database reaches it.",
-        l,
-    )?;
-    let with_alarm: Vec<&str> = l.iter().copied().chain(["alarm"]).collect();
-    let alarm = s.int_gauge(
-        "alarm_active",
-        "1 while the alarm is active on this member.",
-        &with_alarm,
-    )?;
-    let with_version: Vec<&str> = l.iter().copied().chain(["version"]).collect();
-    let info = s.int_gauge(
-        "member_info",
-        "Always 1; the etcd version in a label.",
-        &with_version,
-    )?;
-
-    let c = &["cluster"];
-    let has_leader = s.int_gauge("cluster_has_leader", "1 when the cluster has a leader.", c)?;
-    let cluster_healthy = s.int_gauge(
-        "cluster_healthy",
-        "1 when every endpoint is healthy, there is a leader and quorum, and no alarm is active.",
-        c,
-    )?;
-    let voting = s.int_gauge(
-        "cluster_voting_members",
-        "Voting members in the member list (started or not).",
-        c,
-    )?;
-    let learners = s.int_gauge("cluster_learners", "Learners in the member list.", c)?;
-    let healthy_voting = s.int_gauge(
-        "cluster_healthy_voting_members",
-        "Voting members that answer and take part in the cluster.",
-        c,
-    )?;
-    let quorum_size = s.int_gauge(
-        "cluster_quorum_size",
-        "Voting members needed for quorum.",
-        c,
-    )?;
-    let tolerance = s.int_gauge(
-        "cluster_failure_tolerance",
-        "How many more voting members may fail; negative when quorum is lost.",
-        c,
-    )?;
-    let warnings = s.int_gauge(
-        "cluster_warnings",
-        "Warnings of the latest poll, by kind.",
-        &["cluster", "kind"],
-    )?;
-    let last_poll = s.gauge(
-        "last_poll_timestamp_seconds",
-        "Unix time of the latest completed poll.",
-        c,
-    )?;
+    let mut endpoints = EndpointFamilies::new(&s)?;
+    let clusters = ClusterFamilies::new(&s)?;
     let build = s.int_gauge(
         "build_info",
         "Always 1; the etcd-sentinel version in a label.",
         &["version"],
     )?;
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-
-    let mut peer_rtt = Vec::new();
-    let mut vital = VitalFamilies::new(&s)?;
     for view in views {
-        let cluster = view.cluster.as_str();
         for e in &view.endpoints {
-            let id = e.member_id.map(|i| i.to_string()).unwrap_or_default();
-            let labels = endpoint_labels(cluster, e, &id);
-            up.with_label_values(&labels)
-                .set(flag(e.raft_term.is_some()));
-            // Credentials refused and nothing checked: health unknown, so no sample rather than a 0 that pages.
-            if e.state != EndpointHealth::AuthFailed {
-                healthy.with_label_values(&labels).set(flag(e.healthy));
-            }
-            is_leader.with_label_values(&labels).set(flag(e.is_leader));
-            is_learner
-                .with_label_values(&labels)
-                .set(flag(e.is_learner));
-            let optional = [
-                (&term, e.raft_term),
-                (&index, e.raft_index),
-                (&applied, e.raft_applied_index),
-                (&lag, e.raft_index_lag),
-                (&db_size, e.db_size_bytes),
-                (&db_in_use, e.db_size_in_use_bytes),
-                (&db_quota, e.db_quota_bytes),
-            ];
-            for (gauge, value) in optional {
-                if let Some(v) = value {
-                    gauge
-                        .with_label_values(&labels)
-                        .set(v.min(i64::MAX as u64) as i64);
-                }
-            }
-            if e.raft_term.is_some() {
-                for kind in ALARMS {
-                    let active = e.alarms.iter().any(|a| a == kind);
-                    let mut with = labels.to_vec();
-                    with.push(kind);
-                    alarm.with_label_values(&with).set(flag(active));
-                }
-            }
-            if let Some(version) = &e.version {
-                let mut with = labels.to_vec();
-                with.push(version);
-                info.with_label_values(&with).set(1);
-            }
-            for (peer, rtt) in &e.peer_rtt_seconds {
-                let peer = peer.to_string();
-                let pairs: Vec<(&str, &str)> = ENDPOINT_LABELS
-                    .iter()
-                    .copied()
-                    .zip(labels.iter().copied())
-                    .chain([("peer", peer.as_str())])
-                    .collect();
-                peer_rtt.push(summary_metric(
-                    &pairs,
-                    [(0.5, rtt.p50), (0.99, rtt.p99)],
-                    rtt.count,
-                    rtt.sum,
-                ));
-            }
-            if let Some(v) = &e.vitals {
-                vital.observe(&labels, v);
-            }
+            endpoints.observe(&view.cluster, e);
         }
-        let q = &view.quorum;
-        if q.state != QuorumState::Unknown {
-            has_leader
-                .with_label_values(&[cluster])
-                .set(flag(view.leader_id.is_some()));
-        }
-        cluster_healthy
-            .with_label_values(&[cluster])
-            .set(flag(view.healthy));
-        voting
-            .with_label_values(&[cluster])
-            .set(q.voting_members as i64);
-        learners
-            .with_label_values(&[cluster])
-            .set(view.members.iter().filter(|m| m.is_learner).count() as i64);
-        healthy_voting
-            .with_label_values(&[cluster])
-            .set(q.healthy_voting_members as i64);
-        quorum_size
-            .with_label_values(&[cluster])
-            .set(q.quorum_size as i64);
-        // Unknown (a voter not probed, credentials refused) is no number: the series is absent, not a guess.
-        if let Some(t) = q.failure_tolerance {
-            tolerance.with_label_values(&[cluster]).set(t);
-        }
-        for kind in WarningKind::ALL {
-            let n = view.warnings.iter().filter(|w| w.kind == kind).count();
-            warnings
-                .with_label_values(&[cluster, kind.as_str()])
-                .set(n as i64);
-        }
-        last_poll
-            .with_label_values(&[cluster])
-            .set(unix_seconds(view.polled_at));
+        clusters.observe(view);
     }
     let mut families = s.registry.gather();
-    families.extend(summary_family(
-        "peer_round_trip_time_seconds",
-        "Heartbeat round-trip time to a peer: quantiles over the last poll interval, estimated from the member's \
-         histogram; count and sum since the member started.",
-        peer_rtt,
-    ));
-    families.extend(vital.summaries());
+    families.extend(endpoints.summaries());
     Ok(families)
 }
 
