@@ -39,6 +39,15 @@ impl Histogram {
         Some(Histogram { buckets: out })
     }
 
+    /// What a poll shows of a member's histogram: the observations since the previous reading when there is one,
+    /// else all of them (since the member started). `None` after a reset, as for [`Histogram::since`].
+    pub fn window(&self, previous: Option<&Histogram>) -> Option<Histogram> {
+        match previous {
+            None => Some(self.clone()),
+            Some(before) => self.since(before),
+        }
+    }
+
     /// The q-quantile (0 ≤ q ≤ 1), or `None` without observations.
     ///
     /// As in PromQL: the lowest bucket is assumed to start at 0 (all our histograms measure durations), and a

@@ -12,6 +12,7 @@ pub mod histogram;
 pub mod id;
 pub mod maintenance;
 mod names;
+pub mod pem;
 pub mod probe;
 pub mod secret;
 pub mod settings;

@@ -375,7 +375,30 @@ impl ClusterView {
 
     /// An endpoint that answered for another cluster id: shown, never merged.
     pub fn is_foreign(&self, endpoint: &EndpointState) -> bool {
-        endpoint.cluster_id.is_some() && endpoint.cluster_id != self.cluster_id
+        !endpoint.answers_for(self.cluster_id)
+    }
+}
+
+/// Whether an endpoint that answered for `answered` belongs to the cluster the view is about: yes unless both
+/// are known and differ (an endpoint that did not answer is counted as ours: it is listed as ours).
+fn of_cluster(answered: Option<Id>, cluster: Option<Id>) -> bool {
+    match (answered, cluster) {
+        (Some(a), Some(c)) => a == c,
+        _ => true,
+    }
+}
+
+impl ProbeResult {
+    /// Whether this probe belongs to the cluster with this id (see [`of_cluster`]).
+    pub fn answers_for(&self, cluster: Option<Id>) -> bool {
+        of_cluster(self.status.as_ref().ok().map(|s| s.cluster_id), cluster)
+    }
+}
+
+impl EndpointState {
+    /// Whether this row belongs to the cluster with this id (see [`of_cluster`]).
+    pub fn answers_for(&self, cluster: Option<Id>) -> bool {
+        of_cluster(self.cluster_id, cluster)
     }
 }
 
@@ -418,14 +441,7 @@ pub fn membership(probes: &[ProbeResult]) -> Membership {
             .iter()
             .filter_map(|p| p.status.as_ref().ok().map(|s| s.cluster_id)),
     );
-    let ours = || {
-        probes
-            .iter()
-            .filter(move |p| match (&p.status, cluster_id) {
-                (Ok(s), Some(id)) => s.cluster_id == id,
-                _ => true,
-            })
-    };
+    let ours = || probes.iter().filter(move |p| p.answers_for(cluster_id));
     let leader_id = most_common(
         ours()
             .filter_map(|p| p.status.as_ref().ok())
@@ -482,11 +498,7 @@ pub fn build_with(
     if members_stale {
         members = context.known_members.clone();
     }
-    let belongs = |p: &ProbeResult| match (&p.status, cluster_id) {
-        (Ok(s), Some(id)) => s.cluster_id == id,
-        _ => true,
-    };
-    let ours = || probes.iter().filter(|p| belongs(p));
+    let ours = || probes.iter().filter(|p| p.answers_for(cluster_id));
 
     let leader_index = ours()
         .filter_map(|p| p.status.as_ref().ok())
@@ -660,7 +672,7 @@ fn endpoint_state(
         .map(String::as_str)
         .filter(|a| Alarm::blocks_member(a))
         .collect();
-    let foreign = matches!((status, cluster_id), (Some(s), Some(id)) if s.cluster_id != id);
+    let foreign = !p.answers_for(cluster_id);
 
     let mut error = p.status.as_ref().err().map(|e| e.message.clone());
     if let Err(e) = &p.health {

@@ -111,10 +111,7 @@ fn grpc_counts(m: &MemberMetrics) -> Option<GrpcCounts> {
 }
 
 fn summary(now: &Latency, before: Option<&Latency>) -> Option<LatencySummary> {
-    let window = match before {
-        None => now.histogram.clone(),
-        Some(b) => now.histogram.since(&b.histogram)?,
-    };
+    let window = now.histogram.window(before.map(|b| &b.histogram))?;
     Some(LatencySummary {
         p50: window.quantile(0.5),
         p99: window.quantile(0.99),

@@ -291,38 +291,62 @@ impl Connector {
         })
     }
 
-    /// Reads a member's /metrics page as text, bounded in time and size.
-    pub async fn fetch_metrics(&self, url: &str) -> Result<String, String> {
-        let client = self.http_client(url)?;
+    /// Reads a member's /metrics page as text, bounded in size (the caller bounds the time).
+    pub async fn fetch_metrics(&self, url: &str) -> Result<String, FetchError> {
+        let failed = |cause: String| FetchError::Failed {
+            url: url.to_string(),
+            cause,
+        };
+        let client = self.http_client(url).map_err(failed)?;
         let response = client.get(url).send().await.map_err(|e| {
             if e.is_timeout() {
-                format!("GET {url}: timed out")
+                FetchError::Timeout {
+                    url: url.to_string(),
+                }
             } else {
-                format!("GET {url}: {}", describe(&e))
+                failed(describe(&e))
             }
         })?;
         let status = response.status();
         if !status.is_success() {
-            return Err(format!("GET {url}: HTTP {status}"));
+            return Err(failed(format!("HTTP {status}")));
         }
+        let too_large = || FetchError::TooLarge {
+            url: url.to_string(),
+            limit: MAX_METRICS_BYTES,
+        };
         if response
             .content_length()
             .is_some_and(|n| n as usize > MAX_METRICS_BYTES)
         {
-            return Err(format!(
-                "GET {url}: page larger than {MAX_METRICS_BYTES} bytes"
-            ));
+            return Err(too_large());
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| format!("GET {url}: {}", describe(&e)))?;
+        let body = response.bytes().await.map_err(|e| failed(describe(&e)))?;
         if body.len() > MAX_METRICS_BYTES {
-            return Err(format!(
-                "GET {url}: page larger than {MAX_METRICS_BYTES} bytes"
-            ));
+            return Err(too_large());
         }
-        String::from_utf8(body.to_vec()).map_err(|_| format!("GET {url}: not UTF-8 text"))
+        String::from_utf8(body.to_vec()).map_err(|_| failed("not UTF-8 text".into()))
+    }
+}
+
+/// Why a member's /metrics could not be read; every message names the URL.
+#[derive(Debug, Error)]
+pub enum FetchError {
+    #[error("GET {url}: timed out")]
+    Timeout { url: String },
+    #[error("GET {url}: page larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("GET {url}: {cause}")]
+    Failed { url: String, cause: String },
+}
+
+impl FetchError {
+    /// What kind of failure it is: only a timeout may pass by itself; a page too large or refused stays so.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            FetchError::Timeout { .. } => FailureKind::Timeout,
+            FetchError::TooLarge { .. } | FetchError::Failed { .. } => FailureKind::Other,
+        }
     }
 }
 

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use thiserror::Error;
+
+use crate::pem;
 
 /// TLS settings as the user gives them. Paths only: the files are read when connecting, so a rotated
 /// certificate is picked up by the next connection.
@@ -71,19 +72,11 @@ fn file_error(kind: &'static str, path: &Path, cause: impl ToString) -> TlsError
 }
 
 fn read_certs(kind: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    std::fs::metadata(path).map_err(|e| file_error(kind, path, e))?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(kind, path, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| file_error(kind, path, e))?;
-    if certs.is_empty() {
-        return Err(file_error(kind, path, "no PEM certificate in the file"));
-    }
-    Ok(certs)
+    pem::read_certs(path).map_err(|e| file_error(kind, path, e))
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    pem::crypto_provider()
 }
 
 /// Verifies the server certificate against a configured name instead of the host dialled (`--tls-server-name`),
@@ -207,9 +200,7 @@ pub fn build(settings: &TlsSettings) -> Result<TlsConfigs, TlsError> {
     let mut config = match (&settings.cert, &settings.key) {
         (Some(cert), Some(key)) => {
             let chain = read_certs("client certificate", cert)?;
-            std::fs::metadata(key).map_err(|e| file_error("client key", key, e))?;
-            let key_der =
-                PrivateKeyDer::from_pem_file(key).map_err(|e| file_error("client key", key, e))?;
+            let key_der = pem::read_key(key).map_err(|e| file_error("client key", key, e))?;
             builder.with_client_auth_cert(chain, key_der).map_err(|e| {
                 TlsError::Config(format!(
                     "client certificate {} and key {}: {e}",

@@ -11,7 +11,8 @@ use futures_util::stream::FuturesUnordered;
 use crate::etcd::connect::Connector;
 use crate::etcd::endpoint::Endpoint;
 use crate::id::Id;
-use crate::probe::endpoint::{EndpointMemory, ProbeOptions, ProbeProgress, probe};
+use crate::probe::ProbeProgress;
+use crate::probe::endpoint::{EndpointMemory, ProbeOptions, probe};
 use crate::settings::{Discovery, Target};
 use crate::view::{
     self, Alarm, BuildContext, ClusterView, EndpointHealth, FailureKind, Member, ProbeError,

@@ -21,11 +21,7 @@ pub(super) fn count(
     cluster_id: Option<Id>,
     leader_id: Option<Id>,
 ) -> Quorum {
-    let ours = || {
-        endpoints
-            .iter()
-            .filter(move |e| e.cluster_id.is_none() || e.cluster_id == cluster_id)
-    };
+    let ours = || endpoints.iter().filter(move |e| e.answers_for(cluster_id));
     let healthy_ids: BTreeSet<Id> = ours()
         .filter(|e| {
             let follows_leader = leader_id.is_some() && e.leader_id == leader_id;

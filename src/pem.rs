@@ -1,0 +1,34 @@
+//! Reading PEM certificates and keys, for the clients of etcd and for the sentinel's own TLS listener alike;
+//! errors say what is wrong with the file, the callers say which file it was meant to be.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Every certificate in a PEM file; at least one.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    // Read the metadata first: a missing file says "No such file or directory", not a PEM parse error.
+    std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in the file".into());
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    std::fs::metadata(path).map_err(|e| e.to_string())?;
+    PrivateKeyDer::from_pem_file(path).map_err(|e| e.to_string())
+}
+
+/// The one crypto provider every TLS configuration is built with.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
