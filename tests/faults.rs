@@ -622,3 +622,69 @@ async fn an_election_on_a_cluster_with_users_is_still_an_election() {
         assert!(!k.contains(&bad), "{bad} in {k:?}");
     }
 }
+
+/// A metrics URL that needs the member's name is read only after the gRPC calls, so it must end by their
+/// deadline, not start a timeout of its own: neither a frozen member nor a /metrics that never answers may cost
+/// a second timeout (before: 6.0 s for `--dial-timeout 2s --command-timeout 3s` and a frozen follower).
+#[tokio::test]
+async fn a_metrics_url_with_the_member_name_costs_no_second_timeout() {
+    // Accepts connections and never answers: a /metrics behind a hung proxy.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_port = hole.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hole.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let mut cluster = EtcdCluster::start(3).await;
+    let timeouts = ["--dial-timeout", "1s", "--command-timeout", "2s"];
+
+    let hung = format!("http://127.0.0.1:{hole_port}/metrics?member={{name}}");
+    let started = Instant::now();
+    let (code, v) = status_json(
+        &[
+            &["--endpoints", &cluster.endpoints(), "--metrics-url", &hung][..],
+            &timeouts,
+        ]
+        .concat(),
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(3000),
+        "a /metrics that never answers took {took:?} (command timeout 2s)"
+    );
+    assert_eq!(code, 0, "health does not depend on /metrics: {v:#}");
+    for e in v["endpoints"].as_array().unwrap() {
+        let error = e["metrics_error"].as_str().unwrap_or("");
+        assert!(error.contains("timed out"), "{e:#}");
+    }
+
+    let leader = cluster.leader_index().await;
+    let frozen = (leader + 1) % 3;
+    cluster.freeze(frozen);
+    let named = "http://{host}:{port}/metrics?member={name}";
+    let started = Instant::now();
+    let (code, v) = status_json(
+        &[
+            &["--endpoints", &cluster.endpoints(), "--metrics-url", named][..],
+            &timeouts,
+        ]
+        .concat(),
+    );
+    let took = started.elapsed();
+    cluster.thaw(frozen);
+    assert!(
+        took < Duration::from_millis(3500),
+        "a frozen member took {took:?} (dial 1s + command 2s)"
+    );
+    assert_eq!(code, 1);
+    let endpoints = v["endpoints"].as_array().unwrap();
+    let sick = endpoints
+        .iter()
+        .find(|e| e["endpoint"] == cluster.client_url(frozen))
+        .unwrap();
+    assert_eq!(sick["healthy"], false, "{sick:#}");
+    let fine = endpoints.iter().filter(|e| e["healthy"] == true).count();
+    assert_eq!(fine, 2, "{v:#}");
+}
