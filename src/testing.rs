@@ -82,3 +82,54 @@ pub fn read_failed(i: usize, members: &[Member], leader: u64, error: ProbeError)
     }
     p
 }
+
+/// A fixed poll time, so that a view built in a test renders and serialises the same every time.
+pub fn polled_at() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000)
+}
+
+/// The probe with this DB size, part of it in use, and quota (read from /metrics, as on etcd 3.4).
+pub fn with_db(mut p: ProbeResult, size: u64, in_use: u64, quota: u64) -> ProbeResult {
+    if let Ok(s) = &mut p.status {
+        s.db_size = size;
+        s.db_size_in_use = in_use;
+    }
+    if let Ok(m) = &mut p.metrics {
+        m.quota_backend_bytes = Some(quota);
+    }
+    p
+}
+
+/// The probe with the disk latencies (p99 WAL fsync and backend commit, over 1000 observations each) and the
+/// heartbeat round-trip times (p99 to each peer, by member index) that its /metrics would report.
+pub fn with_latencies(
+    mut p: ProbeResult,
+    wal_fsync_p99: f64,
+    backend_commit_p99: f64,
+    peer_rtt_p99: &[(usize, f64)],
+) -> ProbeResult {
+    let summary = |p99: f64| crate::vitals::LatencySummary {
+        p50: Some(p99 / 4.0),
+        p99: Some(p99),
+        window_count: 1000,
+        count: 1000,
+        sum: p99 * 250.0,
+    };
+    if let Ok(m) = &mut p.metrics {
+        m.vitals.wal_fsync_seconds = Some(summary(wal_fsync_p99));
+        m.vitals.backend_commit_seconds = Some(summary(backend_commit_p99));
+        m.peer_rtt = peer_rtt_p99
+            .iter()
+            .map(|&(peer, p99)| {
+                let rtt = crate::view::PeerRtt {
+                    p50: p99 / 2.0,
+                    p99,
+                    count: 100,
+                    sum: p99 * 50.0,
+                };
+                (Id(peer as u64 + 1), rtt)
+            })
+            .collect();
+    }
+    p
+}

@@ -85,6 +85,75 @@ async fn healthy_cluster_is_discovered_from_one_endpoint_and_exits_0() {
     }
 }
 
+/// Lines of a table wider than `width` terminal columns (every character here takes one).
+fn lines_wider_than(text: &str, width: usize) -> Vec<&str> {
+    text.lines().filter(|l| l.chars().count() > width).collect()
+}
+
+#[tokio::test]
+async fn table_fits_columns_and_wide_shows_every_column() {
+    let cluster = EtcdCluster::start(3).await;
+    let urls: Vec<String> = cluster.members.iter().map(|m| m.client_url()).collect();
+    let once = |table: &str| {
+        for url in &urls {
+            let rows = table.split_whitespace().filter(|w| w == url).count();
+            assert_eq!(rows, 1, "{url} once in\n{table}");
+        }
+    };
+    // Not a terminal: $COLUMNS is the width.
+    let out = sentinel(
+        &["status", "--endpoints", &cluster.endpoints()],
+        &[("COLUMNS", "80")],
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    let wide = lines_wider_than(&table, 80);
+    assert!(wide.is_empty(), "{wide:#?} in\n{table}");
+    once(&table);
+
+    // Narrower than the short columns: some are left out, and the table says so.
+    let out = sentinel(
+        &["status", "--endpoints", &cluster.endpoints()],
+        &[("COLUMNS", "60")],
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(lines_wider_than(&table, 60).is_empty(), "{table}");
+    // The note wraps too: read it with its line breaks as spaces.
+    let words = table.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(words.contains("-w wide shows every column"), "{table}");
+    once(&table);
+
+    // Wide, by flag or by etcdctl's variable: every column, whatever $COLUMNS says.
+    let endpoints = cluster.endpoints();
+    let by_flag = ["status", "--endpoints", &endpoints, "-w", "wide"];
+    let by_env = ["status", "--endpoints", &endpoints];
+    for (args, env) in [
+        (&by_flag[..], &[("COLUMNS", "80")][..]),
+        (
+            &by_env[..],
+            &[("COLUMNS", "80"), ("ETCDCTL_WRITE_OUT", "wide")][..],
+        ),
+    ] {
+        let out = sentinel(args, env);
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{table}");
+        let header = table
+            .lines()
+            .find(|l| l.starts_with("ENDPOINT"))
+            .unwrap_or_else(|| panic!("no header in\n{table}"));
+        for column in [
+            "MEMBER ID",
+            "WAL FSYNC p99",
+            "PEER RTT p99",
+            "PROBE",
+            "ERROR",
+        ] {
+            assert!(header.contains(column), "{column} in {header}");
+        }
+        once(&table);
+    }
+}
+
 #[tokio::test]
 async fn etcdctl_environment_is_honoured() {
     let cluster = EtcdCluster::start(1).await;

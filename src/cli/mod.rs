@@ -50,7 +50,11 @@ impl std::fmt::Display for CliError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WriteOut {
+    /// The columns an operator reads first, fitted to the terminal
     Table,
+    /// Every column at its natural width, never narrowed (kubectl's `-o wide`)
+    Wide,
+    /// The complete view, the stable contract for scripts
     Json,
 }
 
@@ -238,7 +242,7 @@ impl ConnectionArgs {
     }
 }
 
-/// `-w table|json`, with etcdctl's variable as a fallback.
+/// `-w table|wide|json`, with etcdctl's variable as a fallback.
 pub fn write_out(flag: Option<WriteOut>) -> Result<WriteOut, CliError> {
     if let Some(w) = flag {
         return Ok(w);
@@ -246,7 +250,9 @@ pub fn write_out(flag: Option<WriteOut>) -> Result<WriteOut, CliError> {
     match etcdctl_var("ETCDCTL_WRITE_OUT") {
         None => Ok(WriteOut::Table),
         Some(v) => WriteOut::from_str(&v, true).map_err(|_| {
-            CliError::Usage(format!("ETCDCTL_WRITE_OUT={v:?}: expected table or json"))
+            CliError::Usage(format!(
+                "ETCDCTL_WRITE_OUT={v:?}: expected table, wide or json"
+            ))
         }),
     }
 }

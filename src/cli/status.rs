@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 
 use etcd_sentinel::etcd::connect::Connector;
-use etcd_sentinel::export::render;
+use etcd_sentinel::export::render::{self, TableOptions};
 use etcd_sentinel::probe::poller::ClusterPoller;
 
 use super::{CliError, ConnectionArgs, EXIT_UNHEALTHY, WriteOut, write_out};
@@ -33,9 +33,17 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
     let mut poller = ClusterPoller::new(target, Arc::new(connector));
     let view = poller.poll().await;
 
+    let terminal = std::io::stdout().is_terminal();
     let text = match format {
         WriteOut::Json => render::json(&view),
-        WriteOut::Table => render::table(&view, std::io::stdout().is_terminal()),
+        WriteOut::Table | WriteOut::Wide => render::table(
+            &view,
+            &TableOptions {
+                width: table_width(terminal),
+                color: terminal,
+                wide: format == WriteOut::Wide,
+            },
+        ),
     };
     let mut stdout = std::io::stdout().lock();
     match writeln!(stdout, "{}", text.trim_end()).and_then(|_| stdout.flush()) {
@@ -49,5 +57,22 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_UNHEALTHY)
+    })
+}
+
+/// The width to fit the table into: the terminal's when stdout is one; otherwise `$COLUMNS` when it is a number
+/// (a script or `watch` that knows its width); otherwise none, and the table keeps its natural width, errors
+/// inline, which suits a log or a pipe into grep.
+fn table_width(terminal: bool) -> Option<usize> {
+    // comfy-table asks the terminal through crossterm (both dependencies already). A width of 0 (a pseudo-terminal
+    // nobody sized) is no width.
+    let from_terminal = terminal
+        .then(|| comfy_table::Table::new().width())
+        .flatten()
+        .map(usize::from)
+        .filter(|w| *w > 0);
+    from_terminal.or_else(|| {
+        let columns: usize = std::env::var("COLUMNS").ok()?.trim().parse().ok()?;
+        (columns > 0).then_some(columns)
     })
 }

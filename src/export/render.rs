@@ -1,72 +1,179 @@
-//! The CLI's rendering of a view: one table with what etcdctl needs four for, or the JSON contract.
+//! The CLI's rendering of a view: one table with what etcdctl needs four for, fitted to the terminal, or the JSON
+//! contract.
 
-use comfy_table::{Cell, Color, ContentArrangement, Table};
+mod columns;
+mod wrap;
 
-use crate::units::{human_bytes, human_seconds};
-use crate::view::{ClusterView, EndpointHealth, EndpointState};
+use comfy_table::{Cell, ContentArrangement, Table};
 
-/// No borders, one line under the header: compact, and still easy to read in a terminal or a log.
-const HEADER_LINE_ONLY: &str = "     ══            ";
+use crate::view::{ClusterView, EndpointState};
+use columns::{COLUMNS, Column};
 
-fn opt<T: ToString>(v: Option<T>) -> String {
-    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+/// No borders, one line under the header: compact, and still easy to read in a terminal or a log. Only the header
+/// line: with any vertical component (even a header intersection) comfy-table puts a separator between columns,
+/// which would make every gap one wider than `GAP`.
+const HEADER_LINE_ONLY: &str = "     ═             ";
+
+/// How to draw the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TableOptions {
+    /// Columns to fit into (the terminal's, or `$COLUMNS`); `None`: no limit, every column at its natural width.
+    pub width: Option<usize>,
+    /// Colour the health cells (a terminal); colour never changes a width.
+    pub color: bool,
+    /// Every column at its natural width and nothing wrapped, whatever the width (`-w wide`).
+    pub wide: bool,
 }
 
-fn role(e: &EndpointState) -> &'static str {
-    match (e.is_leader, e.is_learner, e.raft_term.is_some()) {
-        (true, _, _) => "leader",
-        (_, true, _) => "learner",
-        (_, _, true) => "follower",
-        _ => "-",
+/// Spaces between two columns.
+const GAP: usize = 2;
+
+/// Below this, an ERROR column is too narrow to read (a few words a line): the errors go under the table.
+const MIN_ERROR_WIDTH: usize = 24;
+
+/// Which columns a table shows and how its free text (ERROR) fits.
+struct Layout {
+    columns: Vec<&'static Column>,
+    /// The wrapping column (ERROR) wraps at this width; `None`: each of its cells on one line.
+    wrap_at: Option<usize>,
+    /// The wrapping column is left out of the grid and its texts printed under the table.
+    below: Option<&'static Column>,
+    /// Headers of the default columns left out because even the short cells did not fit.
+    left_out: Vec<&'static str>,
+}
+
+/// Natural width of a column: its header or its widest cell, whichever is wider (a wrapping cell on one line).
+fn natural_width(column: &Column, endpoints: &[EndpointState]) -> usize {
+    endpoints
+        .iter()
+        .map(|e| wrap::width(&wrap::one_line(&(column.cell)(e))))
+        .fold(wrap::width(column.header), usize::max)
+}
+
+fn grid_width(widths: &[usize]) -> usize {
+    widths.iter().sum::<usize>() + GAP * widths.len().saturating_sub(1)
+}
+
+/// The layout rule. Columns keep the order of `COLUMNS`; the default table leaves out an ERROR column with no error
+/// in it. Without a width, or with `wide`, every column is at its natural width and nothing wraps. With a width:
+/// 1. the short columns (all but ERROR) keep their natural width: numbers, names and single words are unreadable
+///    once broken, and together they fit 80 columns with ordinary endpoint URLs;
+/// 2. if even they do not fit (very long endpoint URLs), default columns are left out, lowest drop rank first,
+///    until they do (or only ENDPOINT and HEALTH are left), and a line under the table says which;
+/// 3. ERROR takes the width that is left: whole if its texts fit; wrapped at word boundaries if at least
+///    `MIN_ERROR_WIDTH` columns are left and no single word is wider than that; or else the errors are printed
+///    under the table, one per endpoint, wrapped to the whole width with a hanging indent.
+fn layout(endpoints: &[EndpointState], options: &TableOptions) -> Layout {
+    let mut columns: Vec<&'static Column> = COLUMNS
+        .iter()
+        .filter(|c| options.wide || c.in_default())
+        .collect();
+    let has_text = |c: &Column| endpoints.iter().any(|e| !(c.cell)(e).trim().is_empty());
+    // An ERROR column with nothing in it says nothing; `wide` shows it anyway (every column, always the same).
+    let mut free = columns.iter().copied().find(|c| c.wraps);
+    if !options.wide && !free.is_some_and(has_text) {
+        columns.retain(|c| !c.wraps);
+        free = None;
     }
-}
-
-fn db_cell(e: &EndpointState) -> String {
-    match (e.db_size_bytes, e.db_size_in_use_bytes) {
-        (Some(size), Some(used)) => format!("{} / {}", human_bytes(size), human_bytes(used)),
-        _ => "-".into(),
+    let mut layout = Layout {
+        columns,
+        wrap_at: None,
+        below: None,
+        left_out: Vec::new(),
+    };
+    let Some(width) = options.width.filter(|_| !options.wide) else {
+        return layout;
+    };
+    let fixed_width = |columns: &[&'static Column]| {
+        let widths: Vec<usize> = columns
+            .iter()
+            .filter(|c| !c.wraps)
+            .map(|c| natural_width(c, endpoints))
+            .collect();
+        grid_width(&widths)
+    };
+    while fixed_width(&layout.columns) > width {
+        let lowest = layout
+            .columns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((c.drop_rank()?, i)))
+            .min();
+        let Some((_, i)) = lowest else {
+            break;
+        };
+        layout.left_out.push(layout.columns.remove(i).header);
     }
-}
-
-fn quota_cell(e: &EndpointState) -> String {
-    match (e.db_quota_bytes, e.db_quota_usage) {
-        (Some(q), Some(u)) => format!("{:.0}% of {}", u * 100.0, human_bytes(q)),
-        (Some(q), None) => human_bytes(q),
-        _ => "-".into(),
+    let Some(free) = free else {
+        return layout;
+    };
+    let room = width.saturating_sub(fixed_width(&layout.columns) + GAP);
+    if natural_width(free, endpoints) <= room {
+        return layout;
     }
-}
-
-/// WAL fsync and backend commit p99, the two numbers that tell a slow disk.
-fn disk_cell(e: &EndpointState) -> String {
-    let v = e.vitals.as_ref();
-    let fsync = v
-        .and_then(|v| v.wal_fsync_seconds)
-        .and_then(|l| l.p99)
-        .map(human_seconds);
-    let commit = v
-        .and_then(|v| v.backend_commit_seconds)
-        .and_then(|l| l.p99)
-        .map(human_seconds);
-    match (fsync, commit) {
-        (None, None) => "-".into(),
-        (f, c) => format!("{} / {}", opt(f), opt(c)),
+    let longest = endpoints
+        .iter()
+        .map(|e| wrap::longest_word(&(free.cell)(e)))
+        .max()
+        .unwrap_or(0);
+    if room >= MIN_ERROR_WIDTH && longest <= room {
+        layout.wrap_at = Some(room);
+    } else {
+        layout.columns.retain(|c| !c.wraps);
+        layout.below = Some(free);
     }
+    layout
 }
 
-fn peer_rtt_cell(e: &EndpointState) -> String {
-    let worst = e
-        .peer_rtt_seconds
-        .values()
-        .map(|r| r.p99)
-        .fold(None, |acc: Option<f64>, v| {
-            Some(acc.map_or(v, |a| a.max(v)))
-        });
-    opt(worst.map(human_seconds))
+/// The grid itself: a header, a line under it, one row per endpoint; no borders, `GAP` spaces between columns.
+fn grid(view: &ClusterView, layout: &Layout, color: bool) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(HEADER_LINE_ONLY)
+        // The layout has fitted every cell already; comfy-table must not split anything (it would split words).
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(layout.columns.iter().map(|c| c.header));
+    if color {
+        // Only the text: padding stays outside the escape codes.
+        table.enforce_styling().style_text_only();
+    } else {
+        table.force_no_tty();
+    }
+    for e in &view.endpoints {
+        table.add_row(layout.columns.iter().map(|c| {
+            // One line, as `natural_width` measured it, unless the layout made room to wrap it.
+            let text = (c.cell)(e);
+            let text = match (c.wraps, layout.wrap_at) {
+                (true, Some(at)) => wrap::wrap(&text, at, "", "").join("\n"),
+                _ => wrap::one_line(&text),
+            };
+            match (c.color)(e).filter(|_| color) {
+                Some(fg) => Cell::new(text).fg(fg),
+                None => Cell::new(text),
+            }
+        }));
+    }
+    let last = layout.columns.len().saturating_sub(1);
+    for (i, column) in table.column_iter_mut().enumerate() {
+        let right = if i == last { 0 } else { GAP as u16 };
+        column.set_padding((0, right));
+    }
+    table.trim_fmt()
 }
 
-/// The table: a verdict line, one row per endpoint, then the warnings.
-pub fn table(view: &ClusterView, color: bool) -> String {
-    let mut out = String::new();
+/// The table: the verdict, one row per endpoint, then the warnings; every line fitted to `options.width`.
+pub fn table(view: &ClusterView, options: &TableOptions) -> String {
+    // Wide ignores the width: a table wider than the terminal anyway is read with `less -S` or a pipe, where
+    // wrapped lines only get in the way.
+    let max = options
+        .width
+        .filter(|_| !options.wide)
+        .unwrap_or(usize::MAX);
+    let mut lines: Vec<String> = Vec::new();
+    let add = |lines: &mut Vec<String>, text: &str, first: &str, rest: &str| {
+        lines.extend(wrap::wrap(text, max, first, rest));
+    };
+
     let verdict = if view.healthy { "HEALTHY" } else { "UNHEALTHY" };
     let leader = view.leader().map_or_else(
         || {
@@ -90,82 +197,58 @@ pub fn table(view: &ClusterView, color: bool) -> String {
             q.healthy_voting_members, q.voting_members, q.quorum_size
         )
     };
-    out.push_str(&format!(
-        "cluster {} ({}): {verdict}\nleader {leader}, {quorum}\n",
-        view.cluster,
-        opt(view.cluster_id),
-    ));
+    let cluster_id = view
+        .cluster_id
+        .map_or_else(|| "-".to_string(), |id| id.to_string());
+    add(
+        &mut lines,
+        &format!("cluster {} ({cluster_id}): {verdict}", view.cluster),
+        "",
+        "  ",
+    );
+    add(&mut lines, &format!("leader {leader}, {quorum}"), "", "  ");
 
-    let mut table = Table::new();
-    table
-        .load_preset(HEADER_LINE_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(vec![
-            "ENDPOINT",
-            "MEMBER",
-            "HEALTH",
-            "ROLE",
-            "TERM",
-            "INDEX",
-            "APPLIED",
-            "LAG",
-            "DB SIZE / IN USE",
-            "QUOTA",
-            "VERSION",
-            "ALARMS",
-            "PEER RTT p99",
-            "PROBE",
-            "ERROR",
-        ]);
-    if !color {
-        table.force_no_tty();
+    let layout = layout(&view.endpoints, options);
+    let grid = grid(view, &layout, options.color);
+    lines.extend(grid.lines().map(str::to_string));
+    if !layout.left_out.is_empty() {
+        add(
+            &mut lines,
+            &format!(
+                "(left out to fit {max} columns: {}; -w wide shows every column)",
+                layout.left_out.join(", ")
+            ),
+            "",
+            " ",
+        );
     }
-    for e in &view.endpoints {
-        let health = match e.state {
-            EndpointHealth::Healthy => Cell::new("healthy").fg(Color::Green),
-            EndpointHealth::NoLeader => Cell::new("healthy, no leader").fg(Color::Yellow),
-            EndpointHealth::AuthFailed => Cell::new("AUTH FAILED").fg(Color::Red),
-            EndpointHealth::Unreachable => Cell::new("DOWN").fg(Color::Red),
-            EndpointHealth::Unhealthy | EndpointHealth::Foreign => {
-                Cell::new("UNHEALTHY").fg(Color::Red)
+    if let Some(column) = layout.below {
+        add(&mut lines, "errors:", "", "");
+        for e in &view.endpoints {
+            let text = (column.cell)(e);
+            if !text.trim().is_empty() {
+                add(
+                    &mut lines,
+                    &format!("{}: {text}", e.endpoint),
+                    "  ",
+                    "      ",
+                );
             }
-        };
-        let member = match (&e.member_name, e.member_id) {
-            (Some(name), Some(id)) => format!("{name}\n{id}"),
-            (None, Some(id)) => id.to_string(),
-            _ => "-".into(),
-        };
-        table.add_row(vec![
-            Cell::new(&e.endpoint),
-            Cell::new(member),
-            health,
-            Cell::new(role(e)),
-            Cell::new(opt(e.raft_term)),
-            Cell::new(opt(e.raft_index)),
-            Cell::new(opt(e.raft_applied_index)),
-            Cell::new(opt(e.raft_index_lag)),
-            Cell::new(db_cell(e)),
-            Cell::new(quota_cell(e)),
-            Cell::new(opt(e.version.as_deref())),
-            Cell::new(if e.alarms.is_empty() {
-                "-".to_string()
-            } else {
-                e.alarms.join(",")
-            }),
-            Cell::new(disk_cell(e)),
-            Cell::new(peer_rtt_cell(e)),
-            Cell::new(human_seconds(e.probe_seconds)),
-            Cell::new(e.error.as_deref().unwrap_or("")),
-        ]);
-    }
-    out.push_str(&table.to_string());
-    out.push('\n');
-    if !view.warnings.is_empty() {
-        out.push_str("warnings:\n");
-        for w in &view.warnings {
-            out.push_str(&format!("  [{}] {}\n", w.kind.as_str(), w.message));
         }
     }
+    if !view.warnings.is_empty() {
+        add(&mut lines, "warnings:", "", "");
+        for w in &view.warnings {
+            add(
+                &mut lines,
+                &format!("[{}] {}", w.kind.as_str(), w.message),
+                "  ",
+                "      ",
+            );
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
     out
 }
 
@@ -173,3 +256,6 @@ pub fn json(view: &ClusterView) -> String {
     // Serialising plain data with string keys cannot fail.
     serde_json::to_string_pretty(view).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
+
+#[cfg(test)]
+mod table_tests;

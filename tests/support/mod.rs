@@ -25,11 +25,11 @@ fn etcd_bin() -> String {
 }
 
 /// Runs the etcd-sentinel binary with a clean environment: no stray ETCDCTL_* or ETCD_SENTINEL_* from the caller,
-/// only the variables given.
+/// and no COLUMNS (it narrows the table), only the variables given.
 pub fn sentinel(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"));
     for (k, _) in std::env::vars() {
-        if k.starts_with("ETCDCTL_") || k.starts_with("ETCD_SENTINEL_") {
+        if k.starts_with("ETCDCTL_") || k.starts_with("ETCD_SENTINEL_") || k == "COLUMNS" {
             cmd.env_remove(k);
         }
     }
