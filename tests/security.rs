@@ -13,7 +13,8 @@ use etcd_sentinel::etcd::endpoint::Endpoint;
 use etcd_sentinel::probe::poller::ClusterPoller;
 use etcd_sentinel::settings::Target;
 use serde_json::Value;
-use support::{EtcdCluster, free_ports, sentinel, wait_for};
+use support::daemon::Daemon;
+use support::{EtcdCluster, sentinel, wait_for};
 
 fn status(url: &str, extra: &[&str]) -> (i32, Value, Duration) {
     let started = Instant::now();
@@ -301,48 +302,21 @@ async fn the_daemon_over_tls_with_a_user_leaks_no_secret() {
     let dir = tempfile::tempdir().unwrap();
     let password_file = dir.path().join("monitor.password");
     std::fs::write(&password_file, "monitorpw\n").unwrap();
-    let port = free_ports(1)[0];
-    let config = dir.path().join("sentinel.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\n[[cluster]]\nname = \"secure\"\nendpoints = [\"{}\"]\ninterval = \"300ms\"\n\
-             user = \"monitor\"\npassword_file = \"{}\"\n[cluster.tls]\ncacert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-            cluster.client_url(0),
-            password_file.display(),
-            pki.ca.display(),
-            pki.client_cert.display(),
-            pki.client_key.display()
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("daemon.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"))
-        .args([
-            "run",
-            "--log-level",
-            "debug",
-            "--log-format",
-            "json",
-            "--config",
-        ])
-        .arg(&config)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let get = |path: &str| {
-        let url = format!("{base}{path}");
-        async move {
-            let r = reqwest::get(&url).await.ok()?;
-            Some((r.status().as_u16(), r.text().await.ok()?))
-        }
-    };
+    let config = format!(
+        "[[cluster]]\nname = \"secure\"\nendpoints = [\"{}\"]\ninterval = \"300ms\"\n\
+         user = \"monitor\"\npassword_file = \"{}\"\n[cluster.tls]\ncacert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        cluster.client_url(0),
+        password_file.display(),
+        pki.ca.display(),
+        pki.client_cert.display(),
+        pki.client_key.display()
+    );
+    let daemon = Daemon::start_with(&config, &["--log-level".as_ref(), "debug".as_ref()]);
     let metrics = wait_for(
         "healthy metrics over TLS with a user",
         Duration::from_secs(20),
         || async {
-            let (_, m) = get("/metrics").await?;
+            let (_, m) = daemon.get("/metrics").await;
             m.contains("etcd_sentinel_cluster_healthy{cluster=\"secure\"} 1")
                 .then_some(m)
         },
@@ -359,11 +333,10 @@ async fn the_daemon_over_tls_with_a_user_leaks_no_secret() {
         "/api/v1/clusters/secure",
         "/api/v1/clusters/secure/events",
     ] {
-        seen.push_str(&get(path).await.unwrap().1);
+        seen.push_str(&daemon.get(path).await.1);
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    seen.push_str(&std::fs::read_to_string(&log).unwrap());
+    seen.push_str(&daemon.log_text());
+    drop(daemon);
     // The password file was read and used: the daemon authenticated as the monitoring user.
     assert!(
         seen.lines()
@@ -377,20 +350,13 @@ async fn the_daemon_over_tls_with_a_user_leaks_no_secret() {
     assert!(!seen.contains("rootpw"));
 }
 
-/// A daemon with an API token (or none), optionally serving TLS; killed on drop.
+/// A daemon with an API token (or none), optionally serving TLS.
 struct GuardedDaemon {
-    child: std::process::Child,
+    _daemon: Daemon,
+    _files: tempfile::TempDir,
     base: String,
     log: std::path::PathBuf,
     config: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for GuardedDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn guarded_daemon(
@@ -398,41 +364,33 @@ fn guarded_daemon(
     token: Option<&str>,
     tls: Option<(&Path, &Path)>,
 ) -> GuardedDaemon {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_ports(1)[0];
-    let config = dir.path().join("sentinel.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\n[[cluster]]\nname = \"a\"\nendpoints = [\"{}\"]\ninterval = \"300ms\"\n",
-            cluster.client_url(0)
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("daemon.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"));
-    cmd.args(["run", "--log-level", "debug", "--config"])
-        .arg(&config);
-    cmd.env_remove("ETCD_SENTINEL_API_TOKEN");
+    let config = format!(
+        "[[cluster]]\nname = \"a\"\nendpoints = [\"{}\"]\ninterval = \"300ms\"\n",
+        cluster.client_url(0)
+    );
+    let files = tempfile::tempdir().unwrap();
+    let token_file = files.path().join("api.token");
+    let mut args: Vec<std::ffi::OsString> = vec!["--log-level".into(), "debug".into()];
     if let Some(t) = token {
-        let file = dir.path().join("api.token");
-        std::fs::write(&file, format!("{t}\n")).unwrap();
-        cmd.arg("--api-token-file").arg(&file);
+        std::fs::write(&token_file, format!("{t}\n")).unwrap();
+        args.extend(["--api-token-file".into(), token_file.into_os_string()]);
     }
     if let Some((cert, key)) = tls {
-        cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        args.extend([
+            "--tls-cert".into(),
+            cert.as_os_str().to_owned(),
+            "--tls-key".into(),
+            key.as_os_str().to_owned(),
+        ]);
     }
-    let child = cmd
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let daemon = Daemon::start_with(&config, &refs);
     GuardedDaemon {
-        child,
-        base: format!("{scheme}://127.0.0.1:{port}"),
-        log,
-        config,
-        _dir: dir,
+        base: daemon.url(""),
+        log: daemon.log.clone(),
+        config: daemon.config.clone(),
+        _daemon: daemon,
+        _files: files,
     }
 }
 

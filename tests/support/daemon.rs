@@ -15,11 +15,18 @@ pub struct Daemon {
     pub log: PathBuf,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// `https` when started with `--tls-cert`.
+    scheme: &'static str,
 }
 
 impl Daemon {
     /// Starts `run --config` with the given TOML (without `listen`, which the harness sets).
     pub fn start(config: &str) -> Daemon {
+        Daemon::start_with(config, &[])
+    }
+
+    /// Starts `run --config` with the given TOML and extra flags (`--api-token-file`, `--tls-cert`, a log level).
+    pub fn start_with(config: &str, extra: &[&std::ffi::OsStr]) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("sentinel.toml");
         std::fs::write(&path, config).expect("write config");
@@ -35,24 +42,32 @@ impl Daemon {
                 "--config",
             ])
             .arg(&path)
+            .args(extra)
             .env_remove("ETCD_SENTINEL_ENDPOINTS")
             .env_remove("ETCDCTL_ENDPOINTS")
+            .env_remove("ETCD_SENTINEL_API_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start the daemon");
+        let scheme = if extra.iter().any(|a| *a == "--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
         Daemon {
             child,
             port,
             log,
             config: path,
             dir,
+            scheme,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
