@@ -273,3 +273,41 @@ async fn cluster_events(
         .ok_or_else(|| unknown(&name))?;
     Ok(axum::Json(json!({ "cluster": name, "events": events })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maintenance::{self, GateOptions};
+    use crate::testing::*;
+    use crate::view;
+
+    fn pretty(value: &impl Serialize) -> String {
+        serde_json::to_string_pretty(value).unwrap()
+    }
+
+    /// The API's own JSON beside the view's (snapshotted with the table): a renamed or dropped key fails here.
+    #[test]
+    fn cluster_list_and_maintenance_json_keep_their_keys() {
+        let (_, mut probes) = three();
+        let healthy = view::build("prod", &probes, polled_at());
+        probes[2] = down(2);
+        let one_down = view::build("prod", &probes, polled_at());
+        let list = vec![
+            summary("prod".into(), Some(&one_down)),
+            summary("staging".into(), None),
+        ];
+        insta::assert_snapshot!("api_clusters", pretty(&json!({ "clusters": list })));
+
+        let options = GateOptions::for_interval(Duration::from_secs(10));
+        let ready = maintenance::assess(&healthy, polled_at(), &options);
+        insta::assert_snapshot!(
+            "api_maintenance_ready",
+            pretty(&json!({ "cluster": "prod", "maintenance": ready }))
+        );
+        let refused = maintenance::assess(&one_down, polled_at(), &options);
+        insta::assert_snapshot!(
+            "api_maintenance_refused",
+            pretty(&json!({ "cluster": "prod", "maintenance": refused }))
+        );
+    }
+}
