@@ -111,8 +111,9 @@ pub struct Connector {
     http_tls: OnceLock<Result<reqwest::Client, String>>,
 }
 
-/// Upper bound on a member's /metrics page; etcd 3.4 serves about 150 KB.
-const MAX_METRICS_BYTES: usize = 16 * 1024 * 1024;
+/// Upper bound on a member's /metrics page: etcd 3.4 serves about 150 KB, a large 3.5 cluster under a megabyte.
+/// Every probe of a poll may hold one page at once, so this bounds a poll's memory whatever a member sends.
+pub const MAX_METRICS_BYTES: usize = 4 * 1024 * 1024;
 
 fn http_builder(settings: &ConnectSettings) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
@@ -298,7 +299,7 @@ impl Connector {
             cause,
         };
         let client = self.http_client(url).map_err(failed)?;
-        let response = client.get(url).send().await.map_err(|e| {
+        let mut response = client.get(url).send().await.map_err(|e| {
             if e.is_timeout() {
                 FetchError::Timeout {
                     url: url.to_string(),
@@ -315,17 +316,20 @@ impl Connector {
             url: url.to_string(),
             limit: MAX_METRICS_BYTES,
         };
-        if response
-            .content_length()
-            .is_some_and(|n| n as usize > MAX_METRICS_BYTES)
-        {
+        let declared = response.content_length();
+        if declared.is_some_and(|n| n > MAX_METRICS_BYTES as u64) {
             return Err(too_large());
         }
-        let body = response.bytes().await.map_err(|e| failed(describe(&e)))?;
-        if body.len() > MAX_METRICS_BYTES {
-            return Err(too_large());
+        // Counted as the bytes arrive: a chunked or close-delimited page declares no size, and one that never
+        // ends (a broken proxy, a hostile endpoint) must cost at most the limit, not the machine's memory.
+        let mut body = Vec::with_capacity(declared.map_or(256 * 1024, |n| n as usize));
+        while let Some(chunk) = response.chunk().await.map_err(|e| failed(describe(&e)))? {
+            if body.len() + chunk.len() > MAX_METRICS_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
-        String::from_utf8(body.to_vec()).map_err(|_| failed("not UTF-8 text".into()))
+        String::from_utf8(body).map_err(|_| failed("not UTF-8 text".into()))
     }
 }
 
