@@ -174,7 +174,6 @@ fn leadership(previous: &ClusterView, current: &ClusterView, out: &mut Events) {
 /// Endpoint health, by endpoint URL (stable across polls). An endpoint whose health is unknown (credentials
 /// refused) is neither.
 fn endpoint_health(previous: &ClusterView, current: &ClusterView, out: &mut Events) {
-    // refused) is neither.
     let known = |e: &EndpointState| (e.state != EndpointHealth::AuthFailed).then_some(e.healthy);
     let before: BTreeMap<&str, Option<bool>> = previous
         .endpoints

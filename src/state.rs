@@ -9,12 +9,12 @@ use tokio::sync::watch;
 
 use crate::config::ClusterConfig;
 use crate::events::{Event, EventLog, Tracker};
-use crate::maintenance::Readiness;
+use crate::maintenance::{self, GateOptions, Readiness};
 use crate::view::ClusterView;
 
 pub type LatestView = watch::Receiver<Option<Arc<ClusterView>>>;
-/// What maintenance made of the latest view; `None` until the first view.
-pub type LatestReadiness = watch::Receiver<Option<Arc<Readiness>>>;
+/// The last complete view (a poll's final one), which maintenance judges by; `None` until the first poll ends.
+pub type CompleteView = watch::Receiver<Option<Arc<ClusterView>>>;
 
 /// What a cluster's poller leaves behind when it restarts (a reload that changed the cluster): the event log,
 /// and the tracker that knows the last view, so the first view after the restart is compared with it.
@@ -43,7 +43,7 @@ pub struct ClusterEntry {
     pub config: ClusterConfig,
     pub view: LatestView,
     pub history: History,
-    pub maintenance: LatestReadiness,
+    pub complete: CompleteView,
 }
 
 impl ClusterEntry {
@@ -51,8 +51,12 @@ impl ClusterEntry {
         self.view.borrow().clone()
     }
 
-    pub fn readiness(&self) -> Option<Arc<Readiness>> {
-        self.maintenance.borrow().clone()
+    /// Whether the cluster may be touched now: the maintenance gate on the last complete view, judged at `now`
+    /// (so a view that is no longer refreshed is refused for its age).
+    pub fn readiness(&self, now: std::time::SystemTime) -> Option<Readiness> {
+        let view = self.complete.borrow().clone()?;
+        let options = GateOptions::for_interval(self.config.interval);
+        Some(maintenance::assess(&view, now, &options))
     }
 
     pub fn events(&self) -> Vec<Event> {

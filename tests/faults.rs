@@ -651,8 +651,8 @@ async fn a_metrics_url_with_the_member_name_costs_no_second_timeout() {
     );
     let took = started.elapsed();
     assert!(
-        took < Duration::from_millis(3000),
-        "a /metrics that never answers took {took:?} (command timeout 2s)"
+        took < Duration::from_millis(3500),
+        "a /metrics that never answers took {took:?} (command timeout 2s; a second one would make 4s)"
     );
     assert_eq!(code, 0, "health does not depend on /metrics: {v:#}");
     for e in v["endpoints"].as_array().unwrap() {
@@ -675,8 +675,8 @@ async fn a_metrics_url_with_the_member_name_costs_no_second_timeout() {
     let took = started.elapsed();
     cluster.thaw(frozen);
     assert!(
-        took < Duration::from_millis(3500),
-        "a frozen member took {took:?} (dial 1s + command 2s)"
+        took < Duration::from_millis(4500),
+        "a frozen member took {took:?} (dial 1s + command 2s; a second timeout would make 5s or more)"
     );
     assert_eq!(code, 1);
     let endpoints = v["endpoints"].as_array().unwrap();

@@ -172,6 +172,7 @@ impl ConnectionArgs {
             insecure_skip_verify: self.insecure_skip_tls_verify
                 || etcdctl_bool("ETCDCTL_INSECURE_SKIP_TLS_VERIFY")?.unwrap_or(false),
             server_name: self.tls_server_name.clone(),
+            requested: false,
         };
         let insecure_transport = match self.insecure_transport {
             Some(b) => b,

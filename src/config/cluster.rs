@@ -108,7 +108,10 @@ fn discovery(
         src.invalid(
             d,
             keys.key("discovery"),
-            format!("{:?}: expected \"static\" or \"members\"", d.get_ref()),
+            format!(
+                "{:?}: expected \"static\" or \"members\"",
+                d.get_ref().trim()
+            ),
         )
     })
 }
@@ -176,6 +179,7 @@ fn tls_settings(
         key: path(&raw.key, "key")?,
         insecure_skip_verify: raw.insecure_skip_tls_verify,
         server_name: raw.server_name.as_ref().map(|s| s.get_ref().clone()),
+        requested: true,
     };
     match (&raw.cert, &raw.key) {
         (Some(c), None) => Err(src.invalid(c, key("key"), "a client certificate needs its key")),

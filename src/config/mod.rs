@@ -154,15 +154,15 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let mut names = BTreeSet::new();
     let mut clusters = Vec::with_capacity(raw.clusters.len());
     for (i, c) in raw.clusters.iter().enumerate() {
-        let parsed = cluster::parse(&src, &cluster::Keys::new(i), c)?;
-        if !names.insert(parsed.name.clone()) {
+        let name = c.name.get_ref().trim();
+        if !names.insert(name) {
             return Err(src.invalid(
                 &c.name,
                 format!("cluster[{i}].name"),
-                format!("{:?} is used by another cluster", parsed.name),
+                format!("{name:?} is used by another cluster"),
             ));
         }
-        clusters.push(parsed);
+        clusters.push(cluster::parse(&src, &cluster::Keys::new(i), c)?);
     }
     let server_tls = match (&raw.tls_cert, &raw.tls_key) {
         (Some(c), Some(k)) => Some((PathBuf::from(c.get_ref()), PathBuf::from(k.get_ref()))),
@@ -251,6 +251,36 @@ cp-1 = "http://10.0.0.1:2381/metrics"
             panic!("a table of metrics URLs per member");
         };
         assert_eq!(map["cp-1"], "http://10.0.0.1:2381/metrics");
+    }
+
+    #[test]
+    fn the_default_listen_address_is_the_documented_one() {
+        assert_eq!(default_listen().to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn endpoints_without_a_scheme_speak_tls_when_tls_is_configured() {
+        let scheme = |tls: &str| {
+            let text = format!("[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n{tls}");
+            parse("s.toml", &text).unwrap().clusters[0].endpoints[0].url()
+        };
+        assert_eq!(scheme(""), "http://a:1");
+        // An empty table asks for TLS with the system's roots; a server name alone only makes sense with TLS.
+        assert_eq!(scheme("[cluster.tls]\n"), "https://a:1");
+        assert_eq!(
+            scheme("[cluster.tls]\nserver_name = \"etcd\"\n"),
+            "https://a:1"
+        );
+        assert_eq!(
+            scheme("[cluster.tls]\ncacert = \"/ca.crt\"\n"),
+            "https://a:1"
+        );
+        // A scheme written out wins.
+        let text = "[[cluster]]\nname = \"a\"\nendpoints = [\"http://a:1\"]\n[cluster.tls]\n";
+        assert_eq!(
+            parse("s.toml", text).unwrap().clusters[0].endpoints[0].url(),
+            "http://a:1"
+        );
     }
 
     fn error_of(text: &str) -> String {

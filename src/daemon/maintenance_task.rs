@@ -1,58 +1,112 @@
-//! The maintenance task of one cluster, beside its poller: it reads each view the poller publishes and keeps
-//! what maintenance makes of it (may the cluster be touched now, and in which order) for the API. Scheduled
-//! snapshots and defragmentation run here, one step at a time, each stopping only at a safe point when the task
-//! is cancelled; until they are configured there is no step, and the task only judges.
+//! The maintenance task of one cluster, beside its poller. It keeps the last complete view (a poll's final view,
+//! not the interim ones published while probes still run, whose rows are partly the previous poll's), which is
+//! what maintenance judges by: the API assesses it against the clock on every request, so a poller that stopped
+//! makes it refuse by age. Scheduled snapshots and defragmentation run here, one step at a time, each stopping
+//! only at a safe point when the task is cancelled; until they are configured there is no step, and the task
+//! logs when the cluster becomes fit or unfit for maintenance.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::maintenance::{self, GateOptions, Readiness};
+use crate::maintenance::{self, GateOptions};
 use crate::state::LatestView;
+use crate::view::ClusterView;
+
+/// A view some of whose rows are still the previous poll's.
+fn is_interim(view: &ClusterView) -> bool {
+    view.endpoints.iter().any(|e| e.stale)
+}
 
 pub async fn run(
     cluster: String,
     options: GateOptions,
+    check_every: Duration,
     mut views: LatestView,
-    publish: watch::Sender<Option<Arc<Readiness>>>,
+    complete: watch::Sender<Option<Arc<ClusterView>>>,
     cancel: CancellationToken,
 ) {
     let mut was_ready: Option<bool> = None;
+    let mut ticker = tokio::time::interval(check_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let view = views.borrow_and_update().clone();
-        if let Some(view) = view {
-            let readiness = maintenance::assess(&view, SystemTime::now(), &options);
-            if was_ready != Some(readiness.ready) {
-                let reasons: Vec<&str> = readiness
-                    .refusals
-                    .iter()
-                    .map(|r| r.message.as_str())
-                    .collect();
-                tracing::debug!(
-                    cluster,
-                    ready = readiness.ready,
-                    "maintenance {}",
-                    if readiness.ready {
-                        "possible".to_string()
-                    } else {
-                        format!("not possible now: {}", reasons.join("; "))
-                    }
-                );
-                was_ready = Some(readiness.ready);
-            }
-            publish.send_replace(Some(Arc::new(readiness)));
-        }
         tokio::select! {
             // Idle: nothing in flight, so any moment is a safe point.
             () = cancel.cancelled() => return,
             changed = views.changed() => {
                 if changed.is_err() {
-                    // The poller is gone: so is the cluster.
+                    // The poller is gone (its cluster was removed, or it stopped): the last view stays and ages.
                     return;
                 }
+                let view = views.borrow_and_update().clone();
+                if let Some(view) = view.filter(|v| !is_interim(v)) {
+                    complete.send_replace(Some(view));
+                }
             }
+            _ = ticker.tick() => {}
         }
+        let Some(view) = complete.borrow().clone() else {
+            continue;
+        };
+        let readiness = maintenance::assess(&view, SystemTime::now(), &options);
+        if was_ready != Some(readiness.ready) {
+            if readiness.ready {
+                tracing::info!(
+                    cluster,
+                    "maintenance possible: every member may be touched, one at a time"
+                );
+            } else {
+                let reasons: Vec<&str> = readiness
+                    .refusals
+                    .iter()
+                    .map(|r| r.message.as_str())
+                    .collect();
+                tracing::info!(
+                    cluster,
+                    "maintenance not possible now: {}",
+                    reasons.join("; ")
+                );
+            }
+            was_ready = Some(readiness.ready);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+    use crate::view;
+
+    #[tokio::test]
+    async fn only_complete_views_are_kept_for_maintenance() {
+        let (publish, views) = watch::channel(None);
+        let (complete, kept) = watch::channel(None);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(
+            "prod".into(),
+            GateOptions::for_interval(Duration::from_secs(10)),
+            Duration::from_secs(3600),
+            views,
+            complete,
+            cancel.clone(),
+        ));
+        let (_, mut probes) = three();
+        let final_view = Arc::new(view::build("prod", &probes, polled_at()));
+        probes[1].stale = true;
+        let interim = Arc::new(view::build("prod", &probes, polled_at()));
+        let mut watching = kept.clone();
+        publish.send_replace(Some(final_view.clone()));
+        watching.changed().await.unwrap();
+        publish.send_replace(Some(interim));
+        // The interim view is skipped: the next change seen is the next final view.
+        let next = Arc::new(view::build("prod", &three().1, polled_at()));
+        publish.send_replace(Some(next.clone()));
+        watching.changed().await.unwrap();
+        assert!(Arc::ptr_eq(kept.borrow().as_ref().unwrap(), &next));
+        cancel.cancel();
+        task.await.unwrap();
     }
 }

@@ -89,12 +89,12 @@ impl Daemon {
             .unwrap_or_else(|p| p.into_inner())
             .last_view();
         let (publish, view) = watch::channel(last);
-        let (judge, maintenance) = watch::channel(None);
+        let (complete_tx, complete) = watch::channel(None);
         self.shared.insert(ClusterEntry {
             config: config.clone(),
             view: view.clone(),
             history: history.clone(),
-            maintenance,
+            complete,
         });
         let mut tasks = TaskGroup::child_of(&self.shutdown);
         let (poll_config, metrics) = (config.clone(), self.metrics.clone());
@@ -108,12 +108,13 @@ impl Daemon {
                 cancel,
             )
         });
-        let (name, gate) = (
+        let (name, gate, every) = (
             config.name.clone(),
             GateOptions::for_interval(config.interval),
+            config.interval,
         );
         tasks.spawn("maintenance", move |cancel| {
-            maintenance_task::run(name, gate, view, judge, cancel)
+            maintenance_task::run(name, gate, every, view, complete_tx, cancel)
         });
         tracing::info!(
             cluster = config.name,
@@ -126,11 +127,27 @@ impl Daemon {
         Ok(())
     }
 
-    /// Stops a cluster's tasks at their safe points and hands back its history.
-    async fn stop_cluster(&mut self, name: &str) -> Option<History> {
-        let running = self.running.remove(name)?;
-        report_unfinished(name, running.tasks.stop(STOP_GRACE).await);
-        self.shared.remove(name).map(|entry| entry.history)
+    /// Stops these clusters' tasks at their safe points, all at once (one grace period in all, however many),
+    /// and hands back their histories.
+    async fn stop_clusters(&mut self, names: &[String]) -> BTreeMap<String, History> {
+        let stopping: Vec<(String, TaskGroup)> = names
+            .iter()
+            .filter_map(|n| Some((n.clone(), self.running.remove(n)?.tasks)))
+            .collect();
+        let stopped = futures_util::future::join_all(
+            stopping
+                .into_iter()
+                .map(|(name, tasks)| async move { (name, tasks.stop(STOP_GRACE).await) }),
+        )
+        .await;
+        let mut histories = BTreeMap::new();
+        for (name, unfinished) in stopped {
+            report_unfinished(&name, unfinished);
+            if let Some(entry) = self.shared.remove(&name) {
+                histories.insert(name, entry.history);
+            }
+        }
+        histories
     }
 
     /// Applies a new configuration: unchanged clusters keep polling undisturbed, changed ones restart (keeping
@@ -138,28 +155,35 @@ impl Daemon {
     async fn apply(&mut self, new: Config) -> Result<(), DaemonError> {
         let wanted: BTreeMap<&str, &ClusterConfig> =
             new.clusters.iter().map(|c| (c.name.as_str(), c)).collect();
-        let current: Vec<String> = self.running.keys().cloned().collect();
-        for name in current {
-            if !wanted.contains_key(name.as_str()) {
-                self.stop_cluster(&name).await;
-                self.metrics.forget_cluster(&name);
-                tracing::info!(
-                    cluster = name,
-                    "stopped watching cluster (removed from the configuration)"
-                );
-            }
+        let removed: Vec<String> = self
+            .running
+            .keys()
+            .filter(|name| !wanted.contains_key(name.as_str()))
+            .cloned()
+            .collect();
+        let changed: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, r)| wanted.get(name.as_str()).is_some_and(|c| **c != r.config))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let stopping: Vec<String> = removed.iter().chain(&changed).cloned().collect();
+        let mut histories = self.stop_clusters(&stopping).await;
+        for name in &removed {
+            self.metrics.forget_cluster(name);
+            tracing::info!(
+                cluster = name,
+                "stopped watching cluster (removed from the configuration)"
+            );
         }
         for config in &new.clusters {
-            match self.running.get(&config.name) {
-                Some(r) if r.config == *config => {}
-                // Changed: restart its poller, keeping its history and its counters (a reload is not a restart
-                // of the cluster; series of endpoints no longer probed go at the next poll).
-                Some(_) => {
-                    let history = self.stop_cluster(&config.name).await;
-                    self.start_cluster(config.clone(), history)?;
-                }
-                None => self.start_cluster(config.clone(), None)?,
+            if self.running.contains_key(&config.name) {
+                continue;
             }
+            // Changed: restarted with its history and its counters (a reload is not a restart of the cluster;
+            // series of endpoints no longer probed go at the next poll). New: a fresh history.
+            let history = histories.remove(&config.name);
+            self.start_cluster(config.clone(), history)?;
         }
         if new.listen != self.configured_listen {
             tracing::warn!(
@@ -202,12 +226,8 @@ impl Daemon {
     /// Stops every cluster's tasks at their safe points, all at once, within one grace period.
     async fn stop_all(&mut self) {
         self.shutdown.cancel();
-        let stopping = std::mem::take(&mut self.running)
-            .into_iter()
-            .map(|(name, r)| async move { (name, r.tasks.stop(STOP_GRACE).await) });
-        for (name, unfinished) in futures_util::future::join_all(stopping).await {
-            report_unfinished(&name, unfinished);
-        }
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        self.stop_clusters(&names).await;
     }
 }
 

@@ -59,11 +59,12 @@ impl TaskGroup {
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Instant;
+
+    use tokio::time::Instant;
 
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn stop_waits_for_a_step_in_flight_to_finish() {
         let root = CancellationToken::new();
         let mut group = TaskGroup::child_of(&root);
@@ -82,10 +83,14 @@ mod tests {
             finished.load(Ordering::SeqCst),
             "stop returned before the step ended"
         );
-        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(200),
+            "as long as the step, no more"
+        );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn stop_is_bounded_and_names_what_did_not_stop() {
         let root = CancellationToken::new();
         let mut group = TaskGroup::child_of(&root);
@@ -96,7 +101,11 @@ mod tests {
         let started = Instant::now();
         let unfinished = group.stop(Duration::from_millis(300)).await;
         assert_eq!(unfinished, vec!["stuck"]);
-        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(300),
+            "the grace period, no more"
+        );
     }
 
     #[tokio::test]

@@ -352,6 +352,11 @@ impl FetchError {
             FetchError::TooLarge { .. } | FetchError::Failed { .. } => FailureKind::Other,
         }
     }
+
+    /// Whether reading again later may work without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        self.kind().is_transient()
+    }
 }
 
 /// The tonic endpoint for a member. Always `http://` towards tonic: TLS, when used, is done by our connector.
@@ -370,4 +375,61 @@ fn channel_endpoint(
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_failures_say_whether_to_try_again() {
+        let auth = |cause: &str| ConnectError::Auth {
+            user: "monitor".into(),
+            cause: cause.into(),
+        };
+        let cases = [
+            // Authenticate needs a leader: during an election it is no verdict on the password.
+            (
+                auth("etcdserver: leader changed"),
+                FailureKind::NoLeader,
+                true,
+            ),
+            (
+                auth("etcdserver: authentication failed, invalid user ID or password"),
+                FailureKind::Auth,
+                false,
+            ),
+            (
+                ConnectError::DialTimeout(Duration::from_secs(2)),
+                FailureKind::Timeout,
+                true,
+            ),
+            (
+                ConnectError::Connect(
+                    "tcp connect error: Connection refused (os error 111)".into(),
+                ),
+                FailureKind::Unreachable,
+                true,
+            ),
+            (
+                ConnectError::Connect("invalid peer certificate: UnknownIssuer".into()),
+                FailureKind::Auth,
+                false,
+            ),
+            (ConnectError::PlaintextRefused, FailureKind::Other, false),
+        ];
+        for (error, kind, transient) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+            assert_eq!(error.is_transient(), transient, "{error}");
+            assert_eq!(error.to_failure().kind, kind);
+        }
+        let url = "http://m:2379/metrics".to_string();
+        assert!(FetchError::Timeout { url: url.clone() }.is_transient());
+        let large = FetchError::TooLarge {
+            url,
+            limit: MAX_METRICS_BYTES,
+        };
+        assert!(!large.is_transient());
+        assert!(large.to_string().contains("http://m:2379/metrics"));
+    }
 }

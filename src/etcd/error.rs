@@ -273,6 +273,7 @@ mod tests {
     fn transient_failures_are_the_ones_worth_retrying() {
         assert!(ProbeError::new(FailureKind::NoLeader, "x").is_transient());
         assert!(ProbeError::new(FailureKind::Timeout, "x").is_transient());
+        assert!(ProbeError::new(FailureKind::Unreachable, "x").is_transient());
         assert!(!ProbeError::new(FailureKind::Auth, "x").is_transient());
         assert!(!ProbeError::new(FailureKind::Other, "x").is_transient());
     }

@@ -26,15 +26,20 @@ pub struct TlsSettings {
     pub insecure_skip_verify: bool,
     /// Name to check the server certificate against, instead of the endpoint's host.
     pub server_name: Option<String>,
+    /// TLS was asked for without naming anything else: an empty `[cluster.tls]` table (the system's roots).
+    pub requested: bool,
 }
 
 impl TlsSettings {
-    /// Whether any TLS setting was given (etcdctl then speaks TLS to endpoints without a scheme).
+    /// Whether TLS was asked for: any TLS setting, or the configuration's `[cluster.tls]` table even when empty.
+    /// Endpoints written without a scheme are then spoken to over TLS, as etcdctl does when given TLS flags.
     pub fn is_configured(&self) -> bool {
-        self.cacert.is_some()
+        self.requested
+            || self.cacert.is_some()
             || self.cert.is_some()
             || self.key.is_some()
             || self.insecure_skip_verify
+            || self.server_name.is_some()
     }
 }
 

@@ -257,10 +257,10 @@ async fn cluster_maintenance(
 ) -> Result<Response, ApiError> {
     let readiness = state
         .shared
-        .with_cluster(&name, |c| c.readiness())
+        .with_cluster(&name, |c| c.readiness(std::time::SystemTime::now()))
         .ok_or_else(|| unknown(&name))?
         .ok_or_else(|| not_polled(&name))?;
-    Ok(axum::Json(json!({ "cluster": name, "maintenance": readiness.as_ref() })).into_response())
+    Ok(axum::Json(json!({ "cluster": name, "maintenance": readiness })).into_response())
 }
 
 async fn cluster_events(

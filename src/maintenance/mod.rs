@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::view::ClusterView;
 pub use gate::{GateOptions, Refusal, RefusalKind};
-pub use plan::Step;
+pub use plan::{Role, Step};
 
 /// What maintenance makes of one view: whether the cluster may be touched now, why not, and the order a rolling
 /// operation would take. The `maintenance` key of the API.

@@ -5,40 +5,49 @@
 use serde::Serialize;
 
 use crate::id::Id;
+use crate::names::serialize_as_name;
 use crate::view::ClusterView;
+
+/// Why a member stands where it does in the order; declared in the order they go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Role {
+    /// Serves no one's quorum: first.
+    Learner,
+    Follower,
+    /// Last, so that leadership moves at most once, at the end.
+    Leader,
+}
+
+serialize_as_name!(Role);
 
 /// One member in the order, with the role that put it there.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Step {
     pub member_id: Id,
     pub member: String,
-    pub role: &'static str,
+    pub role: Role,
 }
 
 /// Learners first (they serve no one's quorum), then followers, then the leader; by name within each group, so
 /// the order is the same from one view to the next. Members not started are left out: there is nothing to touch.
 pub fn rolling_order(view: &ClusterView) -> Vec<Step> {
-    let mut members: Vec<_> = view.members.iter().filter(|m| m.started).collect();
-    let rank = |is_learner: bool, id: Id| match (is_learner, Some(id) == view.leader_id) {
-        (true, _) => 0,
-        (false, false) => 1,
-        (false, true) => 2,
-    };
-    members.sort_by(|a, b| {
-        (rank(a.is_learner, a.id), &a.name, a.id).cmp(&(rank(b.is_learner, b.id), &b.name, b.id))
-    });
-    members
-        .into_iter()
+    let mut steps: Vec<Step> = view
+        .members
+        .iter()
+        .filter(|m| m.started)
         .map(|m| Step {
             member_id: m.id,
             member: m.display_name(),
-            role: match rank(m.is_learner, m.id) {
-                0 => "learner",
-                1 => "follower",
-                _ => "leader",
+            role: match (m.is_learner, Some(m.id) == view.leader_id) {
+                (true, _) => Role::Learner,
+                (false, false) => Role::Follower,
+                (false, true) => Role::Leader,
             },
         })
-        .collect()
+        .collect();
+    steps.sort_by(|a, b| (a.role, &a.member, a.member_id).cmp(&(b.role, &b.member, b.member_id)));
+    steps
 }
 
 #[cfg(test)]
@@ -55,16 +64,16 @@ mod tests {
         // m1 leads.
         let probes: Vec<_> = (0..3).map(|i| healthy_probe(i, &members, 1)).collect();
         let v = view::build("prod", &probes, UNIX_EPOCH);
-        let order: Vec<(String, &str)> = rolling_order(&v)
+        let order: Vec<(String, Role)> = rolling_order(&v)
             .into_iter()
             .map(|s| (s.member, s.role))
             .collect();
         assert_eq!(
             order,
             vec![
-                ("m0".to_string(), "follower"),
-                ("m2".to_string(), "follower"),
-                ("m1".to_string(), "leader")
+                ("m0".to_string(), Role::Follower),
+                ("m2".to_string(), Role::Follower),
+                ("m1".to_string(), Role::Leader)
             ]
         );
     }

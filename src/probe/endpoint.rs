@@ -41,8 +41,6 @@ pub struct ProbeOptions {
     pub read_metrics: bool,
 }
 
-/// Connects with the configured credentials; if they are refused, connects without any, so that what etcd tells
-/// anyone (Status, alarms, members, whether a read is served) is still known. Returns the refusal beside.
 /// How the probe's connection stands with our credentials.
 enum Credentials {
     /// Authenticated (or none configured).
@@ -243,7 +241,7 @@ async fn connect_and_call(
         calls = grpc_calls(&client, deadline, progress).await;
     }
     progress.calls_done.store(true, Ordering::Relaxed);
-    tracing::debug!(%endpoint, "gRPC calls done");
+    tracing::debug!(%endpoint, left_ms = deadline.at.saturating_duration_since(Instant::now()).as_secs_f64() * 1e3, "gRPC calls done");
     Ok(Answered {
         client,
         standing,

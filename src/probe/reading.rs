@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::etcd::connect::Connector;
+use crate::etcd::connect::{Connector, FetchError};
 use crate::etcd::member_metrics::{self, MemberMetrics};
 use crate::id::Id;
 use crate::view::{FailureKind, Outcome, PeerRtt, ProbeError, ProbeMetrics};
@@ -17,16 +17,14 @@ pub(super) async fn read_metrics(
     url: &str,
     deadline: Deadline,
 ) -> Outcome<MemberMetrics> {
-    let text = match tokio::time::timeout_at(deadline.at.into(), connector.fetch_metrics(url)).await
-    {
-        Ok(r) => r.map_err(|e| ProbeError::new(e.kind(), e.to_string()))?,
-        Err(_) => {
-            return Err(ProbeError::new(
-                FailureKind::Timeout,
-                format!("GET {url}: timed out"),
-            ));
-        }
-    };
+    let fetched = tokio::time::timeout_at(deadline.at.into(), connector.fetch_metrics(url))
+        .await
+        .unwrap_or_else(|_| {
+            Err(FetchError::Timeout {
+                url: url.to_string(),
+            })
+        });
+    let text = fetched.map_err(|e| ProbeError::new(e.kind(), e.to_string()))?;
     member_metrics::parse(&text)
         .map_err(|e| ProbeError::new(FailureKind::Other, format!("{url}: {e}")))
 }
