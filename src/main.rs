@@ -2,6 +2,7 @@
 
 mod cli;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -50,11 +51,65 @@ enum Command {
     CheckConfig(cli::check_config::CheckConfigArgs),
 }
 
+/// The levels a filter may name.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+/// The crates whose logs are worth a filter of their own; a target outside them is a typo (`infoo` is taken by
+/// tracing as a target, which silences everything else, warnings included).
+const TARGETS: [&str; 12] = [
+    "etcd_sentinel",
+    "etcd_client",
+    "tonic",
+    "h2",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "rustls",
+    "tower",
+    "tower_http",
+    "axum",
+    "tokio",
+];
+
+/// Checks a `--log-level`: a level, or a filter of `target=level` directives whose targets are known crates.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    let expected = || {
+        format!(
+            "expected a level ({}) or target=level with a target among {}",
+            LEVELS.join(", "),
+            TARGETS.join(", ")
+        )
+    };
+    for directive in filter.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if LEVELS.contains(&lower.as_str()) {
+            continue;
+        }
+        let (target, level) = directive.split_once('=').unwrap_or((directive, ""));
+        let crate_name = target.split(['[', ':']).next().unwrap_or_default().trim();
+        if crate_name.is_empty() || !TARGETS.contains(&crate_name) {
+            return Err(format!(
+                "{directive:?}: unknown level or target; {}",
+                expected()
+            ));
+        }
+        if !level.is_empty() && !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{directive:?}: unknown level {level:?}; {}",
+                expected()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn init_logging(filter: &str, format: LogFormat) -> Result<(), CliError> {
+    check_log_filter(filter).map_err(|e| CliError::Usage(format!("--log-level {e}")))?;
     let filter = EnvFilter::try_new(filter)
         .map_err(|e| CliError::Usage(format!("--log-level {filter:?}: {e}")))?;
+    // Colour only for a person at a terminal: journald and log files show escape codes raw.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -106,6 +161,34 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("etcd-sentinel: {e}");
             e.exit_code()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_log_filter;
+
+    #[test]
+    fn log_levels_and_filters_are_checked() {
+        for good in [
+            "info",
+            "WARN",
+            "debug",
+            "etcd_sentinel=debug,hyper=warn",
+            "etcd_sentinel::probe=trace",
+            "off",
+        ] {
+            assert_eq!(check_log_filter(good), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("infoo", "\"infoo\": unknown level or target"),
+            ("verbose", "unknown level or target"),
+            ("etcd_sentinel=loud", "unknown level \"loud\""),
+            ("info,", "unknown level or target"),
+        ] {
+            let e = check_log_filter(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
         }
     }
 }

@@ -32,3 +32,24 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
+
+/// The TLS configuration that serves the sentinel's own API, from its certificate chain and key. The message
+/// names the file at fault; the caller says which setting named it.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    let chain = read_certs(cert).map_err(|e| format!("certificate {}: {e}", cert.display()))?;
+    let key_der = read_key(key).map_err(|e| format!("key {}: {e}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| {
+            format!(
+                "certificate {} with key {}: {e}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

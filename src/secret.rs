@@ -9,10 +9,10 @@ use thiserror::Error;
 /// A secret file that cannot be used; the message names the file, never the content.
 #[derive(Debug, Error)]
 pub enum SecretError {
-    #[error("cannot read {}: {source}", .path.display())]
+    #[error("cannot read {}: {cause}", .path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{} is empty", .path.display())]
     Empty { path: PathBuf },
@@ -33,9 +33,9 @@ impl Secret {
 
     /// Reads a secret from a file, trimming the trailing newline editors and `echo` add.
     pub fn from_file(path: &Path) -> Result<Secret, SecretError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| SecretError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let value = text.trim_end_matches(['\n', '\r']).to_string();
         if value.is_empty() {

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::config::ClusterConfig;
 use crate::events::{Event, EventLog, Tracker};
 use crate::maintenance::{self, GateOptions, Readiness};
+use crate::secret::Secret;
 use crate::view::ClusterView;
 
 pub type LatestView = watch::Receiver<Option<Arc<ClusterView>>>;
@@ -66,6 +67,43 @@ impl ClusterEntry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .snapshot()
+    }
+}
+
+/// The API token that unlocks mutating endpoints, replaced when a reload reads a new one: the old one stops
+/// working at once.
+#[derive(Default)]
+pub struct ApiToken(RwLock<Option<Secret>>);
+
+/// What a reload did to the API token, for the log (which never shows the token itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenChange {
+    Unchanged,
+    Set,
+    Replaced,
+    Removed,
+}
+
+impl ApiToken {
+    pub fn new(token: Option<Secret>) -> Self {
+        ApiToken(RwLock::new(token))
+    }
+
+    pub fn get(&self) -> Option<Secret> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn replace(&self, token: Option<Secret>) -> TokenChange {
+        let mut current = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let change = match (&*current, &token) {
+            (None, None) => TokenChange::Unchanged,
+            (Some(a), Some(b)) if a == b => TokenChange::Unchanged,
+            (None, Some(_)) => TokenChange::Set,
+            (Some(_), Some(_)) => TokenChange::Replaced,
+            (Some(_), None) => TokenChange::Removed,
+        };
+        *current = token;
+        change
     }
 }
 

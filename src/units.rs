@@ -1,7 +1,7 @@
 //! Units, for people and for machines: byte sizes and latencies as an operator reads them, and times as the
 //! Unix seconds every time in the JSON contract and in /metrics is. Pure; used by the view, events and exports.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serializer;
 
@@ -32,6 +32,31 @@ pub fn human_seconds(secs: f64) -> String {
     }
 }
 
+/// The longest interval or timeout that means anything here: a poll, a dial or a request that takes a day is a
+/// typo (`500000000000years`), not a setting.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A duration as people write it (`500ms`, `2s`, `1m30s`), longer than zero and at most [`MAX_DURATION`]; the
+/// message says which rule was broken. The one parser of the flags and the configuration file.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.starts_with('-') {
+        return Err(format!("{text:?}: a duration cannot be negative"));
+    }
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?}: {e} (expected e.g. 500ms, 10s, 1m)"))?;
+    if d.is_zero() {
+        return Err(format!("{text:?}: must be longer than zero"));
+    }
+    if d > MAX_DURATION {
+        return Err(format!(
+            "{text:?}: longer than {}, the most a poll interval or a timeout may be",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(d)
+}
+
 /// A time as Unix seconds; a time before 1970 (a broken clock) is 0.
 pub fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
@@ -54,6 +79,22 @@ mod tests {
         assert_eq!(human_seconds(0.000_250), "250µs");
         assert_eq!(human_seconds(0.0125), "12.5ms");
         assert_eq!(human_seconds(2.5), "2.50s");
+    }
+
+    #[test]
+    fn durations_are_positive_and_at_most_a_day() {
+        assert_eq!(parse_duration(" 1m30s "), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
+        for (text, says) in [
+            ("-1s", "cannot be negative"),
+            ("0s", "longer than zero"),
+            ("25h", "longer than 1day"),
+            ("500000000000years", "\"500000000000years\""),
+            ("often", "expected e.g. 500ms"),
+        ] {
+            let e = parse_duration(text).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::EtcdCluster;
+use support::daemon::{Daemon, config_for};
 
 /// How an endless /metrics page is delimited.
 #[derive(Clone, Copy, Debug)]
@@ -53,7 +54,12 @@ fn serve_endless(mut stream: TcpStream, kind: Endless) {
         return;
     }
     let line = b"etcd_server_has_leader 1\n";
-    let body: Vec<u8> = line.iter().copied().cycle().take(line.len() * 2600).collect();
+    let body: Vec<u8> = line
+        .iter()
+        .copied()
+        .cycle()
+        .take(line.len() * 2600)
+        .collect();
     let chunk = match kind {
         Endless::Chunked => {
             let mut c = format!("{:x}\r\n", body.len()).into_bytes();
@@ -74,6 +80,8 @@ fn serve_endless(mut stream: TcpStream, kind: Endless) {
 }
 
 /// Runs the binary and returns its exit code, stdout, and peak resident memory in KiB (from wait4).
+// The child is waited for with wait4, which `Child` does not know of.
+#[allow(clippy::zombie_processes)]
 fn run_measured(args: &[&str]) -> (i32, String, i64) {
     let child = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"))
         .args(args)
@@ -130,7 +138,10 @@ async fn an_endless_metrics_page_costs_bounded_memory_and_the_poll_goes_on() {
         let e = &view["endpoints"][0];
         let error = e["metrics_error"].as_str().unwrap_or_default();
         assert!(error.contains("larger than"), "{kind:?}: {e:#}");
-        assert_eq!(e["healthy"], true, "{kind:?}: health does not depend on /metrics");
+        assert_eq!(
+            e["healthy"], true,
+            "{kind:?}: health does not depend on /metrics"
+        );
         assert_eq!(code, 0, "{kind:?}");
         assert!(
             took < Duration::from_secs(6),
@@ -141,6 +152,360 @@ async fn an_endless_metrics_page_costs_bounded_memory_and_the_poll_goes_on() {
             "{kind:?}: peak RSS {} MiB",
             max_rss_kib / 1024
         );
-        eprintln!("HOSTILE endless {kind:?}: peak RSS {} KiB, {took:?}", max_rss_kib);
+        eprintln!(
+            "HOSTILE endless {kind:?}: peak RSS {} KiB, {took:?}",
+            max_rss_kib
+        );
     }
+}
+
+/// Reads from a raw connection until the server closes it or `within` passes; returns how long that took.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = within.checked_sub(started.elapsed())?;
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+async fn connect(port: u16) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the daemon")
+}
+
+/// Before: connections that sent part of their headers, and idle keep-alive ones, stayed open for good (100 s and
+/// counting), and 1,100 of them under `ulimit -n 1024` made every scrape time out.
+#[tokio::test]
+async fn half_open_and_idle_connections_are_closed_and_a_scraper_always_gets_through() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = EtcdCluster::start(1).await;
+    let daemon = Daemon::start(&format!(
+        "max_connections = 20\nheader_timeout = \"1s\"\n{}",
+        config_for(&[("h", &cluster, "interval = \"1s\"")])
+    ));
+    daemon.wait_ready().await;
+
+    // A head that never ends, and a keep-alive connection left idle after its request: both closed after
+    // header_timeout.
+    let mut partial = connect(daemon.port).await;
+    partial
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(&mut partial, Duration::from_secs(5)).await;
+    assert!(
+        took.is_some_and(|t| t < Duration::from_secs(3)),
+        "half-open connection still open: {took:?}"
+    );
+    let mut idle = connect(daemon.port).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(&mut idle, Duration::from_secs(5)).await;
+    assert!(
+        took.is_some_and(|t| t < Duration::from_secs(3)),
+        "idle keep-alive still open: {took:?}"
+    );
+
+    // Three times the cap of connections that never finish their head: the scraper still gets its page, at once.
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        let mut s = connect(daemon.port).await;
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\n").await;
+        held.push(s);
+    }
+    for path in ["/metrics", "/healthz"] {
+        let started = Instant::now();
+        let (code, body) = daemon.get(path).await;
+        assert_eq!(code, 200, "{path} while the cap is hit: {body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    drop(held);
+}
+
+/// Before: a rewritten `api_token_file` and a reload left the old token valid and the new one refused.
+#[tokio::test]
+async fn a_rotated_api_token_takes_effect_at_the_reload_and_the_old_one_stops_working() {
+    let cluster = EtcdCluster::start(1).await;
+    let files = tempfile::tempdir().unwrap();
+    let token_file = files.path().join("api.token");
+    std::fs::write(&token_file, "first-token\n").unwrap();
+    let daemon = Daemon::start(&format!(
+        "api_token_file = {:?}\n{}",
+        token_file.display().to_string(),
+        config_for(&[("t", &cluster, "interval = \"1s\"")])
+    ));
+    daemon.wait_ready().await;
+    let client = reqwest::Client::new();
+    let reload = |token: &'static str| {
+        let request = client
+            .post(daemon.url("/api/v1/reload"))
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(10));
+        async move {
+            request
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    assert_eq!(reload("first-token").await, 200);
+    std::fs::write(&token_file, "second-token\n").unwrap();
+    // The reload is allowed by the token in force when it is asked; from then on only the new one works.
+    assert_eq!(reload("first-token").await, 200);
+    assert_eq!(
+        reload("first-token").await,
+        403,
+        "the old token still works"
+    );
+    assert_eq!(reload("second-token").await, 200);
+    // SIGHUP reads it too.
+    std::fs::write(&token_file, "third-token\n").unwrap();
+    daemon.signal(libc::SIGHUP);
+    support::wait_for("the SIGHUP reload", Duration::from_secs(10), || async {
+        (reload("third-token").await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(reload("second-token").await, 403);
+    let log = daemon.log_text();
+    assert!(log.contains("API token replaced"), "{log}");
+    for secret in ["first-token", "second-token", "third-token"] {
+        assert!(!log.contains(secret), "the log shows a token");
+    }
+}
+
+fn run_args(args: &[&str]) -> (i32, String) {
+    let out = support::sentinel(args, &[]);
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Before: `check-config` accepted a missing `api_token_file` or `tls_cert` that `run` refused, and `run` named
+/// `--tls-cert` for a path written in the file.
+#[test]
+fn check_config_refuses_what_run_refuses_with_the_same_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[[cluster]]\nname = \"a\"\nendpoints = [\"127.0.0.1:2379\"]\n";
+    for (head, says) in [
+        (
+            "api_token_file = \"/nonexistent/token\"\n",
+            "api_token_file: cannot read /nonexistent/token",
+        ),
+        (
+            "tls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\n",
+            "tls_cert, tls_key: certificate /nonexistent/c.pem",
+        ),
+        (
+            "max_connections = 0\n",
+            "max_connections: 0: between 1 and 100000",
+        ),
+        (
+            "header_timeout = \"2days\"\n",
+            "header_timeout: \"2days\": longer than 1day",
+        ),
+    ] {
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, format!("{head}{base}")).unwrap();
+        let path = path.to_str().unwrap();
+        let (code, checked) = run_args(&["check-config", path]);
+        assert_eq!(code, 2, "check-config: {checked}");
+        assert!(
+            checked.contains(says) && checked.contains("s.toml"),
+            "check-config: {checked}"
+        );
+        let (code, ran) = run_args(&["run", "--listen", "127.0.0.1:0", "--config", path]);
+        assert_eq!(code, 2, "run: {ran}");
+        assert!(ran.contains(says), "run: {ran}");
+        assert!(
+            !ran.contains("--tls-cert"),
+            "run named a flag for a file's key: {ran}"
+        );
+    }
+}
+
+/// Before: `--log-level infoo` silenced the daemon; `.` and `..` were cluster names; a newline vanished from an
+/// endpoint; absurd and negative durations were accepted or misreported.
+#[test]
+fn careless_values_are_refused_naming_them() {
+    for (args, says) in [
+        (
+            &["status", "--log-level", "infoo"][..],
+            "--log-level \"infoo\": unknown level or target",
+        ),
+        (
+            &["status", "--log-level", "verbose"],
+            "unknown level or target",
+        ),
+        (
+            &["status", "--endpoints", "a\nb:2379"],
+            "contains a space or a control character",
+        ),
+        (
+            &["status", "--dial-timeout", "-1s"],
+            "a duration cannot be negative",
+        ),
+        (
+            &["status", "--dial-timeout", "1000000000h"],
+            "longer than 1day",
+        ),
+        (&["run", "--name", ".."], "--name \"..\""),
+        (&["run", "--name", "."], "--name \".\""),
+    ] {
+        let (code, out) = run_args(args);
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert!(out.contains(says), "{args:?}: {out}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    for (text, says) in [
+        (
+            "[[cluster]]\nname = \"..\"\nendpoints = [\"a:1\"]\n",
+            "cluster[0].name",
+        ),
+        (
+            "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\ninterval = \"500000000000years\"\n",
+            "cluster[0].interval: \"500000000000years\"",
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let (code, out) = run_args(&["check-config", path.to_str().unwrap()]);
+        assert_eq!(code, 2, "{text}: {out}");
+        assert!(out.contains(says), "{text}: {out}");
+    }
+}
+
+/// Before: 413 was plain text, a bad path plain-text 400, and 414 and 431 had empty bodies.
+#[tokio::test]
+async fn every_error_the_api_answers_is_json() {
+    let cluster = EtcdCluster::start(1).await;
+    let files = tempfile::tempdir().unwrap();
+    let token_file = files.path().join("api.token");
+    std::fs::write(&token_file, "t0ken\n").unwrap();
+    let daemon = Daemon::start_with(
+        &config_for(&[("e", &cluster, "interval = \"1s\"")]),
+        &["--api-token-file".as_ref(), token_file.as_os_str()],
+    );
+    daemon.wait_ready().await;
+    // A connection per request: the server closes one whose request it refused unread.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let long_path = format!("/api/v1/clusters/{}", "x".repeat(10_000));
+    let cases: Vec<(u16, reqwest::RequestBuilder)> = vec![
+        (404, client.get(daemon.url("/nope"))),
+        (405, client.delete(daemon.url("/metrics"))),
+        (400, client.get(daemon.url("/api/v1/clusters/%ff"))),
+        (414, client.get(daemon.url(&long_path))),
+        (
+            431,
+            client
+                .get(daemon.url("/healthz"))
+                .header("x-filler", "y".repeat(40_000)),
+        ),
+        (401, client.post(daemon.url("/api/v1/reload"))),
+        (
+            403,
+            client
+                .post(daemon.url("/api/v1/reload"))
+                .bearer_auth("wrong"),
+        ),
+    ];
+    for (expected, request) in cases {
+        let response = request.timeout(Duration::from_secs(10)).send().await;
+        let Ok(response) = response else {
+            panic!("{expected}: no response: {response:?}");
+        };
+        let code = response.status().as_u16();
+        let kind = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        let body = response.text().await.unwrap_or_default();
+        assert_eq!(code, expected, "{body}");
+        assert!(
+            kind.starts_with("application/json"),
+            "{expected}: {kind} {body}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{expected}: {e}: {body}"));
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{expected}: {body}"
+        );
+    }
+}
+
+/// The body limit, asked on a raw connection: the head announces a body larger than the limit and the answer is
+/// read before any of it is sent (a client that writes the body first may see the connection cut instead).
+#[tokio::test]
+async fn an_oversized_body_is_refused_with_json() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = EtcdCluster::start(1).await;
+    let files = tempfile::tempdir().unwrap();
+    let token_file = files.path().join("api.token");
+    std::fs::write(&token_file, "t0ken\n").unwrap();
+    let daemon = Daemon::start_with(
+        &config_for(&[("e", &cluster, "interval = \"1s\"")]),
+        &["--api-token-file".as_ref(), token_file.as_os_str()],
+    );
+    daemon.wait_ready().await;
+    let mut s = connect(daemon.port).await;
+    s.write_all(
+        b"POST /api/v1/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken\r\n\
+          Content-Length: 100000\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("application/json"), "{text}");
+    assert!(
+        text.contains("{\"error\":\"request body larger than 65536 bytes\"}"),
+        "{text}"
+    );
+}
+
+/// Before: logs written to a file carried ANSI colour codes, and "Address already in use (os error 98)" appeared
+/// twice in one message.
+#[test]
+fn logs_fit_their_sink() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (code, out) = run_args(&[
+        "run",
+        "--endpoints",
+        "127.0.0.1:2379",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--log-level",
+        "debug",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.matches("Address already in use").count(), 1, "{out}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "colour codes in a non-terminal log: {out:?}"
+    );
 }

@@ -64,7 +64,7 @@ fn secret_arg(text: &str) -> Result<Secret, String> {
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 500ms, 2s, 1m)"))
+    etcd_sentinel::units::parse_duration(text)
 }
 
 /// How to reach one cluster from the command line.
@@ -79,11 +79,11 @@ pub struct ConnectionArgs {
     pub cluster: bool,
 
     /// How long to wait for a connection [env: ETCDCTL_DIAL_TIMEOUT] [default: 2s]
-    #[arg(long, env = "ETCD_SENTINEL_DIAL_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "ETCD_SENTINEL_DIAL_TIMEOUT", value_parser = parse_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub dial_timeout: Option<Duration>,
 
     /// How long one request may take [env: ETCDCTL_COMMAND_TIMEOUT] [default: 5s]
-    #[arg(long, env = "ETCD_SENTINEL_COMMAND_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "ETCD_SENTINEL_COMMAND_TIMEOUT", value_parser = parse_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub command_timeout: Option<Duration>,
 
     /// CA bundle to verify the members' certificates [env: ETCDCTL_CACERT]
@@ -173,6 +173,7 @@ impl ConnectionArgs {
                 || etcdctl_bool("ETCDCTL_INSECURE_SKIP_TLS_VERIFY")?.unwrap_or(false),
             server_name: self.tls_server_name.clone(),
             requested: false,
+            files_digest: 0,
         };
         let insecure_transport = match self.insecure_transport {
             Some(b) => b,
@@ -208,9 +209,6 @@ impl ConnectionArgs {
             insecure_transport,
             credentials,
         };
-        if settings.dial_timeout.is_zero() || settings.command_timeout.is_zero() {
-            return Err(CliError::Usage("timeouts must be longer than zero".into()));
-        }
         Ok(settings)
     }
 

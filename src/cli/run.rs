@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use etcd_sentinel::config::{self, ClusterConfig, Config, DEFAULT_INTERVAL};
+use etcd_sentinel::config::{self, ClusterConfig, Config, DEFAULT_INTERVAL, ServerLimits};
 use etcd_sentinel::daemon::{self, ConfigSource, DaemonError, ServerOptions};
-use etcd_sentinel::export::tls_listener;
 use etcd_sentinel::secret::Secret;
 
 use super::{CliError, ConnectionArgs, parse_duration};
@@ -29,7 +28,7 @@ pub struct RunArgs {
     pub name: String,
 
     /// Without --config: how often to poll [default: 10s]
-    #[arg(long, env = "ETCD_SENTINEL_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, env = "ETCD_SENTINEL_INTERVAL", value_parser = parse_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub interval: Option<Duration>,
 
     /// File holding the token that unlocks mutating API endpoints (POST /api/v1/reload); without a token
@@ -88,7 +87,9 @@ fn from_flags(args: &RunArgs) -> Result<Config, CliError> {
             password_file: None,
         }],
         api_token_file: None,
+        api_token: None,
         server_tls: None,
+        server_limits: ServerLimits::default(),
     })
 }
 
@@ -105,35 +106,32 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         }
         None => (from_flags(&args)?, ConfigSource::Flags),
     };
-    let token_file = args
-        .api_token_file
-        .clone()
-        .or_else(|| config.api_token_file.clone());
-    let token = match (
-        token_file,
-        std::env::var("ETCD_SENTINEL_API_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
-    ) {
-        (Some(path), _) => {
-            Some(Secret::from_file(&path).map_err(|e| CliError::Usage(format!("API token: {e}")))?)
-        }
-        (None, Some(value)) => Some(Secret::new(value)),
-        (None, None) => None,
-    };
-    let tls_files = match (&args.tls_cert, &args.tls_key) {
-        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
-        _ => config.server_tls.clone(),
-    };
-    let server_tls = match &tls_files {
-        Some((cert, key)) => Some(tls_listener::server_config(cert, key).map_err(CliError::Usage)?),
-        None => None,
+    // What the flags add to the file; each message names the flag (a file's own values were checked by `load`,
+    // whose messages name the file and key).
+    let server_tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            etcd_sentinel::pem::server_config(cert, key)
+                .map_err(|e| CliError::Usage(format!("--tls-cert/--tls-key: {e}")))?,
+        ),
+        _ => match &config.server_tls {
+            // Checked by `load`, so this only fails if a file changed in between.
+            Some((cert, key)) => Some(
+                etcd_sentinel::pem::server_config(cert, key)
+                    .map_err(|e| CliError::Usage(format!("tls_cert, tls_key: {e}")))?,
+            ),
+            None => None,
+        },
     };
     let server = ServerOptions {
         listen: args.listen,
-        token,
+        token_file: args.api_token_file.clone(),
+        token_env: std::env::var("ETCD_SENTINEL_API_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new),
         tls: server_tls,
     };
+    daemon::api_token(&server, &config).map_err(CliError::Usage)?;
     match daemon::run(config, source, server).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e @ DaemonError::Bind { .. }) => Err(CliError::Failed(e.into())),

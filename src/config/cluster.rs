@@ -180,6 +180,7 @@ fn tls_settings(
         insecure_skip_verify: raw.insecure_skip_tls_verify,
         server_name: raw.server_name.as_ref().map(|s| s.get_ref().clone()),
         requested: true,
+        files_digest: 0,
     };
     match (&raw.cert, &raw.key) {
         (Some(c), None) => Err(src.invalid(c, key("key"), "a client certificate needs its key")),

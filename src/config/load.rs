@@ -1,6 +1,7 @@
-//! Loading a configuration file: read it, parse it (pure), then read what it only names — password files and TLS
-//! files — so that a missing or malformed one is a configuration error now, not a failed poll later. The one
-//! loader `run`, `check-config` and a reload all use.
+//! Loading a configuration file: read it, parse it (pure), then read what it only names — password files, TLS
+//! files, the API token, the API's certificate — so that a missing or malformed one is a configuration error
+//! now, not a failed poll later. The one loader `run`, `check-config` and a reload all use: whatever `run`
+//! refuses in a file, `check-config` refuses with the same message.
 
 use std::path::Path;
 
@@ -11,31 +12,44 @@ use crate::secret::{Credentials, Secret};
 /// Reads, parses and checks a configuration file; every error names the file (and the line and key it can).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         file: file.clone(),
-        source,
+        cause,
     })?;
     let mut config = parse(&file, &text)?;
     for c in &mut config.clusters {
         if let Some((user, password_file)) = &c.password_file {
             let password =
-                Secret::from_file(password_file).map_err(|source| ConfigError::Secret {
+                Secret::from_file(password_file).map_err(|cause| ConfigError::Secret {
                     file: file.clone(),
                     cluster: c.name.clone(),
                     key: "password_file",
-                    source,
+                    cause,
                 })?;
             c.connect.credentials = Some(Credentials {
                 user: user.clone(),
                 password,
             });
         }
+        c.connect.tls.files_digest = c.connect.tls.digest_files();
         // Builds the TLS configuration, which reads and checks the files.
-        Connector::new(c.connect.clone()).map_err(|source| ConfigError::Connect {
+        Connector::new(c.connect.clone()).map_err(|cause| ConfigError::Connect {
             file: file.clone(),
             cluster: c.name.clone(),
-            source,
+            cause,
         })?;
+    }
+    let setting = |key: &'static str, message: String| ConfigError::Setting {
+        file: file.clone(),
+        key,
+        message,
+    };
+    if let Some(path) = &config.api_token_file {
+        config.api_token =
+            Some(Secret::from_file(path).map_err(|e| setting("api_token_file", e.to_string()))?);
+    }
+    if let Some((cert, key)) = &config.server_tls {
+        crate::pem::server_config(cert, key).map_err(|e| setting("tls_cert, tls_key", e))?;
     }
     Ok(config)
 }

@@ -15,7 +15,8 @@ use thiserror::Error;
 
 use crate::etcd::connect::{ConnectError, ConnectSettings};
 use crate::etcd::endpoint::Endpoint;
-use crate::secret::SecretError;
+use crate::etcd::tls::TlsSettings;
+use crate::secret::{Secret, SecretError};
 use crate::settings::{Discovery, MetricsSource, Target, Thresholds};
 pub use load::load;
 use raw::{RawConfig, Source};
@@ -37,8 +38,12 @@ pub struct Config {
     pub clusters: Vec<ClusterConfig>,
     /// File holding the token that unlocks mutating API endpoints; without one they are disabled.
     pub api_token_file: Option<PathBuf>,
+    /// The token read from `api_token_file` by `load` (re-read at every reload, so a rotated token takes effect).
+    pub api_token: Option<Secret>,
     /// Certificate and key to serve the API over TLS.
     pub server_tls: Option<(PathBuf, PathBuf)>,
+    /// Connections the HTTP server holds at once, and how long a request's head may take.
+    pub server_limits: ServerLimits,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,11 +61,85 @@ pub struct ClusterConfig {
     /// not hold up the next poll of the others.
     pub unresponsive_after: Duration,
     pub thresholds: Thresholds,
-    /// The etcd user and the file holding its password, read by `resolve_secrets`.
+    /// The etcd user and the file holding its password, read by `load`.
     pub password_file: Option<(String, PathBuf)>,
 }
 
+/// How the HTTP server holds up under many or slow clients (see `export::server`, which applies them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerLimits {
+    pub max_connections: usize,
+    /// For the head of each request, and for an idle keep-alive connection to send its next one.
+    pub header_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+        }
+    }
+}
+
+/// Prometheus, a few dashboards and an operator's curl need a handful; 256 leaves room, and stays well under a
+/// default `ulimit -n` of 1024 with the clusters' own connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl ClusterConfig {
+    /// What differs between two configurations of one cluster, in words for the log (never a secret's value).
+    pub fn changes_from(&self, old: &ClusterConfig) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut note = |changed: bool, what: &'static str| {
+            if changed {
+                out.push(what);
+            }
+        };
+        note(self.endpoints != old.endpoints, "endpoints");
+        note(self.discovery != old.discovery, "discovery");
+        note(self.interval != old.interval, "interval");
+        note(
+            self.connect.dial_timeout != old.connect.dial_timeout
+                || self.connect.command_timeout != old.connect.command_timeout
+                || self.unresponsive_after != old.unresponsive_after,
+            "timeouts",
+        );
+        let (tls, old_tls) = (&self.connect.tls, &old.connect.tls);
+        note(
+            tls.files_digest != old_tls.files_digest,
+            "TLS files (rotated)",
+        );
+        note(
+            TlsSettings {
+                files_digest: 0,
+                ..tls.clone()
+            } != TlsSettings {
+                files_digest: 0,
+                ..old_tls.clone()
+            },
+            "TLS settings",
+        );
+        note(
+            self.connect.insecure_transport != old.connect.insecure_transport,
+            "insecure_transport",
+        );
+        let user = |c: &ClusterConfig| c.connect.credentials.as_ref().map(|c| c.user.clone());
+        let password =
+            |c: &ClusterConfig| c.connect.credentials.as_ref().map(|c| c.password.clone());
+        note(user(self) != user(old), "user");
+        note(
+            user(self) == user(old) && password(self) != password(old),
+            "password (rotated)",
+        );
+        note(
+            self.metrics != old.metrics || self.vitals_interval != old.vitals_interval,
+            "metrics URLs",
+        );
+        note(self.thresholds != old.thresholds, "thresholds");
+        out
+    }
+
     pub fn target(&self) -> Target {
         Target {
             name: self.name.clone(),
@@ -75,11 +154,8 @@ impl ClusterConfig {
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read {file}: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read {file}: {cause}")]
+    Read { file: String, cause: std::io::Error },
     #[error("{file}:{line}:{column}: {message}")]
     Syntax {
         file: String,
@@ -96,24 +172,34 @@ pub enum ConfigError {
     },
     #[error("{file}: {message}")]
     Whole { file: String, message: String },
-    #[error("{file}: cluster {cluster}: {key}: {source}")]
+    /// A file a top-level key names cannot be used.
+    #[error("{file}: {key}: {message}")]
+    Setting {
+        file: String,
+        key: &'static str,
+        message: String,
+    },
+    #[error("{file}: cluster {cluster}: {key}: {cause}")]
     Secret {
         file: String,
         cluster: String,
         key: &'static str,
-        source: SecretError,
+        cause: SecretError,
     },
-    #[error("{file}: cluster {cluster}: {source}")]
+    #[error("{file}: cluster {cluster}: {cause}")]
     Connect {
         file: String,
         cluster: String,
-        source: ConnectError,
+        cause: ConnectError,
     },
 }
 
-/// A cluster name is a metric label value and a URL path segment: keep it to a safe alphabet.
+/// A cluster name is a metric label value and a URL path segment: keep it to a safe alphabet, and not `.` or
+/// `..`, which a URL path normalises away.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
+        && name != "."
+        && name != ".."
         && name.len() <= 64
         && name
             .bytes()
@@ -164,6 +250,25 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         }
         clusters.push(cluster::parse(&src, &cluster::Keys::new(i), c)?);
     }
+    let server_limits = ServerLimits {
+        max_connections: match &raw.max_connections {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(n) if (1..=100_000).contains(&n) => n,
+                _ => {
+                    return Err(src.invalid(
+                        n,
+                        "max_connections".into(),
+                        format!("{}: between 1 and 100000", n.get_ref()),
+                    ));
+                }
+            },
+        },
+        header_timeout: match &raw.header_timeout {
+            None => DEFAULT_HEADER_TIMEOUT,
+            Some(t) => src.duration(t, "header_timeout".into())?,
+        },
+    };
     let server_tls = match (&raw.tls_cert, &raw.tls_key) {
         (Some(c), Some(k)) => Some((PathBuf::from(c.get_ref()), PathBuf::from(k.get_ref()))),
         (Some(c), None) => return Err(src.invalid(c, "tls_key".into(), "tls_cert needs tls_key")),
@@ -177,7 +282,10 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             .api_token_file
             .as_ref()
             .map(|p| PathBuf::from(p.get_ref())),
+        // Read by `load`.
+        api_token: None,
         server_tls,
+        server_limits,
     })
 }
 
@@ -251,6 +359,41 @@ cp-1 = "http://10.0.0.1:2381/metrics"
             panic!("a table of metrics URLs per member");
         };
         assert_eq!(map["cp-1"], "http://10.0.0.1:2381/metrics");
+    }
+
+    #[test]
+    fn a_reload_says_what_changed_and_sees_rotated_files_and_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, "first").unwrap();
+        let text = format!(
+            "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.tls]\ncacert = {:?}\n",
+            ca.display().to_string()
+        );
+        let read = || {
+            let mut c = parse("s.toml", &text).unwrap().clusters.remove(0);
+            c.connect.tls.files_digest = c.connect.tls.digest_files();
+            c
+        };
+        let before = read();
+        assert_eq!(read(), before, "nothing changed, nothing to restart");
+        std::fs::write(&ca, "second").unwrap();
+        let rotated = read();
+        assert_ne!(rotated, before, "same path, new content: reconnect");
+        assert_eq!(rotated.changes_from(&before), vec!["TLS files (rotated)"]);
+        let mut with_password = rotated.clone();
+        with_password.connect.credentials = Some(crate::secret::Credentials {
+            user: "monitor".into(),
+            password: Secret::new("one"),
+        });
+        let mut new_password = with_password.clone();
+        new_password.connect.credentials = Some(crate::secret::Credentials {
+            user: "monitor".into(),
+            password: Secret::new("two"),
+        });
+        let said = new_password.changes_from(&with_password);
+        assert_eq!(said, vec!["password (rotated)"]);
+        assert!(!format!("{said:?}").contains("two"), "never the secret");
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub(super) struct RawConfig {
     pub(super) api_token_file: Option<Spanned<String>>,
     pub(super) tls_cert: Option<Spanned<String>>,
     pub(super) tls_key: Option<Spanned<String>>,
+    pub(super) max_connections: Option<Spanned<i64>>,
+    pub(super) header_timeout: Option<Spanned<String>>,
     #[serde(default, rename = "cluster")]
     pub(super) clusters: Vec<RawCluster>,
 }
@@ -100,16 +102,6 @@ impl Source<'_> {
         value: &Spanned<String>,
         field: String,
     ) -> Result<Duration, ConfigError> {
-        let d = humantime::parse_duration(value.get_ref().trim()).map_err(|e| {
-            self.invalid(
-                value,
-                field.clone(),
-                format!("{:?}: {e} (expected e.g. 500ms, 10s, 1m)", value.get_ref()),
-            )
-        })?;
-        if d.is_zero() {
-            return Err(self.invalid(value, field, "must be longer than zero"));
-        }
-        Ok(d)
+        crate::units::parse_duration(value.get_ref()).map_err(|e| self.invalid(value, field, e))
     }
 }

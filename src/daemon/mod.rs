@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -22,30 +21,32 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, ClusterConfig, Config};
 use crate::etcd::connect::{ConnectError, Connector};
 use crate::export::metrics::{Metrics, MetricsError};
-use crate::export::{http, tls_listener};
+use crate::export::{http, server as http_server};
 use crate::maintenance::GateOptions;
 use crate::secret::Secret;
-use crate::state::{ClusterEntry, History, Shared};
+use crate::state::{ApiToken, ClusterEntry, History, Shared, TokenChange};
 use tasks::{STOP_GRACE, TaskGroup};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
-    #[error("cluster {cluster}: {source}")]
+    #[error("cluster {cluster}: {cause}")]
     Connector {
         cluster: String,
-        source: ConnectError,
+        cause: ConnectError,
     },
     #[error("HTTP server failed: {0}")]
     Server(std::io::Error),
+    #[error("{0}")]
+    Token(String),
 }
 
 /// Where the configuration came from: a file can be reloaded on SIGHUP, flags cannot.
@@ -77,9 +78,9 @@ impl Daemon {
         history: Option<History>,
     ) -> Result<(), DaemonError> {
         let connector =
-            Connector::new(config.connect.clone()).map_err(|source| DaemonError::Connector {
+            Connector::new(config.connect.clone()).map_err(|cause| DaemonError::Connector {
                 cluster: config.name.clone(),
-                source,
+                cause,
             })?;
         let history = history.unwrap_or_default();
         // Restarted by a reload: the last view stays published (API, /metrics) until the first poll replaces it.
@@ -164,8 +165,16 @@ impl Daemon {
         let changed: Vec<String> = self
             .running
             .iter()
-            .filter(|(name, r)| wanted.get(name.as_str()).is_some_and(|c| **c != r.config))
-            .map(|(name, _)| name.clone())
+            .filter_map(|(name, r)| {
+                let new = wanted.get(name.as_str()).filter(|c| ***c != r.config)?;
+                // What changed, in words (never a secret's value): "password (rotated)", "TLS files (rotated)".
+                tracing::info!(
+                    cluster = name,
+                    changed = new.changes_from(&r.config).join(", "),
+                    "configuration of the cluster changed: reconnecting"
+                );
+                Some(name.clone())
+            })
             .collect();
         let stopping: Vec<String> = removed.iter().chain(&changed).cloned().collect();
         let mut histories = self.stop_clusters(&stopping).await;
@@ -196,16 +205,36 @@ impl Daemon {
     }
 
     /// Re-reads the configuration file (SIGHUP, or POST /api/v1/reload) and says what happened.
-    async fn reload(&mut self, source: &ConfigSource) -> Result<String, String> {
+    async fn reload(
+        &mut self,
+        source: &ConfigSource,
+        server: &ServerOptions,
+        token: &ApiToken,
+    ) -> Result<String, String> {
         let ConfigSource::File(path) = source else {
             let message =
                 "reload ignored: the configuration came from flags, not from a file".to_string();
             tracing::warn!("{message}");
             return Err(message);
         };
-        match config::load(path) {
-            Ok(config) => match self.apply(config).await {
+        let loaded = config::load(path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| api_token(server, &c).map(|t| (c, t)));
+        match loaded {
+            Ok((config, new_token)) => match self.apply(config).await {
                 Ok(()) => {
+                    match token.replace(new_token) {
+                        TokenChange::Unchanged => {}
+                        TokenChange::Set => {
+                            tracing::info!("API token set: mutating endpoints enabled")
+                        }
+                        TokenChange::Replaced => {
+                            tracing::info!("API token replaced: the previous one no longer works")
+                        }
+                        TokenChange::Removed => {
+                            tracing::warn!("API token removed: mutating endpoints disabled")
+                        }
+                    }
                     tracing::info!(file = %path.display(), "configuration reloaded");
                     Ok(format!("{} reloaded", path.display()))
                 }
@@ -242,31 +271,31 @@ fn report_unfinished(cluster: &str, unfinished: Vec<&'static str>) {
     }
 }
 
-/// How the HTTP server is offered.
+/// How the HTTP server is offered: what the command line says beside the configuration.
 #[derive(Default)]
 pub struct ServerOptions {
     /// Overrides the configuration's `listen`.
     pub listen: Option<SocketAddr>,
-    /// Unlocks mutating endpoints; without it they answer 403.
-    pub token: Option<Secret>,
+    /// `--api-token-file`: beats the file's `api_token_file`; re-read at every reload.
+    pub token_file: Option<PathBuf>,
+    /// `ETCD_SENTINEL_API_TOKEN`: used when no file names a token.
+    pub token_env: Option<Secret>,
     /// Serve over TLS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-async fn serve<L>(
-    listener: L,
-    app: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
+/// The API token in force: `--api-token-file` (read now), else the configuration's `api_token_file` (read by
+/// `config::load`), else the environment's. Unlocks mutating endpoints; without one they answer 403.
+pub fn api_token(server: &ServerOptions, config: &Config) -> Result<Option<Secret>, String> {
+    if let Some(path) = &server.token_file {
+        return Secret::from_file(path)
+            .map(Some)
+            .map_err(|e| format!("--api-token-file: {e}"));
+    }
+    Ok(config
+        .api_token
+        .clone()
+        .or_else(|| server.token_env.clone()))
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -278,12 +307,16 @@ pub async fn run(
     let addr = server.listen.unwrap_or(config.listen);
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| DaemonError::Bind { addr, source })?;
+        .map_err(|cause| DaemonError::Bind { addr, cause })?;
     let bound = listener.local_addr().unwrap_or(addr);
     let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
 
+    let token = Arc::new(ApiToken::new(
+        api_token(&server, &config).map_err(DaemonError::Token)?,
+    ));
+    let limits = config.server_limits;
     let shared = Arc::new(Shared::new());
     let metrics = Arc::new(Metrics::new()?);
     let mut daemon = Daemon {
@@ -295,13 +328,12 @@ pub async fn run(
     };
     daemon.apply(config).await?;
 
-    let (stop_server, server_stopped) = watch::channel(false);
     let (reload_tx, mut reload_rx) = mpsc::channel::<http::ReloadRequest>(4);
-    let guarded = server.token.is_some();
+    let guarded = token.get().is_some();
     let app = http::router(http::ApiState {
         shared,
         metrics,
-        token: server.token,
+        token: token.clone(),
         reload: reload_tx,
     });
     let scheme = if server.tls.is_some() {
@@ -309,17 +341,19 @@ pub async fn run(
     } else {
         "http"
     };
-    let mut server = match server.tls {
-        Some(tls) => {
-            let listener =
-                tls_listener::TlsListener::new(listener, tls).map_err(DaemonError::Server)?;
-            tokio::spawn(serve(listener, app, server_stopped))
-        }
-        None => tokio::spawn(serve(listener, app, server_stopped)),
-    };
+    let stop_server = CancellationToken::new();
+    let acceptor = server.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let mut serving = tokio::spawn(http_server::serve(
+        listener,
+        acceptor,
+        app,
+        limits,
+        stop_server.clone(),
+    ));
     tracing::info!(
         listen = %bound,
         scheme,
+        max_connections = limits.max_connections,
         mutating_endpoints = if guarded { "enabled (API token)" } else { "disabled (no API token)" },
         "serving /metrics, /api/v1/clusters, /healthz, /readyz"
     );
@@ -327,16 +361,15 @@ pub async fn run(
     let outcome = loop {
         tokio::select! {
             // The outcome is logged by reload itself.
-            _ = hangup.recv() => { let _ = daemon.reload(&source).await; }
+            _ = hangup.recv() => { let _ = daemon.reload(&source, &server, &token).await; }
             Some(answer) = reload_rx.recv() => {
-                let _ = answer.send(daemon.reload(&source).await);
+                let _ = answer.send(daemon.reload(&source, &server, &token).await);
             }
             _ = terminate.recv() => break Ok(()),
             _ = interrupt.recv() => break Ok(()),
-            result = &mut server => {
+            result = &mut serving => {
                 break match result {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(DaemonError::Server(e)),
+                    Ok(()) => Ok(()),
                     Err(e) => Err(DaemonError::Server(std::io::Error::other(e))),
                 };
             }
@@ -344,13 +377,8 @@ pub async fn run(
     };
     tracing::info!("stopping");
     daemon.stop_all().await;
-    let _ = stop_server.send(true);
-    // Open keep-alive connections must not hold the process: give them a moment, then go.
-    if tokio::time::timeout(Duration::from_millis(500), &mut server)
-        .await
-        .is_err()
-    {
-        server.abort();
-    }
+    // The server closes its connections, letting the responses being written finish for a moment.
+    stop_server.cancel();
+    let _ = serving.await;
     outcome
 }

@@ -54,6 +54,11 @@ impl Endpoint {
         if trimmed.is_empty() {
             return Err(fail("empty"));
         }
+        // The URL parser drops tabs and newlines inside a URL ("a\nb:2379" would become "ab:2379"): a pasted
+        // line break is a mistake to show, not to repair.
+        if trimmed.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(fail("contains a space or a control character"));
+        }
         let (scheme, rest) = match trimmed.split_once("://") {
             Some((s, rest)) => match s.to_ascii_lowercase().as_str() {
                 "http" => (Scheme::Http, rest),
@@ -195,6 +200,9 @@ mod tests {
             ("http://h:2379/v3", "without a path"),
             ("http://u:p@h:2379", "credentials"),
             ("[::1:2379", "invalid"),
+            ("a\nb:2379", "control character"),
+            ("a\tb:2379", "control character"),
+            ("a b:2379", "a space"),
         ] {
             let err = Endpoint::parse(input).unwrap_err();
             assert!(

@@ -28,6 +28,23 @@ pub struct TlsSettings {
     pub server_name: Option<String>,
     /// TLS was asked for without naming anything else: an empty `[cluster.tls]` table (the system's roots).
     pub requested: bool,
+    /// A digest of the files' contents when the configuration was loaded (0 when not read): certificates are
+    /// rotated in place, so a reload compares contents, not paths, to know whether to reconnect.
+    pub files_digest: u64,
+}
+
+impl TlsSettings {
+    /// The digest of the named files' contents; a file that cannot be read counts as empty (building the TLS
+    /// configuration reports it).
+    pub fn digest_files(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for path in [&self.cacert, &self.cert, &self.key].into_iter().flatten() {
+            path.hash(&mut hasher);
+            std::fs::read(path).unwrap_or_default().hash(&mut hasher);
+        }
+        hasher.finish()
+    }
 }
 
 impl TlsSettings {

@@ -17,12 +17,10 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::export::metrics::Metrics;
 use crate::id::Id;
-use crate::secret::Secret;
-use crate::state::Shared;
+use crate::state::{ApiToken, Shared};
 use crate::units::unix_seconds;
 use crate::view::ClusterView;
 
@@ -44,7 +42,7 @@ pub struct ApiState {
     pub shared: Arc<Shared>,
     pub metrics: Arc<Metrics>,
     /// Mutating endpoints are only ever served when a token is configured.
-    pub token: Option<Secret>,
+    pub token: Arc<ApiToken>,
     pub reload: mpsc::Sender<ReloadRequest>,
 }
 
@@ -52,6 +50,10 @@ pub struct ApiState {
 const MAX_BODY_BYTES: usize = 64 * 1024;
 /// A request that takes longer than this is answered 408 and dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest URL (path and query) accepted: 414 beyond.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most header bytes (names and values) accepted: 431 beyond.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 pub fn router(state: ApiState) -> Router {
     let state = Arc::new(state);
@@ -76,11 +78,75 @@ pub fn router(state: ApiState) -> Router {
             ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into())
         })
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(middleware::from_fn(bounded))
+        // Outermost: whatever produced an error (a limit above, an extractor's rejection), it leaves as JSON.
+        .layer(middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Refuses URLs and headers larger than the API needs (414, 431) and answers 408 for a request that takes too
+/// long, all as JSON, before anything else looks at the request.
+async fn bounded(request: Request, next: Next) -> Response {
+    let uri = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if uri > MAX_URI_BYTES {
+        return ApiError(
+            StatusCode::URI_TOO_LONG,
+            format!("URL longer than {MAX_URI_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers > MAX_HEADER_BYTES {
+        return ApiError(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("headers larger than {MAX_HEADER_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request took longer than {}",
+                humantime::format_duration(REQUEST_TIMEOUT)
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// One kind of error: a 4xx or 5xx that is not JSON yet (axum's extractor rejections, the body limit) is
+/// replaced by `{"error": …}` with the same status, keeping the text when it is short plain text.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 1024).await {
+        Ok(body) if !body.is_empty() => String::from_utf8_lossy(&body).trim().to_string(),
+        _ => String::new(),
+    };
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!("request body larger than {MAX_BODY_BYTES} bytes"),
+        _ if !text.is_empty() => text,
+        _ => status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase(),
+    };
+    ApiError(status, message).into_response()
 }
 
 /// The guard of mutating endpoints: 403 when no token is configured (they are disabled), 401 without a bearer
@@ -90,7 +156,7 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(expected) = &state.token else {
+    let Some(expected) = state.token.get() else {
         return ApiError(
             StatusCode::FORBIDDEN,
             "mutating endpoints are disabled: no API token is configured".into(),

@@ -1,6 +1,7 @@
-//! Ways out of the view: the CLI's table and JSON (`render`); later Prometheus metrics and the HTTP API.
+//! Ways out of the view: the CLI's table and JSON (`render`), Prometheus metrics, the HTTP API (`http`) and the
+//! server that holds its connections (`server`).
 
 pub mod http;
 pub mod metrics;
 pub mod render;
-pub mod tls_listener;
+pub mod server;

@@ -1,0 +1,188 @@
+//! The HTTP server's connections, held under abuse: a request's head must arrive within `header_timeout` (which
+//! also closes a keep-alive connection left idle that long), TLS handshakes are bounded, and at most
+//! `max_connections` are open at once. When the cap is reached, the oldest connection that is not in the middle
+//! of a request (idle, half-open, or still handshaking) is closed to make room, so a scraper that connects and
+//! asks at once always gets through, however many connections a careless or hostile client leaves open. The same
+//! happens when the process runs out of file descriptors.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+pub use crate::config::ServerLimits;
+
+/// A TLS handshake that takes longer than this is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection closed to make room (or at shutdown) may take to finish the response it is writing.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// The most a request's head may take in the connection's buffer. Larger than the API's own limits on the URL
+/// and the headers (`http::MAX_URI_BYTES`, `http::MAX_HEADER_BYTES`), so that those are answered as JSON by the
+/// API; only a head larger than this gets hyper's bare 431.
+const MAX_HEAD_BUFFER: usize = 128 * 1024;
+
+struct Open {
+    /// True while the connection is in a request (from its head being read to its response being handed over).
+    busy: Arc<AtomicBool>,
+    close: CancellationToken,
+}
+
+/// The open connections, in the order they were accepted.
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    open: BTreeMap<u64, Open>,
+}
+
+type Shared = Arc<Mutex<Connections>>;
+
+fn lock(c: &Shared) -> std::sync::MutexGuard<'_, Connections> {
+    // A poisoned lock means a connection task panicked while registering; the map is still consistent.
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Closes the oldest connection that is not in a request, and stops counting it; false when every one is.
+fn close_oldest_idle(connections: &Shared) -> bool {
+    let mut guard = lock(connections);
+    let oldest = guard
+        .open
+        .iter()
+        .find(|(_, c)| !c.busy.load(Ordering::Acquire))
+        .map(|(id, _)| *id);
+    match oldest.and_then(|id| guard.open.remove(&id)) {
+        Some(c) => {
+            c.close.cancel();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` is cancelled, then lets the requests in
+/// flight finish for a moment and returns.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    limits: ServerLimits,
+    stop: CancellationToken,
+) {
+    let connections: Shared = Arc::default();
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors (EMFILE) or a connection reset before it was accepted: make room,
+                // and do not spin.
+                tracing::debug!("accept failed: {e}");
+                close_oldest_idle(&connections);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let open_now = lock(&connections).open.len();
+        if open_now >= limits.max_connections && !close_oldest_idle(&connections) {
+            tracing::debug!(%peer, "every connection is in a request: refusing one more");
+            continue;
+        }
+        let (id, busy, close) = {
+            let mut guard = lock(&connections);
+            let id = guard.next_id;
+            guard.next_id += 1;
+            let busy = Arc::new(AtomicBool::new(false));
+            let close = stop.child_token();
+            guard.open.insert(
+                id,
+                Open {
+                    busy: busy.clone(),
+                    close: close.clone(),
+                },
+            );
+            (id, busy, close)
+        };
+        let (app, tls, connections) = (app.clone(), tls.clone(), connections.clone());
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => serve_connection(stream, app, limits, busy, close).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let tls_stream = tokio::select! {
+                        () = close.cancelled() => None,
+                        done = handshake => match done {
+                            Ok(Ok(s)) => Some(s),
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, "TLS handshake failed: {e}");
+                                None
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                None
+                            }
+                        },
+                    };
+                    if let Some(s) = tls_stream {
+                        serve_connection(s, app, limits, busy, close).await;
+                    }
+                }
+            }
+            lock(&connections).open.remove(&id);
+        });
+    }
+    // Shutting down: every connection was told to close (their tokens are children of `stop`); give the
+    // responses being written a moment.
+    let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+    while !lock(&connections).open.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// One connection: HTTP/1.1 with keep-alive, until the client goes, a head times out, or it is told to close.
+async fn serve_connection<I>(
+    io: I,
+    app: Router,
+    limits: ServerLimits,
+    busy: Arc<AtomicBool>,
+    close: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            busy.store(true, Ordering::Release);
+            let (app, busy) = (app.clone(), busy.clone());
+            async move {
+                let response = app.oneshot(request.map(axum::body::Body::new)).await;
+                busy.store(false, Ordering::Release);
+                response
+            }
+        });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BUFFER)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = close.cancelled() => {
+            // Closes an idle connection at once; one writing a response finishes it first.
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+        }
+    }
+}
