@@ -87,3 +87,79 @@ proptest! {
         }
     }
 }
+
+/// Lines a member's /metrics page is made of, and lines a hostile one might send instead.
+fn metrics_line() -> impl Strategy<Value = String> {
+    let family = prop::sample::select(vec![
+        "etcd_network_peer_round_trip_time_seconds_bucket",
+        "etcd_network_peer_round_trip_time_seconds_sum",
+        "etcd_disk_wal_fsync_duration_seconds_bucket",
+        "etcd_server_quota_backend_bytes",
+        "etcd_server_proposals_pending",
+        "grpc_server_handled_total",
+        "process_open_fds",
+        "etcd_unrelated",
+    ]);
+    let label = prop_oneof![
+        Just(String::new()),
+        "[0-9a-f]{1,16}".prop_map(|to| format!("{{To=\"{to}\",le=\"0.01\"}}")),
+        "\\PC{0,20}".prop_map(|t| format!("{{le=\"{t}\"}}")),
+        Just("{le=\"+Inf\"}".to_string()),
+        Just("{unclosed=\"".to_string()),
+    ];
+    let value = prop_oneof![
+        any::<f64>().prop_map(|v| format!("{v}")),
+        Just("NaN".to_string()),
+        Just("+Inf".to_string()),
+        "\\PC{0,10}".prop_map(|s| s),
+    ];
+    prop_oneof![
+        (family.clone(), label, value).prop_map(|(f, l, v)| format!("{f}{l} {v}")),
+        family.clone().prop_map(|f| format!("# TYPE {f} histogram")),
+        family.prop_map(|f| format!("# HELP {f} \\PC")),
+        "\\PC{0,80}".prop_map(|s| s),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn any_metrics_page_parses_or_is_an_error(lines in prop::collection::vec(metrics_line(), 0..40)) {
+        let page = lines.join("\n");
+        // A value or an error; never a panic.
+        let _ = etcd_sentinel::etcd::member_metrics::parse(&page);
+    }
+}
+
+/// Hostile shapes too large for random generation: a huge line, many series, a huge histogram, deep nesting.
+#[test]
+fn hostile_metrics_pages_and_configurations_end_in_an_answer() {
+    use etcd_sentinel::etcd::member_metrics::parse;
+    // One 4 MiB line of a wanted family, as much as a page may hold: read, not a panic or a hang.
+    let huge_line = format!(
+        "etcd_server_proposals_pending{{x=\"{}\"}} 7\n",
+        "a".repeat(4 << 20)
+    );
+    let parsed = parse(&huge_line).expect("one long but well-formed line");
+    assert_eq!(parsed.proposals_pending, Some(7.0));
+    // A member claiming a million peers: the peers kept are bounded (they become metric labels).
+    let mut many = String::from("# TYPE etcd_network_peer_round_trip_time_seconds histogram\n");
+    for i in 0..5_000u64 {
+        many.push_str(&format!(
+            "etcd_network_peer_round_trip_time_seconds_bucket{{To=\"{i:x}\",le=\"+Inf\"}} 1\n"
+        ));
+    }
+    let parsed = parse(&many).expect("a page of known series");
+    assert!(
+        parsed.peer_rtt.len() <= etcd_sentinel::etcd::member_metrics::MAX_PEERS,
+        "{} peers kept",
+        parsed.peer_rtt.len()
+    );
+    // Deeply nested TOML is an error naming the file, not a stack overflow.
+    let deep = format!("listen = {}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let e = config::parse("deep.toml", &deep).unwrap_err();
+    assert!(e.to_string().starts_with("deep.toml"), "{e}");
+    let deep_tables = format!("x = {}1{}", "{ a = ".repeat(50_000), " }".repeat(50_000));
+    assert!(config::parse("deep.toml", &deep_tables).is_err());
+}

@@ -13,6 +13,12 @@ use thiserror::Error;
 use crate::histogram::Histogram;
 use crate::id::Id;
 
+/// The most peers kept from one page: etcd clusters have a handful of members, and each peer becomes metric label
+/// values, so a page that claims more (broken or hostile) must not grow the series without bound.
+pub const MAX_PEERS: usize = 64;
+/// The most distinct gRPC codes kept (gRPC has 17).
+const MAX_CODES: usize = 32;
+
 const QUOTA: &str = "etcd_server_quota_backend_bytes";
 const PEER_RTT: &str = "etcd_network_peer_round_trip_time_seconds";
 const PEER_SENT_FAILURES: &str = "etcd_network_peer_sent_failures_total";
@@ -166,10 +172,14 @@ pub fn parse(text: &str) -> Result<MemberMetrics, MetricsParseError> {
     let mut commit_sum = None;
     for sample in scrape.samples {
         let peer = || sample.labels.get("To").and_then(Id::from_hex);
+        // A peer already seen, or room for one more.
+        let room = |known: bool, len: usize| known || len < MAX_PEERS;
         let name = sample.metric.as_str();
         match (name, &sample.value) {
             (PEER_RTT, Value::Histogram(buckets)) => {
-                if let Some(p) = peer() {
+                if let Some(p) =
+                    peer().filter(|p| room(out.peer_rtt.contains_key(p), out.peer_rtt.len()))
+                {
                     let pairs = buckets.iter().map(|b| (b.less_than, b.count)).collect();
                     out.peer_rtt.insert(p, Histogram::new(pairs));
                 }
@@ -184,14 +194,21 @@ pub fn parse(text: &str) -> Result<MemberMetrics, MetricsParseError> {
                 };
                 match name.strip_suffix("_sum") {
                     Some(PEER_RTT) => {
-                        if let Some(p) = peer() {
+                        if let Some(p) = peer().filter(|p| {
+                            room(out.peer_rtt_sum.contains_key(p), out.peer_rtt_sum.len())
+                        }) {
                             out.peer_rtt_sum.insert(p, v);
                         }
                     }
                     Some(WAL_FSYNC) => wal_sum = Some(v),
                     Some(BACKEND_COMMIT) => commit_sum = Some(v),
                     _ if name == PEER_SENT_FAILURES => {
-                        if let Some(p) = peer() {
+                        if let Some(p) = peer().filter(|p| {
+                            room(
+                                out.peer_sent_failures.contains_key(p),
+                                out.peer_sent_failures.len(),
+                            )
+                        }) {
                             *out.peer_sent_failures.entry(p).or_default() += v;
                         }
                     }
@@ -201,7 +218,11 @@ pub fn parse(text: &str) -> Result<MemberMetrics, MetricsParseError> {
                             .get("grpc_code")
                             .unwrap_or("Unknown")
                             .to_string();
-                        *out.grpc_handled.entry(code).or_default() += v;
+                        if out.grpc_handled.contains_key(&code)
+                            || out.grpc_handled.len() < MAX_CODES
+                        {
+                            *out.grpc_handled.entry(code).or_default() += v;
+                        }
                     }
                     _ => {
                         if let Some((_, slot)) = SCALARS.iter().find(|(n, _)| *n == name) {
