@@ -30,7 +30,7 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
     // A TLS file that cannot be read is a usage error (exit 2); nothing was tried yet.
     let connector = Connector::new(settings).map_err(|e| CliError::Usage(e.to_string()))?;
 
-    let mut poller = ClusterPoller::new(target, Arc::new(connector));
+    let mut poller = ClusterPoller::new(target, Arc::new(connector)).one_shot();
     let view = poller.poll().await;
 
     let terminal = std::io::stdout().is_terminal();

@@ -89,6 +89,16 @@ fn endpoints(
     for (j, e) in list.get_ref().iter().enumerate() {
         let ep = Endpoint::parse_with_default(e.get_ref(), connect.default_scheme())
             .map_err(|err| src.invalid(e, keys.key(&format!("endpoints[{j}]")), err.to_string()))?;
+        if ep.scheme() == crate::etcd::endpoint::Scheme::Http && !connect.insecure_transport {
+            return Err(src.invalid(
+                e,
+                keys.key(&format!("endpoints[{j}]")),
+                format!(
+                    "{} is plain text, and insecure_transport = false refuses plain text: use https://",
+                    ep.url()
+                ),
+            ));
+        }
         if !endpoints.contains(&ep) {
             endpoints.push(ep);
         }

@@ -486,6 +486,10 @@ cp-1 = "http://10.0.0.1:2381/metrics"
                 "[[cluster]]\nendpoints = [\"a:1\"]\n",
                 "missing field `name`",
             ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"http://a:1\"]\ninsecure_transport = false\n",
+                "s.toml:3: cluster[0].endpoints[0]: http://a:1 is plain text",
+            ),
         ];
         for (text, expected) in cases {
             let err = error_of(text);

@@ -135,7 +135,8 @@ fn family_of(line: &str) -> &str {
         .unwrap_or(name)
 }
 
-fn is_wanted(line: &str) -> bool {
+/// Whether a line of a member's page is one of the families read here (the rest of the page is ignored).
+pub fn is_wanted(line: &str) -> bool {
     let family = family_of(line);
     match family {
         PEER_RTT | PEER_SENT_FAILURES | WAL_FSYNC | BACKEND_COMMIT => true,

@@ -167,7 +167,11 @@ async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        // The scheme is case-insensitive (RFC 7235): "bearer" is as good as "Bearer".
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
+        });
     let Some(presented) = presented else {
         let mut response = ApiError(
             StatusCode::UNAUTHORIZED,

@@ -46,7 +46,7 @@ struct Layout {
 fn natural_width(column: &Column, endpoints: &[EndpointState]) -> usize {
     endpoints
         .iter()
-        .map(|e| wrap::width(&wrap::one_line(&(column.cell)(e))))
+        .map(|e| wrap::width(&wrap::one_line(&column.text(e))))
         .fold(wrap::width(column.header), usize::max)
 }
 
@@ -68,7 +68,7 @@ fn layout(endpoints: &[EndpointState], options: &TableOptions) -> Layout {
         .iter()
         .filter(|c| options.wide || c.in_default())
         .collect();
-    let has_text = |c: &Column| endpoints.iter().any(|e| !(c.cell)(e).trim().is_empty());
+    let has_text = |c: &Column| endpoints.iter().any(|e| !c.text(e).trim().is_empty());
     // An ERROR column with nothing in it says nothing; `wide` shows it anyway (every column, always the same).
     let mut free = columns.iter().copied().find(|c| c.wraps);
     if !options.wide && !free.is_some_and(has_text) {
@@ -113,7 +113,7 @@ fn layout(endpoints: &[EndpointState], options: &TableOptions) -> Layout {
     }
     let longest = endpoints
         .iter()
-        .map(|e| wrap::longest_word(&(free.cell)(e)))
+        .map(|e| wrap::longest_word(&free.text(e)))
         .max()
         .unwrap_or(0);
     if room >= MIN_ERROR_WIDTH && longest <= room {
@@ -142,7 +142,7 @@ fn grid(view: &ClusterView, layout: &Layout, color: bool) -> String {
     for e in &view.endpoints {
         table.add_row(layout.columns.iter().map(|c| {
             // One line, as `natural_width` measured it, unless the layout made room to wrap it.
-            let text = (c.cell)(e);
+            let text = c.text(e);
             let text = match (c.wraps, layout.wrap_at) {
                 (true, Some(at)) => wrap::wrap(&text, at, "", "").join("\n"),
                 _ => wrap::one_line(&text),
@@ -171,7 +171,7 @@ pub fn table(view: &ClusterView, options: &TableOptions) -> String {
         .unwrap_or(usize::MAX);
     let mut lines: Vec<String> = Vec::new();
     let add = |lines: &mut Vec<String>, text: &str, first: &str, rest: &str| {
-        lines.extend(wrap::wrap(text, max, first, rest));
+        lines.extend(wrap::wrap(&wrap::printable(text), max, first, rest));
     };
 
     let verdict = if view.healthy { "HEALTHY" } else { "UNHEALTHY" };
@@ -225,7 +225,7 @@ pub fn table(view: &ClusterView, options: &TableOptions) -> String {
     if let Some(column) = layout.below {
         add(&mut lines, "errors:", "", "");
         for e in &view.endpoints {
-            let text = (column.cell)(e);
+            let text = column.text(e);
             if !text.trim().is_empty() {
                 add(
                     &mut lines,

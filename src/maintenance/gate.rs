@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::id::Id;
 use crate::names::serialize_as_name;
-use crate::view::{ClusterView, EndpointHealth, QuorumState};
+use crate::view::{Alarm, ClusterView, EndpointHealth, QuorumState};
 
 /// How strict the gate is.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,6 +48,8 @@ pub enum RefusalKind {
     SingleMember,
     /// A member is down, unhealthy, not started, not probed, or refuses our credentials.
     MemberUnhealthy,
+    /// An alarm other than NOSPACE (CORRUPT) is active, whichever member it names: etcd refuses writes.
+    Alarm,
     /// The member asked for is not in the member list.
     UnknownMember,
 }
@@ -104,7 +106,7 @@ pub fn refusals(view: &ClusterView, now: SystemTime, options: &GateOptions) -> V
         out.push(refusal(
             RefusalKind::NoLeader,
             None,
-            "the cluster has no leader".into(),
+            "no leader is known: no member that answers names one".into(),
         ));
     }
     let q = &view.quorum;
@@ -113,8 +115,8 @@ pub fn refusals(view: &ClusterView, now: SystemTime, options: &GateOptions) -> V
             out.push(refusal(
                 RefusalKind::SingleMember,
                 None,
-                "a single-member cluster has no failure tolerance: touching its member stops the cluster \
-                 (allow it explicitly)"
+                "a single-member cluster has no failure tolerance: touching its member stops the cluster, \
+                 so maintenance of it must be asked for explicitly"
                     .into(),
             ))
         }
@@ -141,6 +143,19 @@ pub fn refusals(view: &ClusterView, now: SystemTime, options: &GateOptions) -> V
             None,
             "quorum cannot be counted (a member's state is unknown)".into(),
         )),
+    }
+    for alarm in view.alarms.iter().filter(|a| Alarm::blocks_member(&a.kind)) {
+        let name = view
+            .member(alarm.member_id)
+            .map_or_else(|| format!("{} (not in the member list)", alarm.member_id), |m| m.display_name());
+        out.push(refusal(
+            RefusalKind::Alarm,
+            Some(alarm.member_id),
+            format!(
+                "alarm {} active on member {name}: the cluster refuses writes until it is resolved",
+                alarm.kind
+            ),
+        ));
     }
     out.extend(member_refusals(view));
     out
@@ -281,7 +296,19 @@ mod tests {
             p.alarms = Ok(vec![alarm("CORRUPT")]);
         }
         let v = view::build("prod", &probes, at(0));
-        assert!(kinds(&refusals(&v, at(1), &options())).contains(&RefusalKind::MemberUnhealthy));
+        let r = kinds(&refusals(&v, at(1), &options()));
+        assert!(r.contains(&RefusalKind::MemberUnhealthy) && r.contains(&RefusalKind::Alarm), "{r:?}");
+        // A CORRUPT alarm on a member no longer in the list still stops writes: refused all the same.
+        for p in &mut probes {
+            p.alarms = Ok(vec![Alarm {
+                member_id: crate::id::Id(99),
+                kind: "CORRUPT".into(),
+            }]);
+        }
+        let v = view::build("prod", &probes, at(0));
+        let r = refusals(&v, at(1), &options());
+        assert_eq!(kinds(&r), vec![RefusalKind::Alarm], "{r:?}");
+        assert!(r[0].message.contains("not in the member list"), "{}", r[0]);
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct ProbeOptions {
     pub metrics: MetricsSource,
     /// False when the vitals interval has not elapsed: the last reading of /metrics stands.
     pub read_metrics: bool,
+    /// Keep the connection for the next poll (a daemon); a one-shot probe closes it at once, so that probing
+    /// thousands of endpoints does not hold thousands of connections until the end.
+    pub keep_connection: bool,
 }
 
 /// How the probe's connection stands with our credentials.
@@ -82,6 +85,10 @@ async fn connect(
 ///
 /// One bound for the whole probe, connection and credentials fallback included: dial + command timeout. Every
 /// call, retry, token renewal and /metrics read ends by it, so a frozen member costs one timeout and never more.
+///
+/// The phases (connecting, the calls, a /metrics read, a TLS diagnosis) are boxed: a future holds room for its
+/// largest phase, and every probe of a poll is alive at once, so boxing keeps each probe at the size of the phase
+/// it is in (measured: 71 KB a probe unboxed, at 1,000 endpoints).
 pub async fn probe(
     connector: &Connector,
     endpoint: &Endpoint,
@@ -121,7 +128,7 @@ pub async fn probe(
         Err(e) => {
             let e = annotate(
                 connector,
-                diagnose_within(connector, endpoint, e, whole).await,
+                Box::pin(diagnose_within(connector, endpoint, e, whole)).await,
             );
             // Keep the last reading: when the member answers again, a restart in between is recognised and
             // yields no interval values, instead of passing "since start" off as "last interval".
@@ -142,7 +149,7 @@ pub async fn probe(
         (Err(e), Err(_)) if is_vague(&e.message) => {
             let e = annotate(
                 connector,
-                diagnose_within(connector, endpoint, e, whole).await,
+                Box::pin(diagnose_within(connector, endpoint, e, whole)).await,
             );
             (Err(e.clone()), Err(e))
         }
@@ -159,7 +166,7 @@ pub async fn probe(
         Some(r) => Some(r),
         None if options.read_metrics => {
             let name = member_name(&status, &members);
-            Some(late_metrics(connector, endpoint, &options.metrics, name, deadline).await)
+            Some(Box::pin(late_metrics(connector, endpoint, &options.metrics, name, deadline)).await)
         }
         None => None,
     };
@@ -178,7 +185,7 @@ pub async fn probe(
 
     // Keep the connection unless it is broken: a member that answered nothing is dialled afresh next time. One
     // made without credentials is not kept either, so that the next poll tries the credentials again.
-    if (status.is_ok() || health.is_ok()) && !anonymous {
+    if (status.is_ok() || health.is_ok()) && !anonymous && options.keep_connection {
         memory.client = Some(client);
     }
     ProbeResult {
@@ -214,7 +221,7 @@ async fn connect_and_call(
 ) -> Result<Answered, ProbeError> {
     let (client, standing) = match cached {
         Some(c) => (c, Credentials::Accepted),
-        None => tokio::time::timeout_at(whole.into(), connect(connector, endpoint))
+        None => tokio::time::timeout_at(whole.into(), Box::pin(connect(connector, endpoint)))
             .await
             .map_err(|_| {
                 ProbeError::new(
@@ -229,7 +236,7 @@ async fn connect_and_call(
     // The member answered the connection: the silence clock starts from here.
     progress.alive();
     let deadline = Deadline::from_now_within(connector.settings().command_timeout, whole);
-    let mut calls = grpc_calls(&client, deadline, progress).await;
+    let mut calls = Box::pin(grpc_calls(&client, deadline, progress)).await;
     // etcd-client renews an invalid token by itself; a token minted before a change of users or roles is
     // "old" instead: authenticate again and ask once more, within the same deadline.
     if needs_new_token(&calls)
@@ -238,7 +245,7 @@ async fn connect_and_call(
             Ok(Ok(_))
         )
     {
-        calls = grpc_calls(&client, deadline, progress).await;
+        calls = Box::pin(grpc_calls(&client, deadline, progress)).await;
     }
     progress.calls_done.store(true, Ordering::Relaxed);
     tracing::debug!(%endpoint, left_ms = deadline.at.saturating_duration_since(Instant::now()).as_secs_f64() * 1e3, "gRPC calls done");

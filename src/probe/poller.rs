@@ -34,7 +34,12 @@ pub struct ClusterPoller {
     /// Endpoints found through the member list at the last poll, probed straight away next time.
     discovered: Vec<Endpoint>,
     last_metrics_read: Option<Instant>,
+    /// Keep each endpoint's connection for the next poll (a daemon), or close it when its probe ends (one shot).
+    keep_connections: bool,
 }
+
+/// How many endpoints of one poll are probed at once (see `probe_all`).
+const MAX_PROBES_IN_FLIGHT: usize = 256;
 
 /// How a daemon sees a poll before it ends: a view each time an endpoint's probe finishes. And how long a member
 /// may say nothing at all before its probe is given up (shown down) instead of waiting the command timeout out:
@@ -58,6 +63,7 @@ impl ClusterPoller {
             unreachable_leader: None,
             discovered: Vec::new(),
             last_metrics_read: None,
+            keep_connections: true,
         }
     }
 
@@ -65,6 +71,17 @@ impl ClusterPoller {
     /// alarms and an unreachable leader survive, so a reload in the middle of an outage forgets nothing.
     pub fn resume_from(&mut self, view: &ClusterView) {
         self.remember(view);
+        // And the members found through the member list: a reload while the configured seed is down must go on
+        // probing the members, not start again from a seed that does not answer.
+        if self.target.discovery == Discovery::Members {
+            self.discovered = client_endpoints(&view.members);
+        }
+    }
+
+    /// For a one-shot probe (`status`): connections are closed as soon as each probe ends.
+    pub fn one_shot(mut self) -> Self {
+        self.keep_connections = false;
+        self
     }
 
     /// The member an endpoint answered as at the last poll (or before).
@@ -147,12 +164,15 @@ impl ClusterPoller {
         let flags: Vec<ProbeProgress> =
             endpoints.iter().map(|_| ProbeProgress::default()).collect();
         let unresponsive_after = progress.as_ref().map(|p| p.unresponsive_after);
-        let mut work = FuturesUnordered::new();
-        for (i, ep) in endpoints.iter().enumerate() {
-            let mut memory = self.memory.remove(ep).unwrap_or_default();
+        let mut memories: Vec<EndpointMemory> = endpoints
+            .iter()
+            .map(|ep| self.memory.remove(ep).unwrap_or_default())
+            .collect();
+        let start = |i: usize, mut memory: EndpointMemory| {
+            let ep = &endpoints[i];
             let connector = &connector;
             let flag = &flags[i];
-            work.push(async move {
+            async move {
                 let probing = probe(connector, ep, &mut memory, options, flag);
                 let result = match unresponsive_after {
                     None => probing.await,
@@ -172,10 +192,22 @@ impl ClusterPoller {
                     },
                 };
                 (i, memory, result)
-            });
+            }
+        };
+        // At most MAX_PROBES_IN_FLIGHT at once: every probe in flight holds its buffers, so a poll of thousands
+        // of endpoints costs that many probes' memory at its peak, not thousands.
+        let mut work = FuturesUnordered::new();
+        let mut next = 0;
+        while next < endpoints.len() && next < MAX_PROBES_IN_FLIGHT {
+            work.push(start(next, std::mem::take(&mut memories[next])));
+            next += 1;
         }
         let mut done: HashMap<usize, ProbeResult> = HashMap::new();
         while let Some((i, memory, mut result)) = work.next().await {
+            if next < endpoints.len() {
+                work.push(start(next, std::mem::take(&mut memories[next])));
+                next += 1;
+            }
             self.memory.insert(endpoints[i].clone(), memory);
             result.known_member_id = self.member_of(&endpoints[i]);
             done.insert(i, result);
@@ -210,6 +242,7 @@ impl ClusterPoller {
         let options = ProbeOptions {
             metrics: self.target.metrics.clone(),
             read_metrics,
+            keep_connection: self.keep_connections,
         };
         let mut first_round: Vec<Endpoint> = self.target.endpoints.clone();
         for ep in &self.discovered {

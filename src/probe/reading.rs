@@ -17,7 +17,7 @@ pub(super) async fn read_metrics(
     url: &str,
     deadline: Deadline,
 ) -> Outcome<MemberMetrics> {
-    let fetched = tokio::time::timeout_at(deadline.at.into(), connector.fetch_metrics(url))
+    let fetched = tokio::time::timeout_at(deadline.at.into(), connector.fetch_metrics(url, member_metrics::is_wanted))
         .await
         .unwrap_or_else(|_| {
             Err(FetchError::Timeout {

@@ -30,6 +30,12 @@ pub(super) struct Column {
 }
 
 impl Column {
+    /// The cell's text for one endpoint, safe to print: member names and errors come from the members, and a
+    /// control character in them (an escape sequence) would drive the operator's terminal.
+    pub fn text(&self, e: &EndpointState) -> String {
+        super::wrap::printable(&(self.cell)(e))
+    }
+
     const fn new(header: &'static str, shown: Shown, cell: fn(&EndpointState) -> String) -> Self {
         Column {
             header,

@@ -35,6 +35,23 @@ pub(super) fn wrap(text: &str, max: usize, first: &str, rest: &str) -> Vec<Strin
     lines
 }
 
+/// The text with every control character (an escape sequence, a bell, a carriage return) shown as its escape,
+/// `\u{1b}`, instead of acting on the terminal.
+pub(super) fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// The widest word of a text: the narrowest column it can be wrapped into without overflowing.
 pub(super) fn longest_word(text: &str) -> usize {
     text.split_whitespace().map(width).max().unwrap_or(0)
@@ -48,6 +65,12 @@ pub(super) fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(printable("evil\u{1b}[31mRED"), "evil\\u{1b}[31mRED");
+        assert_eq!(printable("plain"), "plain");
+    }
 
     #[test]
     fn wraps_between_words_with_a_hanging_indent() {
