@@ -249,7 +249,9 @@ pub fn write_out(flag: Option<WriteOut>) -> Result<WriteOut, CliError> {
     match etcdctl_var("ETCDCTL_WRITE_OUT") {
         None => Ok(WriteOut::Table),
         // etcdctl's own formats for people, set for etcdctl: the table is ours.
-        Some(v) if matches!(v.to_ascii_lowercase().as_str(), "simple" | "fields") => Ok(WriteOut::Table),
+        Some(v) if matches!(v.to_ascii_lowercase().as_str(), "simple" | "fields") => {
+            Ok(WriteOut::Table)
+        }
         Some(v) => WriteOut::from_str(&v, true).map_err(|_| {
             CliError::Usage(format!(
                 "ETCDCTL_WRITE_OUT={v:?}: expected table, wide or json"

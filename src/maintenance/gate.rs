@@ -145,9 +145,10 @@ pub fn refusals(view: &ClusterView, now: SystemTime, options: &GateOptions) -> V
         )),
     }
     for alarm in view.alarms.iter().filter(|a| Alarm::blocks_member(&a.kind)) {
-        let name = view
-            .member(alarm.member_id)
-            .map_or_else(|| format!("{} (not in the member list)", alarm.member_id), |m| m.display_name());
+        let name = view.member(alarm.member_id).map_or_else(
+            || format!("{} (not in the member list)", alarm.member_id),
+            |m| m.display_name(),
+        );
         out.push(refusal(
             RefusalKind::Alarm,
             Some(alarm.member_id),
@@ -297,7 +298,10 @@ mod tests {
         }
         let v = view::build("prod", &probes, at(0));
         let r = kinds(&refusals(&v, at(1), &options()));
-        assert!(r.contains(&RefusalKind::MemberUnhealthy) && r.contains(&RefusalKind::Alarm), "{r:?}");
+        assert!(
+            r.contains(&RefusalKind::MemberUnhealthy) && r.contains(&RefusalKind::Alarm),
+            "{r:?}"
+        );
         // A CORRUPT alarm on a member no longer in the list still stops writes: refused all the same.
         for p in &mut probes {
             p.alarms = Ok(vec![Alarm {

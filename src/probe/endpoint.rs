@@ -166,7 +166,16 @@ pub async fn probe(
         Some(r) => Some(r),
         None if options.read_metrics => {
             let name = member_name(&status, &members);
-            Some(Box::pin(late_metrics(connector, endpoint, &options.metrics, name, deadline)).await)
+            Some(
+                Box::pin(late_metrics(
+                    connector,
+                    endpoint,
+                    &options.metrics,
+                    name,
+                    deadline,
+                ))
+                .await,
+            )
         }
         None => None,
     };

@@ -17,13 +17,16 @@ pub(super) async fn read_metrics(
     url: &str,
     deadline: Deadline,
 ) -> Outcome<MemberMetrics> {
-    let fetched = tokio::time::timeout_at(deadline.at.into(), connector.fetch_metrics(url, member_metrics::is_wanted))
-        .await
-        .unwrap_or_else(|_| {
-            Err(FetchError::Timeout {
-                url: url.to_string(),
-            })
-        });
+    let fetched = tokio::time::timeout_at(
+        deadline.at.into(),
+        connector.fetch_metrics(url, member_metrics::is_wanted),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(FetchError::Timeout {
+            url: url.to_string(),
+        })
+    });
     let text = fetched.map_err(|e| ProbeError::new(e.kind(), e.to_string()))?;
     member_metrics::parse(&text)
         .map_err(|e| ProbeError::new(FailureKind::Other, format!("{url}: {e}")))
