@@ -49,6 +49,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Validate a configuration file without connecting (exit 0 valid, 2 invalid)
     CheckConfig(cli::check_config::CheckConfigArgs),
+    /// Snapshot backups: save (verified, atomic), verify, list, prune
+    Snapshot(cli::snapshot::SnapshotArgs),
 }
 
 /// The levels a filter may name.
@@ -136,6 +138,24 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 .build()
                 .map_err(|e| CliError::Failed(e.into()))?;
             runtime.block_on(cli::run::run(args))
+        }
+        Command::Snapshot(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CliError::Failed(e.into()))?;
+            // SIGTERM (a CronJob's end) or Ctrl-C drops the save where it is: its `.part` is removed on the way
+            // out, and no other file is touched.
+            runtime.block_on(async {
+                let mut terminate =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .map_err(|e| CliError::Failed(e.into()))?;
+                tokio::select! {
+                    result = cli::snapshot::run(args) => result,
+                    _ = tokio::signal::ctrl_c() => Ok(ExitCode::from(130)),
+                    _ = terminate.recv() => Ok(ExitCode::from(143)),
+                }
+            })
         }
         Command::Status(args) => {
             // One thread: a probe round is mostly waiting, and on a small machine every extra thread competes

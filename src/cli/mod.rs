@@ -3,6 +3,7 @@
 
 pub mod check_config;
 pub mod run;
+pub mod snapshot;
 pub mod status;
 
 use std::path::PathBuf;

@@ -5,8 +5,12 @@
 //! snapshot stream, the rolling defrag, the lock in etcd, the snapshot stores) live beside them and ask the gate
 //! again, on a fresh view, before every step. The daemon runs one maintenance task per cluster beside its poller.
 
+pub mod bolt;
 pub mod gate;
 pub mod plan;
+pub mod retention;
+pub mod snapshot;
+pub mod store;
 
 use std::time::SystemTime;
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::id::Id;
 use crate::names::serialize_as_name;
-use crate::view::ClusterView;
+use crate::view::{ClusterView, EndpointHealth, EndpointState};
 
 /// Why a member stands where it does in the order; declared in the order they go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, strum::IntoStaticStr)]
@@ -50,6 +50,55 @@ pub fn rolling_order(view: &ClusterView) -> Vec<Step> {
     steps
 }
 
+/// How far behind the leader's commit index a follower's applied index may be and still count as caught up: a
+/// busy cluster moves while it is read, so "equal" would rarely hold.
+pub const CAUGHT_UP: u64 = 1000;
+
+/// The member a snapshot is read from: a healthy voting follower whose applied index has caught up with the
+/// leader's commit index (sparing the leader), else the leader; a learner only when it is the only member. The
+/// error says why none qualifies.
+pub fn snapshot_source(view: &ClusterView) -> Result<&EndpointState, String> {
+    let ours = |e: &&EndpointState| {
+        e.state == EndpointHealth::Healthy
+            && !view.is_foreign(e)
+            && e.member_id.is_some()
+            && !e.stale
+    };
+    let leader_index = view
+        .endpoints
+        .iter()
+        .find(|e| e.is_leader)
+        .and_then(|e| e.raft_index);
+    let caught_up = |e: &&EndpointState| match (e.raft_applied_index, leader_index) {
+        (Some(applied), Some(commit)) => applied + CAUGHT_UP >= commit,
+        _ => false,
+    };
+    let healthy: Vec<&EndpointState> = view.endpoints.iter().filter(ours).collect();
+    healthy
+        .iter()
+        .find(|e| !e.is_leader && !e.is_learner && caught_up(e))
+        .or_else(|| healthy.iter().find(|e| e.is_leader))
+        .or_else(|| {
+            // A learner holds the data too, but only the only member is read from one.
+            healthy
+                .iter()
+                .find(|e| e.is_learner && view.members.len() == 1)
+        })
+        .copied()
+        .ok_or_else(|| {
+            let states: Vec<String> = view
+                .endpoints
+                .iter()
+                .map(|e| format!("{} {}", e.endpoint, <&'static str>::from(e.state)))
+                .collect();
+            format!(
+                "no member to read a snapshot from: none is a healthy voting member (with the leader or caught up \
+                 with it): {}",
+                states.join(", ")
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::UNIX_EPOCH;
@@ -75,6 +124,38 @@ mod tests {
                 ("m2".to_string(), Role::Follower),
                 ("m1".to_string(), Role::Leader)
             ]
+        );
+    }
+
+    #[test]
+    fn snapshots_are_read_from_a_caught_up_follower_else_the_leader_never_a_learner() {
+        let members: Vec<_> = (0..3).map(member).collect();
+        let probes: Vec<_> = (0..3).map(|i| healthy_probe(i, &members, 0)).collect();
+        let v = view::build("prod", &probes, UNIX_EPOCH);
+        let source = snapshot_source(&v).unwrap();
+        assert!(
+            !source.is_leader,
+            "a follower spares the leader: {}",
+            source.endpoint
+        );
+        // Followers far behind: the leader.
+        let mut lagging = probes.clone();
+        for p in &mut lagging[1..] {
+            if let Ok(s) = &mut p.status {
+                s.raft_applied_index = 1;
+                s.raft_index = 1;
+            }
+            p.status.as_mut().unwrap().raft_index = 1;
+        }
+        lagging[0].status.as_mut().unwrap().raft_index = 100_000;
+        let v = view::build("prod", &lagging, UNIX_EPOCH);
+        assert!(snapshot_source(&v).unwrap().is_leader);
+        // Nobody healthy: refused, saying why.
+        let v = view::build("prod", &[down(0), down(1), down(2)], UNIX_EPOCH);
+        let e = snapshot_source(&v).unwrap_err();
+        assert!(
+            e.contains("no member to read a snapshot from") && e.contains("unreachable"),
+            "{e}"
         );
     }
 

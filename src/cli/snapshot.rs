@@ -1,0 +1,376 @@
+//! `etcd-sentinel snapshot save|verify|list|prune`: verified snapshot backups, one shot.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Subcommand};
+use comfy_table::{ContentArrangement, Table};
+
+use etcd_sentinel::etcd::connect::Connector;
+use etcd_sentinel::etcd::endpoint::Endpoint;
+use etcd_sentinel::maintenance::bolt;
+use etcd_sentinel::maintenance::plan::snapshot_source;
+use etcd_sentinel::maintenance::retention::{self, Policy};
+use etcd_sentinel::maintenance::snapshot::{
+    self, MemberRecord, SaveRequest, SnapshotError, SourceMember,
+};
+use etcd_sentinel::maintenance::store::{self, Stored};
+use etcd_sentinel::probe::poller::ClusterPoller;
+use etcd_sentinel::units::{human_bytes, unix_seconds};
+
+use super::{CliError, ConnectionArgs, WriteOut, write_out};
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    #[command(subcommand)]
+    pub command: SnapshotCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Stream a snapshot from a healthy member (a caught-up follower, else the leader), verify it, and write it
+    /// atomically with a JSON sidecar (exit 0 saved, 1 failed, 2 bad usage)
+    Save(Box<SaveArgs>),
+    /// Check a snapshot file: its size, the SHA-256 trailer, its sidecar; print its revision (exit 0 sound, 1 not)
+    Verify(VerifyArgs),
+    /// List the snapshots in a directory (those this tool made: a name of its pattern with a sidecar)
+    List(ListArgs),
+    /// Delete snapshots beyond a retention policy; never the newest one, never a file this tool did not make
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+
+    /// Directory to write the snapshot and its sidecar to (it must exist)
+    #[arg(long, env = "ETCD_SENTINEL_SNAPSHOT_DIR", value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// The cluster's name in the file name and the sidecar
+    #[arg(long, env = "ETCD_SENTINEL_NAME", default_value = "default")]
+    pub name: String,
+
+    /// Output format [env: ETCDCTL_WRITE_OUT] [default: table]
+    #[arg(short = 'w', long, env = "ETCD_SENTINEL_WRITE_OUT", value_enum)]
+    pub write_out: Option<WriteOut>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The snapshot file
+    pub file: PathBuf,
+
+    /// Output format [env: ETCDCTL_WRITE_OUT] [default: table]
+    #[arg(short = 'w', long, env = "ETCD_SENTINEL_WRITE_OUT", value_enum)]
+    pub write_out: Option<WriteOut>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Directory of snapshots
+    #[arg(long, env = "ETCD_SENTINEL_SNAPSHOT_DIR", value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// Output format [env: ETCDCTL_WRITE_OUT] [default: table]
+    #[arg(short = 'w', long, env = "ETCD_SENTINEL_WRITE_OUT", value_enum)]
+    pub write_out: Option<WriteOut>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Directory of snapshots
+    #[arg(long, env = "ETCD_SENTINEL_SNAPSHOT_DIR", value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// Keep the newest N of each cluster
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+
+    /// Delete snapshots older than this (e.g. 14d)
+    #[arg(long, value_parser = parse_age, value_name = "DURATION")]
+    pub max_age: Option<Duration>,
+
+    /// Say what would be deleted, delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// An age for retention: up to ten years (a duration of the poll kind is capped at a day).
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?}: {e} (expected e.g. 36h, 14d)"))?;
+    if d.is_zero() || d > Duration::from_secs(10 * 365 * 24 * 3600) {
+        return Err(format!("{text:?}: between a second and ten years"));
+    }
+    Ok(d)
+}
+
+pub async fn run(args: SnapshotArgs) -> Result<ExitCode, CliError> {
+    match args.command {
+        SnapshotCommand::Save(a) => save(*a).await,
+        SnapshotCommand::Verify(a) => verify(a),
+        SnapshotCommand::List(a) => list(a),
+        SnapshotCommand::Prune(a) => prune(a),
+    }
+}
+
+fn print_json(value: &serde_json::Value) {
+    // Plain data with string keys: serialising cannot fail.
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+async fn save(args: SaveArgs) -> Result<ExitCode, CliError> {
+    if !etcd_sentinel::config::valid_name(&args.name) {
+        return Err(CliError::Usage(format!(
+            "--name {:?}: use 1 to 64 letters, digits, '-', '_' or '.'",
+            args.name
+        )));
+    }
+    let format = write_out(args.write_out)?;
+    if !args.dir.is_dir() {
+        return Err(CliError::Usage(format!(
+            "--dir {}: not a directory (create it first)",
+            args.dir.display()
+        )));
+    }
+    let settings = args.connection.settings()?;
+    let target = args.connection.target(&args.name, &settings)?;
+    let connector = Arc::new(Connector::new(settings).map_err(|e| CliError::Usage(e.to_string()))?);
+    let view = ClusterPoller::new(target, connector.clone())
+        .one_shot()
+        .poll()
+        .await;
+    let source = snapshot_source(&view).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
+    let endpoint =
+        Endpoint::parse(&source.endpoint).map_err(|e| CliError::Failed(anyhow::anyhow!("{e}")))?;
+    let client = connector
+        .connect(&endpoint)
+        .await
+        .map_err(|e| CliError::Failed(anyhow::anyhow!("{}: {e}", source.endpoint)))?;
+    let request = SaveRequest {
+        cluster: &args.name,
+        cluster_id: view.cluster_id.unwrap_or_default(),
+        dir: &args.dir,
+        source: SourceMember {
+            member_id: source.member_id.unwrap_or_default(),
+            name: source.member_name.clone().unwrap_or_default(),
+            endpoint: source.endpoint.clone(),
+            version: source.version.clone().unwrap_or_default(),
+        },
+        members: view
+            .members
+            .iter()
+            .map(|m| MemberRecord {
+                member_id: m.id,
+                name: m.name.clone(),
+                peer_urls: m.peer_urls.clone(),
+                client_urls: m.client_urls.clone(),
+                is_learner: m.is_learner,
+            })
+            .collect(),
+    };
+    let bar = progress_bar();
+    let saved = snapshot::save(&client, request, |done, total| {
+        if let Some(bar) = &bar {
+            if let Some(t) = total {
+                bar.set_length(t);
+            }
+            bar.set_position(done);
+        }
+    })
+    .await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let saved = saved.map_err(|e| match e {
+        SnapshotError::Destination { .. } => CliError::Usage(e.to_string()),
+        e => CliError::Failed(anyhow::anyhow!("snapshot not saved ({}): {e}", e.reason())),
+    })?;
+    let s = &saved.sidecar;
+    match format {
+        WriteOut::Json => print_json(&serde_json::json!({
+            "path": saved.path,
+            "sidecar": saved.sidecar_path,
+            "snapshot": s,
+        })),
+        _ => println!(
+            "saved {} ({}, revision {}, raft index {}) from {} ({}) in {:.1}s; sha256 {}",
+            saved.path.display(),
+            human_bytes(s.size),
+            s.revision,
+            s.raft_index,
+            s.source.name,
+            s.source.endpoint,
+            s.duration_seconds,
+            s.sha256_etcd
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar on a terminal; plain output (nothing until the end) otherwise.
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} snapshot {bytes}/{total_bytes} {bytes_per_sec} {wide_bar} {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
+    let format = write_out(args.write_out)?;
+    let facts = bolt::inspect(&args.file).map_err(|e| CliError::Failed(e.into()))?;
+    // The sidecar, when there is one, must agree with the file.
+    let sidecar_path = PathBuf::from(format!("{}.json", args.file.display()));
+    let sidecar: Option<snapshot::Sidecar> = std::fs::read(&sidecar_path)
+        .ok()
+        .and_then(|t| serde_json::from_slice(&t).ok());
+    if let Some(s) = &sidecar
+        && (s.sha256_etcd != facts.sha256 || s.revision != facts.revision)
+    {
+        return Err(CliError::Failed(anyhow::anyhow!(
+            "{}: the file (sha256 {}, revision {}) is not the one its sidecar {} describes (sha256 {}, revision {})",
+            args.file.display(),
+            facts.sha256,
+            facts.revision,
+            sidecar_path.display(),
+            s.sha256_etcd,
+            s.revision
+        )));
+    }
+    match format {
+        WriteOut::Json => print_json(&serde_json::json!({
+            "file": args.file,
+            "ok": true,
+            "size": facts.size,
+            "sha256": facts.sha256,
+            "revision": facts.revision,
+            "raft_index": facts.raft_index,
+            "sidecar": sidecar.is_some(),
+        })),
+        _ => println!(
+            "{}: ok, {} bytes, revision {}, raft index {}, sha256 {}{}",
+            args.file.display(),
+            facts.size,
+            facts.revision,
+            facts.raft_index,
+            facts.sha256,
+            if sidecar.is_some() {
+                ", agrees with its sidecar"
+            } else {
+                " (no sidecar)"
+            }
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn listed(dir: &Path) -> Result<Vec<Stored>, CliError> {
+    store::list(dir).map_err(|e| CliError::Usage(format!("--dir {}: {e}", dir.display())))
+}
+
+fn list(args: ListArgs) -> Result<ExitCode, CliError> {
+    let format = write_out(args.write_out)?;
+    let stored = listed(&args.dir)?;
+    if format == WriteOut::Json {
+        let items: Vec<serde_json::Value> = stored
+            .iter()
+            .map(|s| serde_json::json!({ "path": s.path, "size_on_disk": s.size, "snapshot": s.sidecar }))
+            .collect();
+        print_json(&serde_json::json!({ "snapshots": items }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(["NAME", "CLUSTER", "REVISION", "SIZE", "TAKEN (UTC)", "FROM"]);
+    for s in &stored {
+        let c = &s.sidecar;
+        table.add_row([
+            c.file.clone(),
+            c.cluster.clone(),
+            c.revision.to_string(),
+            human_bytes(s.size),
+            humantime::format_rfc3339_seconds(c.started_at).to_string(),
+            c.source.name.clone(),
+        ]);
+    }
+    println!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prune(args: PruneArgs) -> Result<ExitCode, CliError> {
+    let policy = Policy {
+        keep_last: args.keep_last,
+        max_age: args.max_age,
+    };
+    if policy.keeps_all() {
+        return Err(CliError::Usage(
+            "prune needs --keep-last and/or --max-age".into(),
+        ));
+    }
+    let stored = listed(&args.dir)?;
+    let entries: Vec<retention::Entry> = stored
+        .iter()
+        .map(|s| retention::Entry {
+            name: s.sidecar.file.clone(),
+            cluster: s.sidecar.cluster.clone(),
+            taken_at: s.sidecar.started_at,
+        })
+        .collect();
+    let now = SystemTime::now();
+    let doomed = retention::to_delete(&entries, &policy, now);
+    let mut failed = 0;
+    for (entry, why) in &doomed {
+        let Some(s) = stored.iter().find(|s| s.sidecar.file == entry.name) else {
+            continue;
+        };
+        let age =
+            Duration::from_secs_f64((unix_seconds(now) - unix_seconds(entry.taken_at)).max(0.0));
+        let age = humantime::format_duration(Duration::from_secs(age.as_secs()));
+        if args.dry_run {
+            println!(
+                "would delete {} ({}, {age} old)",
+                s.path.display(),
+                why.as_str()
+            );
+            continue;
+        }
+        match store::delete(s) {
+            Ok(()) => println!("deleted {} ({}, {age} old)", s.path.display(), why.as_str()),
+            Err(e) => {
+                failed += 1;
+                eprintln!("etcd-sentinel: cannot delete {}: {e}", s.path.display());
+            }
+        }
+    }
+    println!(
+        "{} of {} snapshots {}; the newest of each cluster is always kept",
+        doomed.len(),
+        stored.len(),
+        if args.dry_run {
+            "would be deleted"
+        } else {
+            "deleted"
+        }
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_UNHEALTHY)
+    })
+}

@@ -1,0 +1,379 @@
+//! Saving a snapshot the way a careful operator would: stream Maintenance.Snapshot to the end (etcd sends the
+//! SHA-256 of the database as the last 32 bytes), write it to `NAME.part` in the destination while hashing it,
+//! fsync, check the size and the hash, read the revision and raft index from the file itself, and only then rename
+//! it to its final name, write its sidecar the same way and fsync the directory. Any failure — a stream error, the
+//! member dying mid-stream, a full disk, a hash mismatch, the save being cancelled — leaves neither a `.part` nor a
+//! final file behind, and never touches another snapshot. Memory is flat whatever the database size.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use ring::digest::{Context, SHA256};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::bolt::{self, SnapshotFileError, TRAILER};
+use crate::etcd::error::ProbeError;
+use crate::id::Id;
+
+/// Names end so: `<cluster>-<UTC time>-rev<revision>.db`, and the sidecar beside it with `.json`.
+pub const SUFFIX: &str = ".db";
+const PART: &str = ".part";
+
+/// Why a save failed, by reason (the `reason` label of `snapshot_failures_total`).
+#[derive(Debug, Error)]
+pub enum SnapshotError {
+    #[error("destination {dir}: {cause}")]
+    Destination { dir: String, cause: String },
+    #[error("snapshot stream from {member}: {error}")]
+    Stream { member: String, error: ProbeError },
+    #[error("writing {path}: {cause}")]
+    Write { path: String, cause: std::io::Error },
+    #[error(transparent)]
+    Verify(#[from] SnapshotFileError),
+}
+
+impl SnapshotError {
+    /// A short, bounded word for metrics and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SnapshotError::Destination { .. } => "destination",
+            SnapshotError::Stream { .. } => "stream",
+            SnapshotError::Write { cause, .. } if cause.raw_os_error() == Some(28) => "disk_full",
+            SnapshotError::Write { .. } => "write",
+            SnapshotError::Verify(_) => "verify",
+        }
+    }
+
+    /// Whether trying again later may work without anyone changing anything (the member died, a timeout).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SnapshotError::Stream { error, .. } => error.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// The member a snapshot is read from, as the sidecar records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceMember {
+    pub member_id: Id,
+    pub name: String,
+    pub endpoint: String,
+    pub version: String,
+}
+
+/// One member of the cluster when the snapshot was taken: what a restore plan needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub member_id: Id,
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+/// The sidecar written beside each snapshot: `<snapshot>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sidecar {
+    /// The file it describes (its name, in the same directory).
+    pub file: String,
+    pub cluster: String,
+    pub cluster_id: Id,
+    pub source: SourceMember,
+    pub members: Vec<MemberRecord>,
+    /// Read from the snapshot itself.
+    pub revision: i64,
+    pub raft_index: u64,
+    /// Bytes of the snapshot as etcd sent it (database and trailer).
+    pub size: u64,
+    /// SHA-256 of the database: the trailer etcd sent, checked.
+    pub sha256_etcd: String,
+    /// SHA-256 of the stored file (with compression, of the compressed file).
+    pub sha256_file: String,
+    /// `none` (or `zstd` when compressed).
+    pub compression: String,
+    #[serde(with = "unix_seconds_f64")]
+    pub started_at: SystemTime,
+    pub duration_seconds: f64,
+}
+
+mod unix_seconds_f64 {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        crate::units::serialize_unix_seconds(t, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Ok(UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0)))
+    }
+}
+
+/// What a save asks for.
+pub struct SaveRequest<'a> {
+    pub cluster: &'a str,
+    pub cluster_id: Id,
+    pub dir: &'a Path,
+    pub source: SourceMember,
+    pub members: Vec<MemberRecord>,
+}
+
+/// A saved, verified snapshot.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    pub path: PathBuf,
+    pub sidecar_path: PathBuf,
+    pub sidecar: Sidecar,
+}
+
+/// A file that is removed when dropped, unless kept: a save that fails or is cancelled leaves nothing.
+struct Partial {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// `20261201T200746Z`: sortable, and without the colons some tools and object stores dislike.
+pub fn compact_utc(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .replace(['-', ':'], "")
+}
+
+/// Hashes everything but the last 32 bytes seen so far: the stream's end, and so its trailer, is known only when
+/// the stream ends.
+struct LaggingHash {
+    hasher: Context,
+    /// Of every byte, trailer included: the stored file's hash when it is not compressed.
+    whole: Context,
+    tail: Vec<u8>,
+    total: u64,
+}
+
+impl Default for LaggingHash {
+    fn default() -> Self {
+        LaggingHash {
+            hasher: Context::new(&SHA256),
+            whole: Context::new(&SHA256),
+            tail: Vec::new(),
+            total: 0,
+        }
+    }
+}
+
+impl LaggingHash {
+    fn update(&mut self, chunk: &[u8]) {
+        self.total += chunk.len() as u64;
+        self.whole.update(chunk);
+        self.tail.extend_from_slice(chunk);
+        if self.tail.len() > TRAILER as usize {
+            let cut = self.tail.len() - TRAILER as usize;
+            self.hasher.update(&self.tail[..cut]);
+            self.tail.drain(..cut);
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Streams a snapshot from `client` (connected to the source member) into `request.dir`, verified. `progress` is
+/// told the bytes written so far (and the total when etcd says it).
+pub async fn save(
+    client: &etcd_client::Client,
+    request: SaveRequest<'_>,
+    mut progress: impl FnMut(u64, Option<u64>),
+) -> Result<Saved, SnapshotError> {
+    let started_at = SystemTime::now();
+    let clock = Instant::now();
+    let dir = request.dir;
+    let shown_dir = dir.display().to_string();
+    let destination = |cause: String| SnapshotError::Destination {
+        dir: shown_dir.clone(),
+        cause,
+    };
+    if !dir.is_dir() {
+        return Err(destination("not a directory (create it first)".into()));
+    }
+    let stem = format!("{}-{}", request.cluster, compact_utc(started_at));
+    let part_path = dir.join(format!("{stem}{SUFFIX}{PART}"));
+    // Created before the stream starts: a destination that cannot be written is refused before etcd sends a byte.
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&part_path)
+        .map_err(|e| destination(format!("cannot create {}: {e}", part_path.display())))?;
+    let mut part = Partial {
+        path: part_path.clone(),
+        keep: false,
+    };
+    let (hash, written) =
+        stream_into(client, &request.source, file, &part_path, &mut progress).await?;
+    let sha256_file = hex(hash.whole.clone().finish().as_ref());
+    let facts = verify_streamed(&part_path, hash, written)?;
+    let name = format!("{stem}-rev{}{SUFFIX}", facts.revision);
+    let final_path = dir.join(&name);
+    let sidecar = Sidecar {
+        file: name.clone(),
+        cluster: request.cluster.to_string(),
+        cluster_id: request.cluster_id,
+        source: request.source,
+        members: request.members,
+        revision: facts.revision,
+        raft_index: facts.raft_index,
+        size: facts.size,
+        sha256_etcd: facts.sha256.clone(),
+        sha256_file,
+        compression: "none".into(),
+        started_at,
+        duration_seconds: clock.elapsed().as_secs_f64(),
+    };
+    let write_error = |path: &Path| {
+        let path = path.display().to_string();
+        move |cause| SnapshotError::Write { path, cause }
+    };
+    std::fs::rename(&part_path, &final_path).map_err(write_error(&final_path))?;
+    part.path = final_path.clone();
+    let sidecar_path = dir.join(format!("{name}.json"));
+    // Without its sidecar the file would not be recognised as ours: if it cannot be written, `part` removes
+    // the snapshot too.
+    write_sidecar(&sidecar, &sidecar_path)?;
+    sync_dir(dir).map_err(write_error(dir))?;
+    part.keep = true;
+    Ok(Saved {
+        path: final_path,
+        sidecar_path,
+        sidecar,
+    })
+}
+
+async fn stream_into(
+    client: &etcd_client::Client,
+    source: &SourceMember,
+    mut file: File,
+    path: &Path,
+    progress: &mut impl FnMut(u64, Option<u64>),
+) -> Result<(LaggingHash, u64), SnapshotError> {
+    let stream_error = |e: &etcd_client::Error| SnapshotError::Stream {
+        member: format!("{} ({})", source.name, source.endpoint),
+        error: crate::etcd::error::from_etcd(e),
+    };
+    let write_error = |cause| SnapshotError::Write {
+        path: path.display().to_string(),
+        cause,
+    };
+    let mut stream = client
+        .maintenance_client()
+        .snapshot()
+        .await
+        .map_err(|e| stream_error(&e))?;
+    let mut hash = LaggingHash::default();
+    // Read to the end: the trailer arrives after a message that already says `remaining_bytes == 0`.
+    while let Some(message) = stream.message().await.map_err(|e| stream_error(&e))? {
+        let blob = message.blob();
+        file.write_all(blob).map_err(write_error)?;
+        hash.update(blob);
+        let remaining = message.remaining_bytes();
+        progress(hash.total, Some(hash.total + remaining));
+    }
+    file.sync_all().map_err(write_error)?;
+    let written = hash.total;
+    Ok((hash, written))
+}
+
+/// Checks what was streamed (size, the hash computed while writing against the trailer), then reads the revision
+/// from the file.
+fn verify_streamed(
+    path: &Path,
+    hash: LaggingHash,
+    written: u64,
+) -> Result<bolt::SnapshotFacts, SnapshotError> {
+    let shown = path.display().to_string();
+    if written < 512 + TRAILER || written % 512 != TRAILER {
+        return Err(SnapshotFileError::Size {
+            path: shown,
+            size: written,
+        }
+        .into());
+    }
+    let actual = hash.hasher.finish();
+    if actual.as_ref() != hash.tail.as_slice() {
+        return Err(SnapshotFileError::Hash {
+            path: shown,
+            expected: hex(&hash.tail),
+            actual: hex(actual.as_ref()),
+        }
+        .into());
+    }
+    Ok(bolt::read_facts(path, written, hex(&hash.tail))?)
+}
+
+/// Writes the sidecar atomically: `.part`, fsync, rename.
+fn write_sidecar(sidecar: &Sidecar, path: &Path) -> Result<(), SnapshotError> {
+    let part_path = PathBuf::from(format!("{}{PART}", path.display()));
+    let io = |cause| SnapshotError::Write {
+        path: part_path.display().to_string(),
+        cause,
+    };
+    let part = Partial {
+        path: part_path.clone(),
+        keep: false,
+    };
+    // Plain data with string keys: serialising cannot fail.
+    let text = serde_json::to_vec_pretty(sidecar).unwrap_or_default();
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&part_path)
+        .map_err(io)?;
+    file.write_all(&text).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&part_path, path).map_err(io)?;
+    drop(part);
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lagging_hash_leaves_out_exactly_the_trailer() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        for chunk in [1, 31, 32, 33, 512, 4096] {
+            let mut h = LaggingHash::default();
+            for piece in data.chunks(chunk) {
+                h.update(piece);
+            }
+            assert_eq!(h.tail, data[data.len() - 32..], "chunks of {chunk}");
+            assert_eq!(
+                h.hasher.finish().as_ref(),
+                ring::digest::digest(&SHA256, &data[..data.len() - 32]).as_ref()
+            );
+        }
+    }
+
+    #[test]
+    fn names_sort_by_time() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_619_666);
+        assert_eq!(compact_utc(t), "20251201T200746Z");
+    }
+}

@@ -1,0 +1,336 @@
+//! `etcd-sentinel snapshot save|verify|list|prune` against real etcd: a saved snapshot is one etcd's own tools
+//! accept, with the revision it really holds; a failure of any kind leaves nothing behind; retention keeps exactly
+//! what it says and never the last one.
+
+mod support;
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{EtcdCluster, sentinel, wait_for};
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn save(cluster: &EtcdCluster, dir: &Path) -> (i32, Value, String) {
+    let out = sentinel(
+        &[
+            "snapshot",
+            "save",
+            "--endpoints",
+            &cluster.endpoints(),
+            "--dir",
+            dir.to_str().unwrap(),
+            "--name",
+            "prod",
+            "-w",
+            "json",
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        format!("{stdout}{stderr}"),
+    )
+}
+
+/// etcdctl's own reading of a snapshot file: (revision, total keys).
+fn etcdctl_status(file: &str) -> Value {
+    let etcdctl = std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| "etcdctl".into());
+    let out = Command::new(etcdctl)
+        .args(["snapshot", "status", file, "-w", "json"])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("etcdctl snapshot status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("etcdctl JSON")
+}
+
+#[tokio::test]
+async fn a_saved_snapshot_is_verified_named_by_its_revision_and_accepted_by_etcdctl() {
+    let cluster = EtcdCluster::start(3).await;
+    let mut client = cluster.client(0).await;
+    for i in 0..200 {
+        client
+            .put(format!("k{i}"), format!("v{i}"), None)
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (code, v, out) = save(&cluster, dir.path());
+    assert_eq!(code, 0, "{out}");
+    let path = v["path"].as_str().unwrap().to_string();
+    let s = &v["snapshot"];
+    // The revision is the one in the file, and etcd's own tool reads the same.
+    let etcd = etcdctl_status(&path);
+    assert_eq!(s["revision"], etcd["revision"], "{out}");
+    assert!(s["revision"].as_i64().unwrap() >= 201);
+    assert!(
+        path.ends_with(&format!("-rev{}.db", s["revision"])),
+        "{path}"
+    );
+    assert!(path.contains("/prod-"), "{path}");
+    // Spared the leader: read from a follower that had caught up.
+    let leader = cluster.leader_index().await;
+    assert_ne!(s["source"]["endpoint"], cluster.client_url(leader), "{out}");
+    // The sidecar knows the cluster a restore needs.
+    assert_eq!(s["members"].as_array().unwrap().len(), 3);
+    assert_eq!(s["compression"], "none");
+    assert_eq!(s["sha256_etcd"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        files_in(dir.path()).len(),
+        2,
+        "the snapshot and its sidecar, nothing else"
+    );
+
+    let out = sentinel(&["snapshot", "verify", &path], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ok") && text.contains("agrees with its sidecar"),
+        "{text}"
+    );
+
+    let out = sentinel(
+        &[
+            "snapshot",
+            "list",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "-w",
+            "json",
+        ],
+        &[],
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["snapshots"].as_array().unwrap().len(), 1);
+
+    // One flipped byte: verify fails, naming the file and what is wrong with it.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[5000] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let out = sentinel(&["snapshot", "verify", &path], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&path) && err.contains("corrupt"), "{err}");
+}
+
+/// Writes about `mib` MiB into the cluster, in 1 MiB values.
+async fn fill(cluster: &EtcdCluster, mib: usize) {
+    let mut client = cluster.client(0).await;
+    let value = vec![b'x'; 1 << 20];
+    for i in 0..mib {
+        client
+            .put(format!("big{i}"), value.clone(), None)
+            .await
+            .unwrap();
+    }
+}
+
+/// Starts `snapshot save` in the background, with `setup` run in the child before exec.
+fn save_child(cluster: &EtcdCluster, dir: &Path, setup: fn()) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"));
+    cmd.args([
+        "snapshot",
+        "save",
+        "--endpoints",
+        &cluster.endpoints(),
+        "--dir",
+        dir.to_str().unwrap(),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    // SAFETY: the closure only calls async-signal-safe functions (setrlimit, signal) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            setup();
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("start snapshot save")
+}
+
+async fn until_part_appears(dir: &Path) {
+    wait_for("the .part file", Duration::from_secs(20), || async {
+        files_in(dir)
+            .iter()
+            .any(|n| n.ends_with(".part"))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failure_mid_stream_leaves_nothing_behind() {
+    let mut cluster = EtcdCluster::start(1).await;
+    fill(&cluster, 200).await;
+    let dir = tempfile::tempdir().unwrap();
+    // An older snapshot in the directory must survive every failure below.
+    std::fs::write(dir.path().join("keep-me.db"), b"not ours").unwrap();
+
+    // SIGTERM mid-save (a CronJob's end).
+    let child = save_child(&cluster, dir.path(), || {});
+    until_part_appears(dir.path()).await;
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(files_in(dir.path()), vec!["keep-me.db"]);
+
+    // A full disk, injected: the file size limit makes a write fail with EFBIG (SIGXFSZ ignored).
+    let child = save_child(&cluster, dir.path(), || {
+        let limit = libc::rlimit {
+            rlim_cur: 1 << 20,
+            rlim_max: 1 << 20,
+        };
+        // SAFETY: plain system calls on this process, before exec.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("snapshot not saved (write)") && err.contains(".part"),
+        "{err}"
+    );
+    assert_eq!(files_in(dir.path()), vec!["keep-me.db"]);
+
+    // The member dies mid-stream.
+    let child = save_child(&cluster, dir.path(), || {});
+    until_part_appears(dir.path()).await;
+    cluster.kill(0);
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("snapshot not saved"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(files_in(dir.path()), vec!["keep-me.db"]);
+
+    // Nobody to read from: refused before anything is written.
+    let (code, _, out) = save(&cluster, dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no member to read a snapshot from"), "{out}");
+    assert_eq!(files_in(dir.path()), vec!["keep-me.db"]);
+}
+
+#[tokio::test]
+async fn a_missing_destination_is_refused_before_streaming() {
+    let cluster = EtcdCluster::start(1).await;
+    let (code, _, out) = save(&cluster, Path::new("/nonexistent/backups"));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("/nonexistent/backups") && out.contains("not a directory"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn prune_keeps_exactly_the_policy_and_never_the_newest_or_what_is_not_ours() {
+    let cluster = EtcdCluster::start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut saved = Vec::new();
+    for _ in 0..4 {
+        let (code, v, out) = save(&cluster, dir.path());
+        assert_eq!(code, 0, "{out}");
+        saved.push(
+            v["path"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string(),
+        );
+        // Names carry the second they were taken: one a second.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    // Files that are not ours: a stray file, and a name of our pattern without a sidecar.
+    std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
+    std::fs::write(dir.path().join("prod-20000101T000000Z-rev1.db"), b"x").unwrap();
+    let d = dir.path().to_str().unwrap();
+
+    let out = sentinel(
+        &[
+            "snapshot",
+            "prune",
+            "--dir",
+            d,
+            "--keep-last",
+            "2",
+            "--dry-run",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("would delete {d}/{}", saved[0])),
+        "{text}"
+    );
+    assert_eq!(files_in(dir.path()).len(), 10, "a dry run deletes nothing");
+
+    let out = sentinel(&["snapshot", "prune", "--dir", d, "--keep-last", "2"], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut expected = vec![
+        "notes.txt".to_string(),
+        "prod-20000101T000000Z-rev1.db".to_string(),
+    ];
+    for name in &saved[2..] {
+        expected.push(name.clone());
+        expected.push(format!("{name}.json"));
+    }
+    expected.sort();
+    assert_eq!(files_in(dir.path()), expected);
+
+    // A policy that would delete everything keeps the newest.
+    let out = sentinel(&["snapshot", "prune", "--dir", d, "--max-age", "1s"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let left = files_in(dir.path());
+    assert!(
+        left.contains(&saved[3]) && !left.contains(&saved[2]),
+        "{left:?}"
+    );
+    let out = sentinel(&["snapshot", "prune", "--dir", d], &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a prune without a policy is a usage error"
+    );
+}
