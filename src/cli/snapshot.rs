@@ -11,13 +11,13 @@ use comfy_table::{ContentArrangement, Table};
 
 use etcd_sentinel::etcd::connect::Connector;
 use etcd_sentinel::etcd::endpoint::Endpoint;
-use etcd_sentinel::maintenance::bolt;
 use etcd_sentinel::maintenance::plan::snapshot_source;
 use etcd_sentinel::maintenance::retention::{self, Policy};
 use etcd_sentinel::maintenance::snapshot::{
     self, MemberRecord, SaveRequest, SnapshotError, SourceMember,
 };
 use etcd_sentinel::maintenance::store::{self, Stored};
+use etcd_sentinel::maintenance::{bolt, drill};
 use etcd_sentinel::probe::poller::ClusterPoller;
 use etcd_sentinel::units::{human_bytes, unix_seconds};
 
@@ -64,6 +64,20 @@ pub struct SaveArgs {
 pub struct VerifyArgs {
     /// The snapshot file
     pub file: PathBuf,
+
+    /// Also restore it into a temporary directory, start a throwaway etcd on a free loopback port, and check the
+    /// revision, key count and KV hash its sidecar recorded (the restore drill); everything is removed afterwards
+    #[arg(long)]
+    pub restore: bool,
+
+    /// The etcd binary the drill starts (etcdutl or etcdctl is looked for beside it, then on the PATH)
+    #[arg(
+        long,
+        env = "ETCD_SENTINEL_ETCD_BIN",
+        value_name = "FILE",
+        default_value = "etcd"
+    )]
+    pub etcd_bin: PathBuf,
 
     /// Output format [env: ETCDCTL_WRITE_OUT] [default: table]
     #[arg(short = 'w', long, env = "ETCD_SENTINEL_WRITE_OUT", value_enum)]
@@ -113,7 +127,7 @@ fn parse_age(text: &str) -> Result<Duration, String> {
 pub async fn run(args: SnapshotArgs) -> Result<ExitCode, CliError> {
     match args.command {
         SnapshotCommand::Save(a) => save(*a).await,
-        SnapshotCommand::Verify(a) => verify(a),
+        SnapshotCommand::Verify(a) => verify(a).await,
         SnapshotCommand::List(a) => list(a),
         SnapshotCommand::Prune(a) => prune(a),
     }
@@ -230,7 +244,7 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
+async fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
     let format = write_out(args.write_out)?;
     let facts = bolt::inspect(&args.file).map_err(|e| CliError::Failed(e.into()))?;
     // The sidecar, when there is one, must agree with the file.
@@ -251,10 +265,26 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
             s.revision
         )));
     }
+    let drilled = if args.restore {
+        let etcd = resolve_binary(&args.etcd_bin);
+        let tools = drill::DrillTools::find(&etcd).map_err(|e| CliError::Usage(e.to_string()))?;
+        let expected = drill::Expected {
+            revision: facts.revision,
+            kv: sidecar.as_ref().and_then(|s| s.kv),
+        };
+        Some(
+            drill::drill(&args.file, expected, &tools)
+                .await
+                .map_err(|e| CliError::Failed(anyhow::anyhow!("{}: {e}", args.file.display())))?,
+        )
+    } else {
+        None
+    };
     match format {
         WriteOut::Json => print_json(&serde_json::json!({
             "file": args.file,
             "ok": true,
+            "restore_drill": drilled,
             "size": facts.size,
             "sha256": facts.sha256,
             "revision": facts.revision,
@@ -275,7 +305,36 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
             }
         ),
     }
+    if let (Some(d), WriteOut::Table | WriteOut::Wide) = (&drilled, format) {
+        println!(
+            "restore drill: restored with {} and served revision {}{}{} in {:.1}s",
+            d.restore_tool,
+            d.revision,
+            d.key_count
+                .map_or_else(String::new, |n| format!(", {n} keys")),
+            if d.hash_compared {
+                ", the KV hash of the source member"
+            } else {
+                " (no KV hash to compare)"
+            },
+            d.seconds
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A binary named without a directory is looked up on the PATH.
+fn resolve_binary(name: &Path) -> PathBuf {
+    if name.components().count() > 1 {
+        return name.to_path_buf();
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| name.to_path_buf())
 }
 
 fn listed(dir: &Path) -> Result<Vec<Stored>, CliError> {

@@ -95,6 +95,10 @@ pub struct Sidecar {
     pub sha256_file: String,
     /// `none` (or `zstd` when compressed).
     pub compression: String,
+    /// What the source member said of its key space at `revision`, right after the stream, for a restore drill to
+    /// compare with; `None` when it could not say (it compacted past the revision meanwhile, or did not answer).
+    #[serde(default)]
+    pub kv: Option<KvCheck>,
     #[serde(with = "unix_seconds_f64")]
     pub started_at: SystemTime,
     pub duration_seconds: f64,
@@ -113,6 +117,49 @@ mod unix_seconds_f64 {
         let secs = f64::deserialize(d)?;
         Ok(UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0)))
     }
+}
+
+/// The source member's HashKV and key count at the snapshot's revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvCheck {
+    /// etcd's HashKV at `revision`: a CRC-32C of the keys and values between `compact_revision` and it.
+    pub hash: u32,
+    /// The compaction the hash starts from: a drill compares hashes only when the restored member has the same.
+    pub compact_revision: i64,
+    /// Keys at `revision`.
+    pub key_count: i64,
+}
+
+/// How long the key-space check after the stream may take: HashKV walks the whole key space.
+const KV_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// HashKV and a key count at `revision`, on the member the snapshot came from.
+pub async fn kv_check(client: &etcd_client::Client, revision: i64) -> Option<KvCheck> {
+    let ask = async {
+        let hash = client.maintenance_client().hash_kv(revision).await.ok()?;
+        let count = client
+            .kv_client()
+            .get(
+                "",
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_all_keys()
+                        .with_count_only()
+                        .with_revision(revision),
+                ),
+            )
+            .await
+            .ok()?;
+        Some(KvCheck {
+            hash: hash.hash(),
+            compact_revision: hash.compact_version(),
+            key_count: count.count(),
+        })
+    };
+    tokio::time::timeout(KV_CHECK_TIMEOUT, ask)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// What a save asks for.
@@ -239,6 +286,7 @@ pub async fn save(
         sha256_etcd: facts.sha256.clone(),
         sha256_file,
         compression: "none".into(),
+        kv: kv_check(client, facts.revision).await,
         started_at,
         duration_seconds: clock.elapsed().as_secs_f64(),
     };

@@ -20,7 +20,7 @@ use etcd_sentinel::secret::{Credentials, Secret};
 use tempfile::TempDir;
 
 /// The etcd binary: `$ETCD_BIN`, or `etcd` on the PATH (Debian's etcd-server package).
-fn etcd_bin() -> String {
+pub fn etcd_bin() -> String {
     std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".to_string())
 }
 
