@@ -407,3 +407,143 @@ async fn the_restore_drill_proves_the_backup_and_catches_a_wrong_one() {
         .collect();
     assert!(leftovers.is_empty(), "a drill left {leftovers:?} behind");
 }
+
+/// Children killed when the test ends, however it ends.
+struct Running(Vec<std::process::Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The restore plan, run as written (on new addresses, the IP-change case), brings the cluster back: every member
+/// restored and started with its commands, and the restored cluster serves the keys.
+#[tokio::test]
+async fn the_restore_plan_brings_the_cluster_back_on_new_addresses() {
+    let mut cluster = EtcdCluster::start(3).await;
+    let mut client = cluster.client(0).await;
+    for i in 0..30 {
+        client
+            .put(format!("r{i}"), format!("v{i}"), None)
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (code, v, out) = save(&cluster, dir.path());
+    assert_eq!(code, 0, "{out}");
+    let path = v["path"].as_str().unwrap().to_string();
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    let names: Vec<String> = v["snapshot"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
+    let ports = support::free_ports(6);
+    let restored = tempfile::tempdir().unwrap();
+    let etcd = support::etcd_bin();
+    let tools = std::path::Path::new(&etcd)
+        .parent()
+        .map(|p| p.to_path_buf());
+    let tool = ["etcdutl", "etcdctl"]
+        .iter()
+        .filter_map(|t| tools.as_ref().map(|d| d.join(t)).filter(|p| p.is_file()))
+        .next()
+        .map_or_else(|| "etcdctl".to_string(), |p| p.display().to_string());
+    let mut args = vec![
+        "snapshot".to_string(),
+        "restore-plan".into(),
+        path.clone(),
+        "--data-dir-root".into(),
+        restored.path().display().to_string(),
+        "--restore-tool".into(),
+        tool,
+        "-w".into(),
+        "json".into(),
+    ];
+    for (i, name) in names.iter().enumerate() {
+        args.push("--member".into());
+        args.push(format!("{name}=http://127.0.0.1:{}", ports[2 * i]));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = sentinel(&refs, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let members = plan["plan"]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    let mut running = Running(Vec::new());
+    let mut clients = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let argv: Vec<String> = m["restore"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        let mut restore = Command::new(&argv[0]);
+        restore.args(&argv[1..]);
+        for pair in m["restore_env"].as_array().unwrap() {
+            restore.env(pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+        }
+        let done = restore.output().unwrap();
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        // The plan moved the client URLs with the peer URL's host; on one host the port must move too.
+        let client_url = format!("http://127.0.0.1:{}", ports[2 * i + 1]);
+        let mut start: Vec<String> = m["start"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        for (j, a) in start.clone().iter().enumerate() {
+            if a == "--listen-client-urls" || a == "--advertise-client-urls" {
+                start[j + 1] = client_url.clone();
+            }
+        }
+        let log = std::fs::File::create(restored.path().join(format!("{i}.log"))).unwrap();
+        running.0.push(
+            Command::new(&etcd)
+                .args(&start)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        clients.push(client_url);
+    }
+    let endpoints = clients.join(",");
+    let keys = wait_for(
+        "the restored cluster serving the keys",
+        Duration::from_secs(30),
+        || {
+            let endpoints = endpoints.clone();
+            async move {
+                let list: Vec<&str> = endpoints.split(',').collect();
+                let mut c = etcd_client::Client::connect(list, None).await.ok()?;
+                let r = c
+                    .get("r", Some(etcd_client::GetOptions::new().with_prefix()))
+                    .await
+                    .ok()?;
+                (r.kvs().len() == 30).then_some(r.kvs().len())
+            }
+        },
+    )
+    .await;
+    assert_eq!(keys, 30);
+    drop(running);
+}

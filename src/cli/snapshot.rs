@@ -12,6 +12,7 @@ use comfy_table::{ContentArrangement, Table};
 use etcd_sentinel::etcd::connect::Connector;
 use etcd_sentinel::etcd::endpoint::Endpoint;
 use etcd_sentinel::maintenance::plan::snapshot_source;
+use etcd_sentinel::maintenance::restore_plan;
 use etcd_sentinel::maintenance::retention::{self, Policy};
 use etcd_sentinel::maintenance::snapshot::{
     self, MemberRecord, SaveRequest, SnapshotError, SourceMember,
@@ -40,6 +41,46 @@ pub enum SnapshotCommand {
     List(ListArgs),
     /// Delete snapshots beyond a retention policy; never the newest one, never a file this tool did not make
     Prune(PruneArgs),
+    /// Print the commands that restore the cluster from a snapshot, per member: the restore (new data dir, new
+    /// cluster token) and the etcd flags that start it, with the recorded or new peer URLs
+    RestorePlan(RestorePlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestorePlanArgs {
+    /// The snapshot file (its sidecar, FILE.json, gives the members)
+    pub file: PathBuf,
+
+    /// A member's new peer URL, for a restore on other addresses (repeatable): NAME=URL
+    #[arg(long = "member", value_name = "NAME=URL", value_parser = parse_member)]
+    pub members: Vec<(String, String)>,
+
+    /// Where the members' new data directories go (one per member under it) [default: /var/lib/etcd-restored-<time>]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir_root: Option<String>,
+
+    /// The new cluster's token [default: <cluster>-restored-<time>]
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// The restore tool: etcdutl or etcdctl [default: etcdutl on the PATH, else etcdctl]
+    #[arg(long, value_name = "FILE")]
+    pub restore_tool: Option<PathBuf>,
+
+    /// Output format [env: ETCDCTL_WRITE_OUT] [default: table, a shell script]
+    #[arg(short = 'w', long, env = "ETCD_SENTINEL_WRITE_OUT", value_enum)]
+    pub write_out: Option<WriteOut>,
+}
+
+fn parse_member(text: &str) -> Result<(String, String), String> {
+    let (name, url) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected NAME=PEER-URL"))?;
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.port().is_none() {
+        return Err(format!("{url:?}: a peer URL is http(s)://host:port"));
+    }
+    Ok((name.to_string(), url.to_string()))
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +171,7 @@ pub async fn run(args: SnapshotArgs) -> Result<ExitCode, CliError> {
         SnapshotCommand::Verify(a) => verify(a).await,
         SnapshotCommand::List(a) => list(a),
         SnapshotCommand::Prune(a) => prune(a),
+        SnapshotCommand::RestorePlan(a) => restore_plan(a).await,
     }
 }
 
@@ -432,4 +474,138 @@ fn prune(args: PruneArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::from(super::EXIT_UNHEALTHY)
     })
+}
+
+/// The restore tool to name in the plan, and whether it can bump the revision.
+async fn restore_tool(chosen: Option<&Path>) -> restore_plan::Tool {
+    let program = match chosen {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let etcdutl = resolve_binary(Path::new("etcdutl"));
+            if etcdutl.is_file() {
+                etcdutl
+            } else {
+                PathBuf::from("etcdctl")
+            }
+        }
+    };
+    let name = program.display().to_string();
+    // The revision bump and mark-compacted options exist in newer etcdutl only: ask it.
+    let bump_revision = name.ends_with("etcdutl")
+        && tokio::process::Command::new(&program)
+            .args(["snapshot", "restore", "--help"])
+            .output()
+            .await
+            .is_ok_and(|o| {
+                let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr);
+                text.contains("--bump-revision") && text.contains("--mark-compacted")
+            });
+    restore_plan::Tool {
+        program: name,
+        bump_revision,
+    }
+}
+
+async fn restore_plan(args: RestorePlanArgs) -> Result<ExitCode, CliError> {
+    let format = write_out(args.write_out)?;
+    let facts = bolt::inspect(&args.file).map_err(|e| CliError::Failed(e.into()))?;
+    let sidecar_path = PathBuf::from(format!("{}.json", args.file.display()));
+    let text = std::fs::read(&sidecar_path).map_err(|e| {
+        CliError::Usage(format!(
+            "{}: {e} (the restore plan needs the snapshot's sidecar for its members)",
+            sidecar_path.display()
+        ))
+    })?;
+    let sidecar: snapshot::Sidecar = serde_json::from_slice(&text)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", sidecar_path.display())))?;
+    if sidecar.revision != facts.revision {
+        return Err(CliError::Failed(anyhow::anyhow!(
+            "{}: the sidecar's revision {} is not the file's {}",
+            sidecar_path.display(),
+            sidecar.revision,
+            facts.revision
+        )));
+    }
+    let stamp = snapshot::compact_utc(SystemTime::now());
+    let token = args
+        .token
+        .unwrap_or_else(|| format!("{}-restored-{stamp}", sidecar.cluster));
+    let root = args
+        .data_dir_root
+        .unwrap_or_else(|| format!("/var/lib/etcd-restored-{stamp}"));
+    let moved: std::collections::BTreeMap<String, String> = args.members.into_iter().collect();
+    let tool = restore_tool(args.restore_tool.as_deref()).await;
+    let file = std::fs::canonicalize(&args.file).unwrap_or(args.file.clone());
+    let plan = restore_plan::plan(
+        &file.display().to_string(),
+        &sidecar,
+        &moved,
+        &root,
+        &token,
+        &tool,
+    )
+    .map_err(CliError::Usage)?;
+    if format == WriteOut::Json {
+        print_json(&serde_json::json!({ "plan": plan }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let words = |argv: &[String]| {
+        argv.iter()
+            .map(|w| restore_plan::shell_word(w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "# Restore cluster {} to revision {} (snapshot {} from {}, taken {}).",
+        sidecar.cluster,
+        sidecar.revision,
+        sidecar.file,
+        sidecar.source.name,
+        humantime::format_rfc3339_seconds(sidecar.started_at)
+    );
+    println!(
+        "# 1. Stop etcd on every member (for Kubernetes: move the etcd static pod manifests away, and the API servers)."
+    );
+    println!(
+        "# 2. On each member's host, copy the snapshot there and restore into a new data directory:"
+    );
+    for m in &plan.members {
+        let env: String = m
+            .restore_env
+            .iter()
+            .map(|(k, v)| format!("{k}={v} "))
+            .collect();
+        println!(
+            "#   {} ({})
+{env}{}",
+            m.name,
+            m.peer_url,
+            words(&m.restore)
+        );
+    }
+    println!(
+        "# 3. Start each member on its new data directory (a systemd unit, a manifest or by hand) with:"
+    );
+    for m in &plan.members {
+        println!(
+            "#   {}
+etcd {}",
+            m.name,
+            words(&m.start)
+        );
+    }
+    if !plan.learners_left_out.is_empty() {
+        println!(
+            "# 4. Learners are not restored: add them again once the cluster runs (etcdctl member add --learner): {}",
+            plan.learners_left_out.join(", ")
+        );
+    }
+    if !tool.bump_revision {
+        println!(
+            "# Note: {} has no --bump-revision/--mark-compacted: for Kubernetes, restart every API server after the restore so that watchers re-list.",
+            tool.program
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@ pub mod bolt;
 pub mod drill;
 pub mod gate;
 pub mod plan;
+pub mod restore_plan;
 pub mod retention;
 pub mod snapshot;
 pub mod store;
