@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod etcd;
 pub mod events;
 pub mod export;
+pub mod files;
 pub mod histogram;
 pub mod id;
 pub mod maintenance;

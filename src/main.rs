@@ -86,15 +86,26 @@ fn check_log_filter(filter: &str) -> Result<(), String> {
         if LEVELS.contains(&lower.as_str()) {
             continue;
         }
-        let (target, level) = directive.split_once('=').unwrap_or((directive, ""));
-        let crate_name = target.split(['[', ':']).next().unwrap_or_default().trim();
-        if crate_name.is_empty() || !TARGETS.contains(&crate_name) {
+        // A target alone would enable it at every level and silence the rest: ask for target=level.
+        let Some((target, level)) = directive.split_once('=') else {
+            return Err(format!(
+                "{directive:?}: unknown level or target; {}",
+                expected()
+            ));
+        };
+        // A module path (`etcd_sentinel::probe`), optionally with a span filter in brackets.
+        let path = target.split('[').next().unwrap_or_default().trim();
+        let well_formed = path.split("::").all(|part| {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+        let crate_name = path.split("::").next().unwrap_or_default();
+        if !well_formed || !TARGETS.contains(&crate_name) {
             return Err(format!(
                 "{directive:?}: unknown level or target; {}",
                 expected()
             ));
         }
-        if !level.is_empty() && !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+        if !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
             return Err(format!(
                 "{directive:?}: unknown level {level:?}; {}",
                 expected()
@@ -206,6 +217,8 @@ mod tests {
             ("verbose", "unknown level or target"),
             ("etcd_sentinel=loud", "unknown level \"loud\""),
             ("info,", "unknown level or target"),
+            ("etcd_sentinel:debug", "unknown level or target"),
+            ("etcd_sentinel", "unknown level or target"),
         ] {
             let e = check_log_filter(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");

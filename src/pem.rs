@@ -10,10 +10,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Every certificate in a PEM file; at least one.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    // Read the metadata first: a missing file says "No such file or directory", not a PEM parse error.
-    std::fs::metadata(path).map_err(|e| e.to_string())?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| e.to_string())?
+    let bytes = crate::files::read_small_file(path, MAX_PEM_BYTES)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
     if certs.is_empty() {
@@ -24,9 +22,12 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// The private key in a PEM file.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    std::fs::metadata(path).map_err(|e| e.to_string())?;
-    PrivateKeyDer::from_pem_file(path).map_err(|e| e.to_string())
+    let bytes = crate::files::read_small_file(path, MAX_PEM_BYTES)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| e.to_string())
 }
+
+/// A CA bundle of a few hundred certificates is well under this.
+const MAX_PEM_BYTES: u64 = 1024 * 1024;
 
 /// The one crypto provider every TLS configuration is built with.
 pub fn crypto_provider() -> Arc<CryptoProvider> {

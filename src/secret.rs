@@ -16,7 +16,12 @@ pub enum SecretError {
     },
     #[error("{} is empty", .path.display())]
     Empty { path: PathBuf },
+    #[error("{}: {reason}", .path.display())]
+    Unusable { path: PathBuf, reason: String },
 }
+
+/// The most a secret file may hold.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -33,10 +38,18 @@ impl Secret {
 
     /// Reads a secret from a file, trimming the trailing newline editors and `echo` add.
     pub fn from_file(path: &Path) -> Result<Secret, SecretError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| SecretError::Read {
+        if let Err(cause) = std::fs::metadata(path) {
+            return Err(SecretError::Read {
+                path: path.to_path_buf(),
+                cause,
+            });
+        }
+        let unusable = |reason: String| SecretError::Unusable {
             path: path.to_path_buf(),
-            cause,
-        })?;
+            reason,
+        };
+        let bytes = crate::files::read_small_file(path, MAX_SECRET_BYTES).map_err(unusable)?;
+        let text = String::from_utf8(bytes).map_err(|_| unusable("not UTF-8 text".into()))?;
         let value = text.trim_end_matches(['\n', '\r']).to_string();
         if value.is_empty() {
             return Err(SecretError::Empty {
@@ -44,6 +57,29 @@ impl Secret {
             });
         }
         Ok(Secret(value))
+    }
+}
+
+impl Secret {
+    /// An API token from a file: it travels in an HTTP header, which clients and servers trim, so it must be
+    /// visible ASCII without spaces (a token that can never be presented would lock the API).
+    pub fn token_from_file(path: &Path) -> Result<Secret, SecretError> {
+        let secret = Secret::from_file(path)?;
+        let value = secret.0.trim();
+        if value.is_empty() {
+            return Err(SecretError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(SecretError::Unusable {
+                path: path.to_path_buf(),
+                reason:
+                    "an API token is visible ASCII without spaces (it is sent in an HTTP header)"
+                        .into(),
+            });
+        }
+        Ok(Secret(value.to_string()))
     }
 }
 

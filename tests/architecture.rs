@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["settings"],
     &["etcd"],
     &["units", "pem", "secret", "id", "names", "histogram"],
+    &["files"],
 ];
 
 /// Every `.rs` file under `dir`.

@@ -221,6 +221,9 @@ async fn half_open_and_idle_connections_are_closed_and_a_scraper_always_gets_thr
         let _ = s.write_all(b"GET /metrics HTTP/1.1\r\n").await;
         held.push(s);
     }
+    // Held connections are old by the time a scraper comes (a connection younger than a second is not closed to
+    // make room: the newest would otherwise always be the next to go).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     for path in ["/metrics", "/healthz"] {
         let started = Instant::now();
         let (code, body) = daemon.get(path).await;
@@ -316,6 +319,14 @@ fn check_config_refuses_what_run_refuses_with_the_same_message() {
         (
             "max_connections = 0\n",
             "max_connections: 0: between 1 and 100000",
+        ),
+        (
+            "api_token_file = \"/dev/zero\"\n",
+            "api_token_file: /dev/zero: not a regular file",
+        ),
+        (
+            "header_timeout = \"1ms\"\n",
+            "header_timeout: must be at least 100ms",
         ),
         (
             "header_timeout = \"2days\"\n",
@@ -507,5 +518,61 @@ fn logs_fit_their_sink() {
     assert!(
         !out.contains('\u{1b}'),
         "colour codes in a non-terminal log: {out:?}"
+    );
+}
+
+/// Before: a FIFO as a secret file blocked a reload (and SIGTERM behind it) until written to, `/dev/zero` was read
+/// until the machine ran out of memory, and a token of spaces locked the API (HTTP trims header values).
+#[test]
+fn secret_files_must_be_small_regular_files_and_tokens_presentable() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let spaces = dir.path().join("spaces");
+    std::fs::write(&spaces, "   \n").unwrap();
+    let inner = dir.path().join("inner");
+    std::fs::write(&inner, "tok en\n").unwrap();
+    let base = "[[cluster]]\nname = \"a\"\nendpoints = [\"127.0.0.1:2379\"]\n";
+    for (head, says) in [
+        (
+            format!("api_token_file = {:?}\n", fifo.display().to_string()),
+            "not a regular file",
+        ),
+        (
+            format!("api_token_file = {:?}\n", spaces.display().to_string()),
+            "is empty",
+        ),
+        (
+            format!("api_token_file = {:?}\n", inner.display().to_string()),
+            "visible ASCII without spaces",
+        ),
+    ] {
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, format!("{head}{base}")).unwrap();
+        let started = Instant::now();
+        let (code, out) = run_args(&["check-config", path.to_str().unwrap()]);
+        assert_eq!(code, 2, "{out}");
+        assert!(
+            out.contains(says) && out.contains("api_token_file"),
+            "{out}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "blocked on {head}"
+        );
+    }
+    let password = format!(
+        "[[cluster]]\nname = \"a\"\nendpoints = [\"127.0.0.1:2379\"]\nuser = \"u\"\npassword_file = {:?}\n",
+        fifo.display().to_string()
+    );
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, password).unwrap();
+    let (code, out) = run_args(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("password_file") && out.contains("not a regular file"),
+        "{out}"
     );
 }

@@ -9,12 +9,27 @@ use super::{Config, ConfigError, parse};
 use crate::etcd::connect::Connector;
 use crate::secret::{Credentials, Secret};
 
+/// A configuration of thousands of clusters is well under this.
+const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Reads, parses and checks a configuration file; every error names the file (and the line and key it can).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+    if let Err(cause) = std::fs::metadata(path) {
+        return Err(ConfigError::Read {
+            file: file.clone(),
+            cause,
+        });
+    }
+    let bytes = crate::files::read_small_file(path, MAX_CONFIG_BYTES).map_err(|message| {
+        ConfigError::Whole {
+            file: file.clone(),
+            message,
+        }
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| ConfigError::Whole {
         file: file.clone(),
-        cause,
+        message: "not UTF-8 text".into(),
     })?;
     let mut config = parse(&file, &text)?;
     for c in &mut config.clusters {
@@ -45,8 +60,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         message,
     };
     if let Some(path) = &config.api_token_file {
-        config.api_token =
-            Some(Secret::from_file(path).map_err(|e| setting("api_token_file", e.to_string()))?);
+        config.api_token = Some(
+            Secret::token_from_file(path).map_err(|e| setting("api_token_file", e.to_string()))?,
+        );
     }
     if let Some((cert, key)) = &config.server_tls {
         crate::pem::server_config(cert, key).map_err(|e| setting("tls_cert, tls_key", e))?;

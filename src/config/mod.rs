@@ -266,7 +266,17 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         },
         header_timeout: match &raw.header_timeout {
             None => DEFAULT_HEADER_TIMEOUT,
-            Some(t) => src.duration(t, "header_timeout".into())?,
+            Some(t) => {
+                let d = src.duration(t, "header_timeout".into())?;
+                if d < Duration::from_millis(100) {
+                    return Err(src.invalid(
+                        t,
+                        "header_timeout".into(),
+                        "must be at least 100ms (a client on a real network needs round trips to send a head)",
+                    ));
+                }
+                d
+            }
         },
     };
     let server_tls = match (&raw.tls_cert, &raw.tls_key) {

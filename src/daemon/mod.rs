@@ -288,7 +288,7 @@ pub struct ServerOptions {
 /// `config::load`), else the environment's. Unlocks mutating endpoints; without one they answer 403.
 pub fn api_token(server: &ServerOptions, config: &Config) -> Result<Option<Secret>, String> {
     if let Some(path) = &server.token_file {
-        return Secret::from_file(path)
+        return Secret::token_from_file(path)
             .map(Some)
             .map_err(|e| format!("--api-token-file: {e}"));
     }
@@ -296,6 +296,43 @@ pub fn api_token(server: &ServerOptions, config: &Config) -> Result<Option<Secre
         .api_token
         .clone()
         .or_else(|| server.token_env.clone()))
+}
+
+/// Raises the soft limit on open files to the hard one (as Go's runtime does for etcd itself), and keeps the
+/// HTTP server's connections to a quarter of it: the rest is for the connections to the members, which a flood of
+/// HTTP clients must never starve (at `ulimit -n 256`, 256 HTTP connections left members' /metrics reads failing
+/// with "Too many open files").
+fn fit_to_descriptors(mut limits: config::ServerLimits) -> config::ServerLimits {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a valid pointer to a local.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return limits;
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: rl.rlim_max,
+                rlim_max: rl.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
+                rl.rlim_cur = rl.rlim_max;
+            }
+        }
+        rl.rlim_cur
+    };
+    let budget = usize::try_from(soft / 4).unwrap_or(usize::MAX).max(8);
+    if limits.max_connections > budget {
+        tracing::warn!(
+            open_files = soft,
+            "max_connections {} lowered to {budget}: a quarter of the files this process may open (ulimit -n)",
+            limits.max_connections
+        );
+        limits.max_connections = budget;
+    }
+    limits
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -316,7 +353,7 @@ pub async fn run(
     let token = Arc::new(ApiToken::new(
         api_token(&server, &config).map_err(DaemonError::Token)?,
     ));
-    let limits = config.server_limits;
+    let limits = fit_to_descriptors(config.server_limits);
     let shared = Arc::new(Shared::new());
     let metrics = Arc::new(Metrics::new()?);
     let mut daemon = Daemon {

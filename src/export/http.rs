@@ -54,6 +54,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// Most header bytes (names and values) accepted: 431 beyond.
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// Most headers accepted: 431 beyond.
+pub const MAX_HEADERS: usize = 100;
 
 pub fn router(state: ApiState) -> Router {
     let state = Arc::new(state);
@@ -103,7 +105,7 @@ async fn bounded(request: Request, next: Next) -> Response {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
-    if headers > MAX_HEADER_BYTES {
+    if headers > MAX_HEADER_BYTES || request.headers().len() > MAX_HEADERS {
         return ApiError(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!("headers larger than {MAX_HEADER_BYTES} bytes"),

@@ -33,8 +33,16 @@ const MAX_HEAD_BUFFER: usize = 128 * 1024;
 struct Open {
     /// True while the connection is in a request (from its head being read to its response being handed over).
     busy: Arc<AtomicBool>,
+    /// True once it was served a request: a scraper keeping its connection alive, the last to be closed.
+    served: Arc<AtomicBool>,
+    accepted: tokio::time::Instant,
     close: CancellationToken,
 }
+
+/// A connection younger than this is not closed to make room: a client on a real network (or doing a TLS
+/// handshake) needs a few round trips before its request arrives, and under a flood of new connections the
+/// youngest would otherwise be the next one closed, whoever it is.
+const MIN_AGE: Duration = Duration::from_secs(1);
 
 /// The open connections, in the order they were accepted.
 #[derive(Default)]
@@ -50,13 +58,16 @@ fn lock(c: &Shared) -> std::sync::MutexGuard<'_, Connections> {
     c.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Closes the oldest connection that is not in a request, and stops counting it; false when every one is.
-fn close_oldest_idle(connections: &Shared) -> bool {
+/// Closes one connection to make room, and stops counting it: the oldest that never had a request, else the oldest
+/// idle one; neither in a request nor younger than `min_age`. False when none qualifies.
+fn close_oldest_idle(connections: &Shared, min_age: Duration) -> bool {
     let mut guard = lock(connections);
+    let evictable = |c: &Open| !c.busy.load(Ordering::Acquire) && c.accepted.elapsed() >= min_age;
     let oldest = guard
         .open
         .iter()
-        .find(|(_, c)| !c.busy.load(Ordering::Acquire))
+        .find(|(_, c)| evictable(c) && !c.served.load(Ordering::Acquire))
+        .or_else(|| guard.open.iter().find(|(_, c)| evictable(c)))
         .map(|(id, _)| *id);
     match oldest.and_then(|id| guard.open.remove(&id)) {
         Some(c) => {
@@ -88,36 +99,40 @@ pub async fn serve(
                 // Out of file descriptors (EMFILE) or a connection reset before it was accepted: make room,
                 // and do not spin.
                 tracing::debug!("accept failed: {e}");
-                close_oldest_idle(&connections);
+                // Out of descriptors: any idle connection may go, however young.
+                close_oldest_idle(&connections, Duration::ZERO);
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
         };
         let open_now = lock(&connections).open.len();
-        if open_now >= limits.max_connections && !close_oldest_idle(&connections) {
-            tracing::debug!(%peer, "every connection is in a request: refusing one more");
+        if open_now >= limits.max_connections && !close_oldest_idle(&connections, MIN_AGE) {
+            tracing::debug!(%peer, "every connection is busy or new: refusing one more");
             continue;
         }
-        let (id, busy, close) = {
+        let (id, busy, close, served) = {
             let mut guard = lock(&connections);
             let id = guard.next_id;
             guard.next_id += 1;
             let busy = Arc::new(AtomicBool::new(false));
+            let served = Arc::new(AtomicBool::new(false));
             let close = stop.child_token();
             guard.open.insert(
                 id,
                 Open {
                     busy: busy.clone(),
+                    served: served.clone(),
+                    accepted: tokio::time::Instant::now(),
                     close: close.clone(),
                 },
             );
-            (id, busy, close)
+            (id, busy, close, served)
         };
         let (app, tls, connections) = (app.clone(), tls.clone(), connections.clone());
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             match tls {
-                None => serve_connection(stream, app, limits, busy, close).await,
+                None => serve_connection(stream, app, limits, busy, served, close).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
@@ -136,7 +151,7 @@ pub async fn serve(
                         },
                     };
                     if let Some(s) = tls_stream {
-                        serve_connection(s, app, limits, busy, close).await;
+                        serve_connection(s, app, limits, busy, served, close).await;
                     }
                 }
             }
@@ -157,6 +172,7 @@ async fn serve_connection<I>(
     app: Router,
     limits: ServerLimits,
     busy: Arc<AtomicBool>,
+    served: Arc<AtomicBool>,
     close: CancellationToken,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -164,10 +180,11 @@ async fn serve_connection<I>(
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             busy.store(true, Ordering::Release);
-            let (app, busy) = (app.clone(), busy.clone());
+            let (app, busy, served) = (app.clone(), busy.clone(), served.clone());
             async move {
                 let response = app.oneshot(request.map(axum::body::Body::new)).await;
                 busy.store(false, Ordering::Release);
+                served.store(true, Ordering::Release);
                 response
             }
         });
@@ -175,6 +192,8 @@ async fn serve_connection<I>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HEAD_BUFFER)
+        // Above the API's own limit (`http::MAX_HEADERS`), which answers in JSON.
+        .max_headers(4 * crate::export::http::MAX_HEADERS)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {

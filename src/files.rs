@@ -1,0 +1,22 @@
+//! Reading the small files a configuration names (secrets, certificates, the configuration itself), safely.
+
+use std::path::Path;
+
+/// Reads a small file the configuration names (a secret, a certificate): only a regular file, and at most
+/// `limit` bytes. A FIFO would block the reload (and the signals behind it) until someone writes to it, and
+/// `/dev/zero` would be read until memory runs out.
+pub fn read_small_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("larger than {limit} bytes"));
+    }
+    Ok(bytes)
+}
