@@ -33,6 +33,13 @@ pub enum EventKind {
     AuthRestored,
     /// The first view of a cluster: the state the sentinel found it in.
     WatchStarted,
+    /// A scheduled snapshot was saved and verified.
+    SnapshotSaved,
+    SnapshotFailed,
+    /// Snapshots beyond the retention policy were deleted.
+    SnapshotPruned,
+    RestoreDrillPassed,
+    RestoreDrillFailed,
 }
 
 impl EventKind {
@@ -50,6 +57,8 @@ impl EventKind {
                 | EventKind::QuorumAtRisk
                 | EventKind::QuorumLost
                 | EventKind::AuthFailed
+                | EventKind::SnapshotFailed
+                | EventKind::RestoreDrillFailed
         )
     }
 }
@@ -69,6 +78,20 @@ pub struct Event {
     /// For `leader_elected`: how long the cluster had no leader, as the sentinel saw it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
+}
+
+impl Event {
+    /// An event of maintenance (not of a view), at `time`.
+    pub fn maintenance(time: SystemTime, kind: EventKind, message: String) -> Event {
+        Event {
+            time,
+            kind,
+            message,
+            member_id: None,
+            endpoint: None,
+            duration_seconds: None,
+        }
+    }
 }
 
 fn member_name(view: &ClusterView, id: Id) -> String {

@@ -20,3 +20,17 @@ pub fn read_small_file(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
     }
     Ok(bytes)
 }
+
+/// A program named without a directory, looked up on the PATH (as a shell would); a path is taken as it is.
+pub fn find_program(name: &Path) -> std::path::PathBuf {
+    if name.components().count() > 1 {
+        return name.to_path_buf();
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| name.to_path_buf())
+}

@@ -15,6 +15,7 @@ pub mod maintenance;
 mod names;
 pub mod pem;
 pub mod probe;
+pub mod schedule;
 pub mod secret;
 pub mod settings;
 pub mod state;

@@ -65,19 +65,28 @@ impl Secret {
     /// visible ASCII without spaces (a token that can never be presented would lock the API).
     pub fn token_from_file(path: &Path) -> Result<Secret, SecretError> {
         let secret = Secret::from_file(path)?;
-        let value = secret.0.trim();
-        if value.is_empty() {
+        if secret.0.trim().is_empty() {
             return Err(SecretError::Empty {
                 path: path.to_path_buf(),
             });
         }
+        Secret::token(&secret.0).map_err(|reason| SecretError::Unusable {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// An API token as given (a file's content, an environment variable), trimmed and checked.
+    pub fn token(value: &str) -> Result<Secret, String> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err("the API token is empty".into());
+        }
         if !value.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(SecretError::Unusable {
-                path: path.to_path_buf(),
-                reason:
-                    "an API token is visible ASCII without spaces (it is sent in an HTTP header)"
-                        .into(),
-            });
+            return Err(
+                "an API token is visible ASCII without spaces (it is sent in an HTTP header)"
+                    .into(),
+            );
         }
         Ok(Secret(value.to_string()))
     }

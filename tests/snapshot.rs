@@ -547,3 +547,85 @@ async fn the_restore_plan_brings_the_cluster_back_on_new_addresses() {
     assert_eq!(keys, 30);
     drop(running);
 }
+
+/// The daemon's schedule: snapshots saved on time, pruned to `keep_last`, each proven by a drill, every outcome
+/// in the events and /metrics.
+#[tokio::test]
+async fn the_daemon_saves_prunes_and_drills_on_schedule() {
+    use support::daemon::{Daemon, config_for, sample};
+    let cluster = EtcdCluster::start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = format!(
+        "interval = \"1s\"\n[cluster.snapshot]\nschedule = \"*/2 * * * * *\"\ndir = {:?}\nkeep_last = 2\nrestore_drill = true\netcd_bin = {:?}\n",
+        dir.path().display().to_string(),
+        support::etcd_bin()
+    );
+    let daemon = Daemon::start(&config_for(&[("sched", &cluster, &snapshot)]));
+    daemon.wait_ready().await;
+    let events = wait_for(
+        "three scheduled snapshots, a prune and drills",
+        Duration::from_secs(40),
+        || async {
+            let v = daemon.json("/api/v1/clusters/sched/events").await;
+            let kinds: Vec<String> = v["events"]
+                .as_array()?
+                .iter()
+                .map(|e| e["kind"].as_str().unwrap_or("").to_string())
+                .collect();
+            let saved = kinds.iter().filter(|k| *k == "snapshot_saved").count();
+            let drilled = kinds
+                .iter()
+                .filter(|k| *k == "restore_drill_passed")
+                .count();
+            (saved >= 3 && drilled >= 2 && kinds.contains(&"snapshot_pruned".to_string()))
+                .then_some(v)
+        },
+    )
+    .await;
+    let all = events["events"].as_array().unwrap();
+    assert!(
+        !all.iter()
+            .any(|e| e["kind"] == "snapshot_failed" || e["kind"] == "restore_drill_failed"),
+        "{events:#}"
+    );
+    let snapshots = files_in(dir.path())
+        .into_iter()
+        .filter(|n| n.ends_with(".db"))
+        .count();
+    assert!(
+        snapshots <= 3,
+        "keep_last = 2 (a third may be being written): {:?}",
+        files_in(dir.path())
+    );
+    let m = daemon.metrics().await;
+    assert!(
+        sample(
+            &m,
+            "etcd_sentinel_snapshot_last_success_timestamp_seconds",
+            "sched"
+        )
+        .unwrap()
+            > 1e9
+    );
+    assert_eq!(
+        sample(&m, "etcd_sentinel_restore_drill_success", "sched"),
+        Some(1.0)
+    );
+    assert!(sample(&m, "etcd_sentinel_snapshot_latest_revision", "sched").unwrap() >= 1.0);
+    assert_eq!(
+        sample(
+            &m,
+            "etcd_sentinel_snapshot_failures_total",
+            "reason=\"no_source\""
+        ),
+        Some(0.0)
+    );
+    assert!(
+        sample(
+            &m,
+            "etcd_sentinel_snapshot_next_run_timestamp_seconds",
+            "sched"
+        )
+        .is_some()
+    );
+}

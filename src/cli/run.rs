@@ -85,6 +85,7 @@ fn from_flags(args: &RunArgs) -> Result<Config, CliError> {
             unresponsive_after: config::DEFAULT_UNRESPONSIVE_AFTER,
             thresholds: target.thresholds,
             password_file: None,
+            snapshot: None,
         }],
         api_token_file: None,
         api_token: None,
@@ -125,10 +126,13 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let server = ServerOptions {
         listen: args.listen,
         token_file: args.api_token_file.clone(),
-        token_env: std::env::var("ETCD_SENTINEL_API_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(Secret::new),
+        token_env: match std::env::var("ETCD_SENTINEL_API_TOKEN") {
+            Ok(t) if !t.is_empty() => Some(
+                Secret::token(&t)
+                    .map_err(|e| CliError::Usage(format!("ETCD_SENTINEL_API_TOKEN: {e}")))?,
+            ),
+            _ => None,
+        },
         tls: server_tls,
     };
     daemon::api_token(&server, &config).map_err(CliError::Usage)?;

@@ -14,9 +14,7 @@ use etcd_sentinel::etcd::endpoint::Endpoint;
 use etcd_sentinel::maintenance::plan::snapshot_source;
 use etcd_sentinel::maintenance::restore_plan;
 use etcd_sentinel::maintenance::retention::{self, Policy};
-use etcd_sentinel::maintenance::snapshot::{
-    self, MemberRecord, SaveRequest, SnapshotError, SourceMember,
-};
+use etcd_sentinel::maintenance::snapshot::{self, SaveRequest, SnapshotError};
 use etcd_sentinel::maintenance::store::{self, Stored};
 use etcd_sentinel::maintenance::{bolt, drill};
 use etcd_sentinel::probe::poller::ClusterPoller;
@@ -211,28 +209,7 @@ async fn save(args: SaveArgs) -> Result<ExitCode, CliError> {
         .connect(&endpoint)
         .await
         .map_err(|e| CliError::Failed(anyhow::anyhow!("{}: {e}", source.endpoint)))?;
-    let request = SaveRequest {
-        cluster: &args.name,
-        cluster_id: view.cluster_id.unwrap_or_default(),
-        dir: &args.dir,
-        source: SourceMember {
-            member_id: source.member_id.unwrap_or_default(),
-            name: source.member_name.clone().unwrap_or_default(),
-            endpoint: source.endpoint.clone(),
-            version: source.version.clone().unwrap_or_default(),
-        },
-        members: view
-            .members
-            .iter()
-            .map(|m| MemberRecord {
-                member_id: m.id,
-                name: m.name.clone(),
-                peer_urls: m.peer_urls.clone(),
-                client_urls: m.client_urls.clone(),
-                is_learner: m.is_learner,
-            })
-            .collect(),
-    };
+    let request = SaveRequest::from_view(&args.name, &args.dir, &view, source);
     let bar = progress_bar();
     let saved = snapshot::save(&client, request, |done, total| {
         if let Some(bar) = &bar {
@@ -308,7 +285,7 @@ async fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
         )));
     }
     let drilled = if args.restore {
-        let etcd = resolve_binary(&args.etcd_bin);
+        let etcd = etcd_sentinel::files::find_program(&args.etcd_bin);
         let tools = drill::DrillTools::find(&etcd).map_err(|e| CliError::Usage(e.to_string()))?;
         let expected = drill::Expected {
             revision: facts.revision,
@@ -363,20 +340,6 @@ async fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A binary named without a directory is looked up on the PATH.
-fn resolve_binary(name: &Path) -> PathBuf {
-    if name.components().count() > 1 {
-        return name.to_path_buf();
-    }
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(name))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| name.to_path_buf())
 }
 
 fn listed(dir: &Path) -> Result<Vec<Stored>, CliError> {
@@ -481,7 +444,7 @@ async fn restore_tool(chosen: Option<&Path>) -> restore_plan::Tool {
     let program = match chosen {
         Some(p) => p.to_path_buf(),
         None => {
-            let etcdutl = resolve_binary(Path::new("etcdutl"));
+            let etcdutl = etcd_sentinel::files::find_program(Path::new("etcdutl"));
             if etcdutl.is_file() {
                 etcdutl
             } else {

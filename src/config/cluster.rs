@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawCluster, RawMetricsUrls, RawThresholds, RawTls, Source};
+use super::raw::{RawCluster, RawMetricsUrls, RawSnapshot, RawThresholds, RawTls, Source};
 use super::{
     ClusterConfig, ConfigError, DEFAULT_INTERVAL, DEFAULT_UNRESPONSIVE_AFTER, MIN_INTERVAL,
-    MIN_UNRESPONSIVE_AFTER, valid_name,
+    MIN_UNRESPONSIVE_AFTER, SnapshotConfig, valid_name,
 };
 use crate::etcd::connect::ConnectSettings;
 use crate::etcd::endpoint::Endpoint;
@@ -68,7 +68,65 @@ pub(super) fn parse(
             Some(t) => thresholds(src, keys, t)?,
         },
         password_file: password_file(src, keys, c)?,
+        snapshot: c
+            .snapshot
+            .as_ref()
+            .map(|s| snapshot(src, keys, s))
+            .transpose()?,
         connect,
+    })
+}
+
+fn snapshot(
+    src: &Source,
+    keys: &Keys,
+    raw: &Spanned<RawSnapshot>,
+) -> Result<SnapshotConfig, ConfigError> {
+    let key = |name: &str| keys.key(&format!("snapshot.{name}"));
+    let s = raw.get_ref();
+    crate::schedule::check(s.schedule.get_ref())
+        .map_err(|e| src.invalid(&s.schedule, key("schedule"), e))?;
+    if s.dir.get_ref().trim().is_empty() {
+        return Err(src.invalid(&s.dir, key("dir"), "empty path"));
+    }
+    let keep_last = match &s.keep_last {
+        None => None,
+        Some(n) => match usize::try_from(*n.get_ref()) {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                return Err(src.invalid(
+                    n,
+                    key("keep_last"),
+                    format!("{}: at least 1 (the newest is always kept)", n.get_ref()),
+                ));
+            }
+        },
+    };
+    let max_age = match &s.max_age {
+        None => None,
+        Some(v) => Some(
+            humantime::parse_duration(v.get_ref().trim())
+                .ok()
+                .filter(|d| !d.is_zero() && *d <= Duration::from_secs(10 * 365 * 86_400))
+                .ok_or_else(|| {
+                    src.invalid(
+                        v,
+                        key("max_age"),
+                        format!(
+                            "{:?}: a duration between a second and ten years, e.g. 14d",
+                            v.get_ref()
+                        ),
+                    )
+                })?,
+        ),
+    };
+    Ok(SnapshotConfig {
+        schedule: s.schedule.get_ref().trim().to_string(),
+        dir: PathBuf::from(s.dir.get_ref()),
+        keep_last,
+        max_age,
+        restore_drill: s.restore_drill,
+        etcd_bin: PathBuf::from(s.etcd_bin.as_ref().map_or("etcd", |b| b.get_ref().as_str())),
     })
 }
 

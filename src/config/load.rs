@@ -46,13 +46,27 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
                 password,
             });
         }
-        c.connect.tls.files_digest = c.connect.tls.digest_files();
+        if let Some(s) = &c.snapshot
+            && !s.dir.is_dir()
+        {
+            return Err(ConfigError::Setting {
+                file: file.clone(),
+                key: "snapshot.dir",
+                message: format!(
+                    "cluster {}: {} is not a directory (create it first)",
+                    c.name,
+                    s.dir.display()
+                ),
+            });
+        }
         // Builds the TLS configuration, which reads and checks the files.
         Connector::new(c.connect.clone()).map_err(|cause| ConfigError::Connect {
             file: file.clone(),
             cluster: c.name.clone(),
             cause,
         })?;
+        // After the files were checked (regular, bounded) by building the connector.
+        c.connect.tls.files_digest = c.connect.tls.digest_files();
     }
     let setting = |key: &'static str, message: String| ConfigError::Setting {
         file: file.clone(),

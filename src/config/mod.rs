@@ -63,6 +63,22 @@ pub struct ClusterConfig {
     pub thresholds: Thresholds,
     /// The etcd user and the file holding its password, read by `load`.
     pub password_file: Option<(String, PathBuf)>,
+    /// Scheduled snapshots, when `[cluster.snapshot]` is configured.
+    pub snapshot: Option<SnapshotConfig>,
+}
+
+/// `[cluster.snapshot]`: when and where the daemon saves verified snapshots, how many it keeps, and whether it
+/// proves each one with a restore drill.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotConfig {
+    /// Cron (5 fields, UTC; 6 with seconds first), checked.
+    pub schedule: String,
+    pub dir: PathBuf,
+    pub keep_last: Option<usize>,
+    pub max_age: Option<Duration>,
+    pub restore_drill: bool,
+    /// The etcd a drill starts (its restore tool is looked for beside it).
+    pub etcd_bin: PathBuf,
 }
 
 /// How the HTTP server holds up under many or slow clients (see `export::server`, which applies them).
@@ -137,6 +153,7 @@ impl ClusterConfig {
             "metrics URLs",
         );
         note(self.thresholds != old.thresholds, "thresholds");
+        note(self.snapshot != old.snapshot, "snapshot");
         out
     }
 

@@ -39,6 +39,19 @@ pub(super) struct RawCluster {
     pub(super) insecure_transport: Option<bool>,
     pub(super) user: Option<Spanned<String>>,
     pub(super) password_file: Option<Spanned<String>>,
+    pub(super) snapshot: Option<Spanned<RawSnapshot>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSnapshot {
+    pub(super) schedule: Spanned<String>,
+    pub(super) dir: Spanned<String>,
+    pub(super) keep_last: Option<Spanned<i64>>,
+    pub(super) max_age: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) restore_drill: bool,
+    pub(super) etcd_bin: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,6 +12,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::maintenance::{self, GateOptions};
+use crate::schedule;
+
+use super::snapshot_job::SnapshotJob;
 use crate::state::LatestView;
 use crate::view::ClusterView;
 
@@ -20,21 +23,52 @@ fn is_interim(view: &ClusterView) -> bool {
     view.endpoints.iter().any(|e| e.stale)
 }
 
+/// The time left until the next scheduled snapshot, and that time; a year (never) without a schedule.
+fn until_next(job: Option<&SnapshotJob>) -> (Duration, Option<SystemTime>) {
+    let never = Duration::from_secs(365 * 86_400);
+    let Some(job) = job else {
+        return (never, None);
+    };
+    let now = SystemTime::now();
+    match schedule::next_run(&job.config.schedule, now) {
+        Ok(at) => {
+            job.metrics.observe_next_snapshot(&job.cluster, at);
+            (at.duration_since(now).unwrap_or_default(), Some(at))
+        }
+        Err(e) => {
+            tracing::error!(cluster = job.cluster, "snapshot schedule: {e}");
+            (never, None)
+        }
+    }
+}
+
 pub async fn run(
     cluster: String,
     options: GateOptions,
     check_every: Duration,
     mut views: LatestView,
     complete: watch::Sender<Option<Arc<ClusterView>>>,
+    snapshots: Option<SnapshotJob>,
     cancel: CancellationToken,
 ) {
     let mut was_ready: Option<bool> = None;
     let mut ticker = tokio::time::interval(check_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut wait, mut next) = until_next(snapshots.as_ref());
+    let mut due = Box::pin(tokio::time::sleep(wait));
     loop {
         tokio::select! {
             // Idle: nothing in flight, so any moment is a safe point.
             () = cancel.cancelled() => return,
+            () = &mut due, if next.is_some() => {
+                // A step: not raced against the cancellation token, so a shutdown waits for it to end.
+                if let Some(job) = &snapshots {
+                    let view = complete.borrow().clone();
+                    job.run_once(view).await;
+                }
+                (wait, next) = until_next(snapshots.as_ref());
+                due.as_mut().reset(tokio::time::Instant::now() + wait);
+            }
             changed = views.changed() => {
                 if changed.is_err() {
                     // The poller is gone (its cluster was removed, or it stopped): the last view stays and ages.
@@ -91,6 +125,7 @@ mod tests {
             Duration::from_secs(3600),
             views,
             complete,
+            None,
             cancel.clone(),
         ));
         let (_, mut probes) = three();

@@ -5,6 +5,7 @@
 
 pub mod maintenance_task;
 pub mod poll_task;
+pub mod snapshot_job;
 pub mod tasks;
 
 use std::collections::BTreeMap;
@@ -69,6 +70,9 @@ struct Daemon {
     running: BTreeMap<String, RunningCluster>,
     /// The address the configuration asked for at start (a --listen override is not a change).
     configured_listen: SocketAddr,
+    /// The server settings at start: a reload cannot change them, and says so.
+    server_limits: config::ServerLimits,
+    server_tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Daemon {
@@ -98,16 +102,17 @@ impl Daemon {
             complete,
         });
         let mut tasks = TaskGroup::child_of(&self.shutdown);
+        let connector = Arc::new(connector);
+        let snapshots = config.snapshot.clone().map(|s| snapshot_job::SnapshotJob {
+            cluster: config.name.clone(),
+            config: s,
+            connector: connector.clone(),
+            metrics: self.metrics.clone(),
+            log: history.log.clone(),
+        });
         let (poll_config, metrics) = (config.clone(), self.metrics.clone());
         tasks.spawn("poll", move |cancel| {
-            poll_task::run(
-                poll_config,
-                Arc::new(connector),
-                publish,
-                history,
-                metrics,
-                cancel,
-            )
+            poll_task::run(poll_config, connector, publish, history, metrics, cancel)
         });
         let (name, gate, every) = (
             config.name.clone(),
@@ -115,7 +120,7 @@ impl Daemon {
             config.interval,
         );
         tasks.spawn("maintenance", move |cancel| {
-            maintenance_task::run(name, gate, every, view, complete_tx, cancel)
+            maintenance_task::run(name, gate, every, view, complete_tx, snapshots, cancel)
         });
         tracing::info!(
             cluster = config.name,
@@ -204,7 +209,9 @@ impl Daemon {
         Ok(())
     }
 
-    /// Re-reads the configuration file (SIGHUP, or POST /api/v1/reload) and says what happened.
+    /// Re-reads the configuration file (SIGHUP, or POST /api/v1/reload) and says what happened. The API token is
+    /// swapped first, as soon as the new one is read, so the old one stops working at once, before clusters are
+    /// restarted (which may wait for a step in flight).
     async fn reload(
         &mut self,
         source: &ConfigSource,
@@ -212,6 +219,19 @@ impl Daemon {
         token: &ApiToken,
     ) -> Result<String, String> {
         let ConfigSource::File(path) = source else {
+            // Flags have nothing to re-read but the token file.
+            if server.token_file.is_some() {
+                return match api_token(server, &self.flags_config()) {
+                    Ok(t) => {
+                        log_token_change(token.replace(t));
+                        Ok(
+                            "the configuration came from flags: --api-token-file was re-read"
+                                .into(),
+                        )
+                    }
+                    Err(e) => Err(format!("reload failed: {e}")),
+                };
+            }
             let message =
                 "reload ignored: the configuration came from flags, not from a file".to_string();
             tracing::warn!("{message}");
@@ -220,35 +240,42 @@ impl Daemon {
         let loaded = config::load(path)
             .map_err(|e| e.to_string())
             .and_then(|c| api_token(server, &c).map(|t| (c, t)));
-        match loaded {
-            Ok((config, new_token)) => match self.apply(config).await {
-                Ok(()) => {
-                    match token.replace(new_token) {
-                        TokenChange::Unchanged => {}
-                        TokenChange::Set => {
-                            tracing::info!("API token set: mutating endpoints enabled")
-                        }
-                        TokenChange::Replaced => {
-                            tracing::info!("API token replaced: the previous one no longer works")
-                        }
-                        TokenChange::Removed => {
-                            tracing::warn!("API token removed: mutating endpoints disabled")
-                        }
-                    }
-                    tracing::info!(file = %path.display(), "configuration reloaded");
-                    Ok(format!("{} reloaded", path.display()))
-                }
-                Err(e) => {
-                    tracing::error!("configuration reload failed: {e}");
-                    Err(format!("configuration reload failed: {e}"))
-                }
-            },
+        let (config, new_token) = match loaded {
+            Ok(loaded) => loaded,
             Err(e) => {
                 tracing::error!("configuration not reloaded, keeping the running one: {e}");
-                Err(format!(
+                return Err(format!(
                     "configuration not reloaded, keeping the running one: {e}"
-                ))
+                ));
             }
+        };
+        log_token_change(token.replace(new_token));
+        if config.server_limits != self.server_limits || config.server_tls != self.server_tls {
+            tracing::warn!(
+                "max_connections, header_timeout, tls_cert and tls_key changed; they take effect at the next restart"
+            );
+        }
+        match self.apply(config).await {
+            Ok(()) => {
+                tracing::info!(file = %path.display(), "configuration reloaded");
+                Ok(format!("{} reloaded", path.display()))
+            }
+            Err(e) => {
+                tracing::error!("configuration reload failed: {e}");
+                Err(format!("configuration reload failed: {e}"))
+            }
+        }
+    }
+
+    /// A configuration with no file behind it, for the token's precedence (flag, then environment).
+    fn flags_config(&self) -> Config {
+        Config {
+            listen: self.configured_listen,
+            clusters: Vec::new(),
+            api_token_file: None,
+            api_token: None,
+            server_tls: None,
+            server_limits: self.server_limits,
         }
     }
 
@@ -257,6 +284,17 @@ impl Daemon {
         self.shutdown.cancel();
         let names: Vec<String> = self.running.keys().cloned().collect();
         self.stop_clusters(&names).await;
+    }
+}
+
+fn log_token_change(change: TokenChange) {
+    match change {
+        TokenChange::Unchanged => {}
+        TokenChange::Set => tracing::info!("API token set: mutating endpoints enabled"),
+        TokenChange::Replaced => {
+            tracing::info!("API token replaced: the previous one no longer works")
+        }
+        TokenChange::Removed => tracing::warn!("API token removed: mutating endpoints disabled"),
     }
 }
 
@@ -362,6 +400,8 @@ pub async fn run(
         shutdown: CancellationToken::new(),
         running: BTreeMap::new(),
         configured_listen: config.listen,
+        server_limits: config.server_limits,
+        server_tls: config.server_tls.clone(),
     };
     daemon.apply(config).await?;
 
@@ -395,6 +435,7 @@ pub async fn run(
         "serving /metrics, /api/v1/clusters, /healthz, /readyz"
     );
 
+    let mut served = false;
     let outcome = loop {
         tokio::select! {
             // The outcome is logged by reload itself.
@@ -405,6 +446,7 @@ pub async fn run(
             _ = terminate.recv() => break Ok(()),
             _ = interrupt.recv() => break Ok(()),
             result = &mut serving => {
+                served = true;
                 break match result {
                     Ok(()) => Ok(()),
                     Err(e) => Err(DaemonError::Server(std::io::Error::other(e))),
@@ -416,6 +458,9 @@ pub async fn run(
     daemon.stop_all().await;
     // The server closes its connections, letting the responses being written finish for a moment.
     stop_server.cancel();
-    let _ = serving.await;
+    // A finished JoinHandle must not be polled again.
+    if !served {
+        let _ = serving.await;
+    }
     outcome
 }

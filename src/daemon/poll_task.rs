@@ -18,7 +18,7 @@ use crate::view::ClusterView;
 
 use crate::state::History;
 
-fn log_event(cluster: &str, e: &Event) {
+pub(super) fn log_event(cluster: &str, e: &Event) {
     let member = e.member_id.map(|m| m.to_string()).unwrap_or_default();
     let endpoint = e.endpoint.as_deref().unwrap_or("");
     let kind = e.kind.as_str();

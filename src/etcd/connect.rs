@@ -114,6 +114,8 @@ pub struct Connector {
 /// Upper bound on a member's /metrics page: etcd 3.4 serves about 150 KB, a large 3.5 cluster under a megabyte.
 /// Every probe of a poll may hold one page at once, so this bounds a poll's memory whatever a member sends.
 pub const MAX_METRICS_BYTES: usize = 4 * 1024 * 1024;
+/// Enough of a line to know its family (names of etcd's families are under 100 bytes).
+const LINE_PREFIX: usize = 1024;
 
 fn http_builder(settings: &ConnectSettings) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
@@ -332,33 +334,81 @@ impl Connector {
         // Counted as the bytes arrive: a chunked or close-delimited page declares no size, and one that never
         // ends (a broken proxy, a hostile endpoint) must cost at most the limit, not the machine's memory.
         let mut received = 0usize;
-        let mut kept = String::new();
-        // The start of a line whose end has not arrived yet.
-        let mut partial: Vec<u8> = Vec::new();
+        let mut lines = LineFilter::default();
         let not_text = || failed("not UTF-8 text".into());
-        while let Some(chunk) = response.chunk().await.map_err(|e| failed(describe(&e)))? {
+        let read_error = |e: reqwest::Error| {
+            if e.is_timeout() {
+                FetchError::Timeout {
+                    url: url.to_string(),
+                }
+            } else {
+                failed(describe(&e))
+            }
+        };
+        while let Some(chunk) = response.chunk().await.map_err(read_error)? {
             received += chunk.len();
             if received > MAX_METRICS_BYTES {
                 return Err(too_large());
             }
-            let mut rest: &[u8] = &chunk;
-            while let Some(end) = rest.iter().position(|b| *b == b'\n') {
-                partial.extend_from_slice(&rest[..end]);
-                let line = std::str::from_utf8(&partial).map_err(|_| not_text())?;
-                if keep(line) {
-                    kept.push_str(line);
-                    kept.push('\n');
-                }
-                partial.clear();
-                rest = &rest[end + 1..];
+            lines.push(&chunk, &keep).map_err(|_| not_text())?;
+        }
+        lines.finish(&keep).map_err(|_| not_text())
+    }
+}
+
+/// Splits a page into lines as its chunks arrive and keeps those `keep` wants (pure). The start of a line whose
+/// end has not arrived yet is held; once a line is known to be unwanted from its start, the rest of it is
+/// dropped as it comes, so a long line of a family not read is never held whole.
+#[derive(Default)]
+struct LineFilter {
+    kept: String,
+    partial: Vec<u8>,
+    skipping: bool,
+}
+
+/// A line that is not UTF-8.
+struct NotText;
+
+impl LineFilter {
+    fn push(&mut self, chunk: &[u8], keep: &impl Fn(&str) -> bool) -> Result<(), NotText> {
+        let mut rest = chunk;
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            if !self.skipping {
+                self.partial.extend_from_slice(&rest[..end]);
+                self.take_line(keep)?;
             }
-            partial.extend_from_slice(rest);
+            self.partial.clear();
+            self.skipping = false;
+            rest = &rest[end + 1..];
         }
-        let last = std::str::from_utf8(&partial).map_err(|_| not_text())?;
-        if keep(last) {
-            kept.push_str(last);
+        if !self.skipping {
+            self.partial.extend_from_slice(rest);
+            if self.partial.len() > LINE_PREFIX {
+                let start = String::from_utf8_lossy(&self.partial[..LINE_PREFIX]).into_owned();
+                if !keep(&start) {
+                    self.skipping = true;
+                    self.partial.clear();
+                }
+            }
         }
-        Ok(kept)
+        Ok(())
+    }
+
+    fn take_line(&mut self, keep: &impl Fn(&str) -> bool) -> Result<(), NotText> {
+        let line = std::str::from_utf8(&self.partial).map_err(|_| NotText)?;
+        if keep(line) {
+            self.kept.push_str(line);
+            self.kept.push('\n');
+        }
+        Ok(())
+    }
+
+    /// The kept lines, the last one included when the page ends without a newline.
+    fn finish(mut self, keep: &impl Fn(&str) -> bool) -> Result<String, NotText> {
+        if !self.skipping && !self.partial.is_empty() {
+            self.take_line(keep)?;
+        }
+        Ok(self.kept)
     }
 }
 
@@ -412,6 +462,30 @@ fn channel_endpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_kept_whatever_the_chunks() {
+        let long = format!("unwanted_family {}\n", "x".repeat(5000));
+        let page = format!(
+            "etcd_a 1\r\n{long}etcd_b{{l=\"v\"}} 2\n# TYPE etcd_c gauge\nother 3\netcd_last 4"
+        );
+        let keep = |l: &str| l.starts_with("etcd_") || l.starts_with("# TYPE etcd_");
+        let expected: String = page
+            .split('\n')
+            .filter(|l| keep(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let bytes = page.as_bytes();
+        for size in [1, 2, 7, 64, 1000, 1024, 1025, 4096, bytes.len()] {
+            let mut f = LineFilter::default();
+            for chunk in bytes.chunks(size) {
+                assert!(f.push(chunk, &keep).is_ok());
+            }
+            let got = f.finish(&keep).ok().unwrap();
+            assert_eq!(got, expected, "chunks of {size}");
+            assert!(!got.contains("xxxx"), "the unwanted long line is dropped");
+        }
+    }
 
     #[test]
     fn connection_failures_say_whether_to_try_again() {

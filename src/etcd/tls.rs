@@ -13,8 +13,8 @@ use thiserror::Error;
 
 use crate::pem;
 
-/// TLS settings as the user gives them. Paths only: the files are read when connecting, so a rotated
-/// certificate is picked up by the next connection.
+/// TLS settings as the user gives them: paths, read when the connector is built; a reload compares the files'
+/// contents (`files_digest`) and reconnects a cluster whose certificates were rotated in place.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsSettings {
     /// CA bundle that signs the members' server certificates; the system roots when unset.
@@ -41,7 +41,10 @@ impl TlsSettings {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         for path in [&self.cacert, &self.cert, &self.key].into_iter().flatten() {
             path.hash(&mut hasher);
-            std::fs::read(path).unwrap_or_default().hash(&mut hasher);
+            // Bounded and regular files only, as when they are read for use (a FIFO would block the reload).
+            crate::files::read_small_file(path, 1024 * 1024)
+                .unwrap_or_default()
+                .hash(&mut hasher);
         }
         hasher.finish()
     }

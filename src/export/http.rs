@@ -50,6 +50,8 @@ pub struct ApiState {
 const MAX_BODY_BYTES: usize = 64 * 1024;
 /// A request that takes longer than this is answered 408 and dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A reload may wait for clusters' steps in flight (their grace period is 25 s): it gets longer.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest URL (path and query) accepted: 414 beyond.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// Most header bytes (names and values) accepted: 431 beyond.
@@ -108,17 +110,23 @@ async fn bounded(request: Request, next: Next) -> Response {
     if headers > MAX_HEADER_BYTES || request.headers().len() > MAX_HEADERS {
         return ApiError(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            format!("headers larger than {MAX_HEADER_BYTES} bytes"),
+            format!("more than {MAX_HEADERS} headers or {MAX_HEADER_BYTES} bytes of them"),
         )
         .into_response();
     }
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+    let (limit, status) = if request.uri().path() == "/api/v1/reload" {
+        // The reload itself is slow, not the client: a gateway timeout, not 408.
+        (RELOAD_TIMEOUT, StatusCode::GATEWAY_TIMEOUT)
+    } else {
+        (REQUEST_TIMEOUT, StatusCode::REQUEST_TIMEOUT)
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError(
-            StatusCode::REQUEST_TIMEOUT,
+            status,
             format!(
                 "the request took longer than {}",
-                humantime::format_duration(REQUEST_TIMEOUT)
+                humantime::format_duration(limit)
             ),
         )
         .into_response(),

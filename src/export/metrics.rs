@@ -42,6 +42,7 @@ pub struct Metrics {
     poll_errors: IntCounterVec,
     leader_changes: IntCounterVec,
     leaderless: HistogramVec,
+    snapshots: SnapshotFamilies,
     /// Endpoints with histogram series per cluster, so series of endpoints no longer probed can be removed.
     endpoints_seen: Mutex<BTreeMap<String, BTreeSet<String>>>,
 }
@@ -95,6 +96,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(leader_changes.clone()))?;
         registry.register(Box::new(leaderless.clone()))?;
+        let snapshots = SnapshotFamilies::new(&registry)?;
         Ok(Metrics {
             registry,
             probe_duration,
@@ -102,6 +104,7 @@ impl Metrics {
             poll_errors,
             leader_changes,
             leaderless,
+            snapshots,
             endpoints_seen: Mutex::new(BTreeMap::new()),
         })
     }
@@ -169,6 +172,37 @@ impl Metrics {
         let _ = self.poll_errors.remove_label_values(&[cluster]);
         let _ = self.leader_changes.remove_label_values(&[cluster]);
         let _ = self.leaderless.remove_label_values(&[cluster]);
+        self.snapshots.forget(cluster);
+    }
+
+    /// Records a scheduled snapshot: saved (size, revision, duration) or failed (by reason).
+    pub fn observe_snapshot(&self, cluster: &str, outcome: SnapshotOutcome<'_>) {
+        self.snapshots.observe(cluster, outcome);
+    }
+
+    /// Records a restore drill's result.
+    pub fn observe_drill(&self, cluster: &str, passed: bool, at: std::time::SystemTime) {
+        let s = &self.snapshots;
+        s.drill_success
+            .with_label_values(&[cluster])
+            .set(flag(passed));
+        s.drill_time
+            .with_label_values(&[cluster])
+            .set(unix_seconds(at));
+    }
+
+    /// The next scheduled snapshot, for freshness alerts that follow the schedule; also makes every failure
+    /// series exist at 0.
+    pub fn observe_next_snapshot(&self, cluster: &str, at: std::time::SystemTime) {
+        for reason in SNAPSHOT_FAILURE_REASONS {
+            self.snapshots
+                .failures
+                .with_label_values(&[cluster, reason]);
+        }
+        self.snapshots
+            .next_run
+            .with_label_values(&[cluster])
+            .set(unix_seconds(at));
     }
 
     /// The whole /metrics page: accumulated families plus the state of the given views.
@@ -183,6 +217,147 @@ impl Metrics {
         TextEncoder::new().encode(&families, &mut out)?;
         // The text encoder writes UTF-8 from UTF-8 names and label values.
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+/// The `reason` label values of `snapshot_failures_total`: a closed set, each present at 0 once a cluster has a
+/// schedule, so that an alert on its rate needs no `absent()`.
+pub const SNAPSHOT_FAILURE_REASONS: [&str; 9] = [
+    "no_view",
+    "no_source",
+    "connect",
+    "destination",
+    "stream",
+    "write",
+    "disk_full",
+    "verify",
+    "drill",
+];
+
+/// What a scheduled snapshot came to.
+pub enum SnapshotOutcome<'a> {
+    Saved {
+        at: std::time::SystemTime,
+        size: u64,
+        revision: i64,
+        seconds: f64,
+    },
+    Failed {
+        reason: &'a str,
+    },
+}
+
+/// The snapshot families: accumulated across runs, so they live in the registry.
+struct SnapshotFamilies {
+    last_success: GaugeVec,
+    last_size: IntGaugeVec,
+    latest_revision: IntGaugeVec,
+    duration: HistogramVec,
+    failures: IntCounterVec,
+    drill_success: IntGaugeVec,
+    drill_time: GaugeVec,
+    next_run: GaugeVec,
+}
+
+impl SnapshotFamilies {
+    fn new(registry: &Registry) -> Result<Self, MetricsError> {
+        let c = &["cluster"];
+        let gauge = |short: &str, help: &str| -> Result<GaugeVec, MetricsError> {
+            let g = GaugeVec::new(Opts::new(name(short), help), c)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let int_gauge = |short: &str, help: &str| -> Result<IntGaugeVec, MetricsError> {
+            let g = IntGaugeVec::new(Opts::new(name(short), help), c)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                name("snapshot_duration_seconds"),
+                "Time to stream, verify and store a scheduled snapshot.",
+            )
+            .buckets(vec![
+                0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+            ]),
+            c,
+        )?;
+        registry.register(Box::new(duration.clone()))?;
+        let failures = IntCounterVec::new(
+            Opts::new(
+                name("snapshot_failures_total"),
+                "Scheduled snapshots that failed, by reason (no_source, connect, stream, write, disk_full, verify, prune).",
+            ),
+            &["cluster", "reason"],
+        )?;
+        registry.register(Box::new(failures.clone()))?;
+        Ok(SnapshotFamilies {
+            last_success: gauge(
+                "snapshot_last_success_timestamp_seconds",
+                "Unix time of the newest verified snapshot saved by the schedule.",
+            )?,
+            last_size: int_gauge(
+                "snapshot_last_size_bytes",
+                "Size of the newest verified snapshot.",
+            )?,
+            latest_revision: int_gauge(
+                "snapshot_latest_revision",
+                "Revision held by the newest verified snapshot (read from the file).",
+            )?,
+            duration,
+            failures,
+            drill_success: int_gauge(
+                "restore_drill_success",
+                "1 when the last restore drill passed, 0 when it failed.",
+            )?,
+            drill_time: gauge(
+                "restore_drill_timestamp_seconds",
+                "Unix time of the last restore drill.",
+            )?,
+            next_run: gauge(
+                "snapshot_next_run_timestamp_seconds",
+                "Unix time of the next scheduled snapshot: the newest one is stale once it is older than the \
+                 interval between two runs.",
+            )?,
+        })
+    }
+
+    fn observe(&self, cluster: &str, outcome: SnapshotOutcome<'_>) {
+        match outcome {
+            SnapshotOutcome::Saved {
+                at,
+                size,
+                revision,
+                seconds,
+            } => {
+                self.last_success
+                    .with_label_values(&[cluster])
+                    .set(unix_seconds(at));
+                self.last_size
+                    .with_label_values(&[cluster])
+                    .set(size.min(i64::MAX as u64) as i64);
+                self.latest_revision
+                    .with_label_values(&[cluster])
+                    .set(revision);
+                self.duration.with_label_values(&[cluster]).observe(seconds);
+            }
+            SnapshotOutcome::Failed { reason } => {
+                self.failures.with_label_values(&[cluster, reason]).inc();
+            }
+        }
+    }
+
+    fn forget(&self, cluster: &str) {
+        let _ = self.last_success.remove_label_values(&[cluster]);
+        let _ = self.last_size.remove_label_values(&[cluster]);
+        let _ = self.latest_revision.remove_label_values(&[cluster]);
+        let _ = self.duration.remove_label_values(&[cluster]);
+        let _ = self.drill_success.remove_label_values(&[cluster]);
+        let _ = self.drill_time.remove_label_values(&[cluster]);
+        let _ = self.next_run.remove_label_values(&[cluster]);
+        for reason in SNAPSHOT_FAILURE_REASONS {
+            let _ = self.failures.remove_label_values(&[cluster, reason]);
+        }
     }
 }
 

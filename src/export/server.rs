@@ -53,22 +53,37 @@ struct Connections {
 
 type Shared = Arc<Mutex<Connections>>;
 
+/// A connection's place in the registry, given up when its task ends.
+struct Registered {
+    connections: Shared,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        lock(&self.connections).open.remove(&self.id);
+    }
+}
+
 fn lock(c: &Shared) -> std::sync::MutexGuard<'_, Connections> {
     // A poisoned lock means a connection task panicked while registering; the map is still consistent.
     c.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Closes one connection to make room, and stops counting it: the oldest that never had a request, else the oldest
-/// idle one; neither in a request nor younger than `min_age`. False when none qualifies.
+/// Closes one connection to make room, and stops counting it, never one in a request: the oldest that never had
+/// a request and is at least `min_age` old; else the oldest idle one that was served and is that old; else the
+/// oldest that never had a request, however young (a flood faster than the cap a second still rotates through
+/// the slots, but never refuses while one is held by a client that has not asked anything). False when every
+/// connection is in a request, or served and young.
 fn close_oldest_idle(connections: &Shared, min_age: Duration) -> bool {
     let mut guard = lock(connections);
-    let evictable = |c: &Open| !c.busy.load(Ordering::Acquire) && c.accepted.elapsed() >= min_age;
-    let oldest = guard
-        .open
-        .iter()
-        .find(|(_, c)| evictable(c) && !c.served.load(Ordering::Acquire))
-        .or_else(|| guard.open.iter().find(|(_, c)| evictable(c)))
-        .map(|(id, _)| *id);
+    let idle = |c: &Open| !c.busy.load(Ordering::Acquire);
+    let old = |c: &Open| c.accepted.elapsed() >= min_age;
+    let served = |c: &Open| c.served.load(Ordering::Acquire);
+    let pick = |f: &dyn Fn(&Open) -> bool| guard.open.iter().find(|(_, c)| f(c)).map(|(id, _)| *id);
+    let oldest = pick(&|c| idle(c) && !served(c) && old(c))
+        .or_else(|| pick(&|c| idle(c) && served(c) && old(c)))
+        .or_else(|| pick(&|c| idle(c) && !served(c)));
     match oldest.and_then(|id| guard.open.remove(&id)) {
         Some(c) => {
             c.close.cancel();
@@ -130,6 +145,11 @@ pub async fn serve(
         };
         let (app, tls, connections) = (app.clone(), tls.clone(), connections.clone());
         tokio::spawn(async move {
+            // Removed from the registry however the task ends, a panic included.
+            let _registered = Registered {
+                connections: connections.clone(),
+                id,
+            };
             let _ = stream.set_nodelay(true);
             match tls {
                 None => serve_connection(stream, app, limits, busy, served, close).await,
@@ -155,7 +175,6 @@ pub async fn serve(
                     }
                 }
             }
-            lock(&connections).open.remove(&id);
         });
     }
     // Shutting down: every connection was told to close (their tokens are children of `stop`); give the

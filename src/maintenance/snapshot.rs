@@ -171,6 +171,39 @@ pub struct SaveRequest<'a> {
     pub members: Vec<MemberRecord>,
 }
 
+impl<'a> SaveRequest<'a> {
+    /// A request to save from `source`, one of `view`'s endpoints, with the members as the view lists them.
+    pub fn from_view(
+        cluster: &'a str,
+        dir: &'a Path,
+        view: &crate::view::ClusterView,
+        source: &crate::view::EndpointState,
+    ) -> Self {
+        SaveRequest {
+            cluster,
+            cluster_id: view.cluster_id.unwrap_or_default(),
+            dir,
+            source: SourceMember {
+                member_id: source.member_id.unwrap_or_default(),
+                name: source.member_name.clone().unwrap_or_default(),
+                endpoint: source.endpoint.clone(),
+                version: source.version.clone().unwrap_or_default(),
+            },
+            members: view
+                .members
+                .iter()
+                .map(|m| MemberRecord {
+                    member_id: m.id,
+                    name: m.name.clone(),
+                    peer_urls: m.peer_urls.clone(),
+                    client_urls: m.client_urls.clone(),
+                    is_learner: m.is_learner,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A saved, verified snapshot.
 #[derive(Debug, Clone)]
 pub struct Saved {

@@ -1,0 +1,185 @@
+//! The daemon's scheduled snapshot of one cluster, run by its maintenance task: read from the member the last
+//! complete view names, verified and stored as `snapshot save` does, then pruned by the cluster's policy and,
+//! when asked, proven by a restore drill. Every outcome is a metric and an event. The save is one step: a shutdown
+//! waits for it (bounded by the task group's grace period) instead of cutting it.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::config::SnapshotConfig;
+use crate::etcd::connect::Connector;
+use crate::etcd::endpoint::Endpoint;
+use crate::events::{Event, EventKind, EventLog};
+use crate::export::metrics::{Metrics, SnapshotOutcome};
+use crate::maintenance::plan::snapshot_source;
+use crate::maintenance::retention::{self, Policy};
+use crate::maintenance::snapshot::{self, SaveRequest};
+use crate::maintenance::{drill, store};
+use crate::view::ClusterView;
+
+use super::poll_task::log_event;
+
+pub struct SnapshotJob {
+    pub cluster: String,
+    pub config: SnapshotConfig,
+    pub connector: Arc<Connector>,
+    pub metrics: Arc<Metrics>,
+    pub log: Arc<Mutex<EventLog>>,
+}
+
+impl SnapshotJob {
+    fn record(&self, kind: EventKind, message: String) {
+        let event = Event::maintenance(SystemTime::now(), kind, message);
+        log_event(&self.cluster, &event);
+        // A poisoned lock means a task panicked while appending; the log itself is still consistent.
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([event]);
+    }
+
+    fn failed(&self, reason: &'static str, message: String) {
+        self.metrics
+            .observe_snapshot(&self.cluster, SnapshotOutcome::Failed { reason });
+        self.record(
+            EventKind::SnapshotFailed,
+            format!("snapshot not saved ({reason}): {message}"),
+        );
+    }
+
+    /// One scheduled run, from the last complete view.
+    pub async fn run_once(&self, view: Option<Arc<ClusterView>>) {
+        let Some(view) = view else {
+            return self.failed("no_view", "no complete poll of the cluster yet".into());
+        };
+        let source = match snapshot_source(&view) {
+            Ok(s) => s,
+            Err(e) => return self.failed("no_source", e),
+        };
+        let client = match Endpoint::parse(&source.endpoint) {
+            Ok(ep) => match self.connector.connect(&ep).await {
+                Ok(c) => c,
+                Err(e) => return self.failed("connect", format!("{}: {e}", source.endpoint)),
+            },
+            Err(e) => return self.failed("connect", e.to_string()),
+        };
+        let request = SaveRequest::from_view(&self.cluster, &self.config.dir, &view, source);
+        let saved = match snapshot::save(&client, request, |_, _| {}).await {
+            Ok(saved) => saved,
+            Err(e) => return self.failed(e.reason(), e.to_string()),
+        };
+        let s = &saved.sidecar;
+        self.metrics.observe_snapshot(
+            &self.cluster,
+            SnapshotOutcome::Saved {
+                at: s.started_at,
+                size: s.size,
+                revision: s.revision,
+                seconds: s.duration_seconds,
+            },
+        );
+        self.record(
+            EventKind::SnapshotSaved,
+            format!(
+                "snapshot saved: {} ({} bytes, revision {}, from {}) in {:.1}s",
+                saved.path.display(),
+                s.size,
+                s.revision,
+                s.source.name,
+                s.duration_seconds
+            ),
+        );
+        self.prune();
+        if self.config.restore_drill {
+            self.drill(&saved.path, s.revision, s.kv).await;
+        }
+    }
+
+    /// Deletes this cluster's snapshots beyond the policy (never the newest, only files with our sidecar).
+    fn prune(&self) {
+        let policy = Policy {
+            keep_last: self.config.keep_last,
+            max_age: self.config.max_age,
+        };
+        if policy.keeps_all() {
+            return;
+        }
+        let stored = match store::list(&self.config.dir) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.record(
+                    EventKind::SnapshotFailed,
+                    format!("cannot list {} to prune: {e}", self.config.dir.display()),
+                );
+            }
+        };
+        let mine: Vec<&store::Stored> = stored
+            .iter()
+            .filter(|s| s.sidecar.cluster == self.cluster)
+            .collect();
+        let entries: Vec<retention::Entry> = mine
+            .iter()
+            .map(|s| retention::Entry {
+                name: s.sidecar.file.clone(),
+                cluster: s.sidecar.cluster.clone(),
+                taken_at: s.sidecar.started_at,
+            })
+            .collect();
+        let mut deleted = Vec::new();
+        for (entry, why) in retention::to_delete(&entries, &policy, SystemTime::now()) {
+            let Some(s) = mine.iter().find(|s| s.sidecar.file == entry.name) else {
+                continue;
+            };
+            match store::delete(s) {
+                Ok(()) => deleted.push(format!("{} ({})", entry.name, why.as_str())),
+                Err(e) => self.record(
+                    EventKind::SnapshotFailed,
+                    format!("cannot delete {}: {e}", s.path.display()),
+                ),
+            }
+        }
+        if !deleted.is_empty() {
+            self.record(
+                EventKind::SnapshotPruned,
+                format!("snapshots pruned: {}", deleted.join(", ")),
+            );
+        }
+    }
+
+    async fn drill(&self, path: &std::path::Path, revision: i64, kv: Option<snapshot::KvCheck>) {
+        let at = SystemTime::now();
+        let etcd = crate::files::find_program(&self.config.etcd_bin);
+        let result = match drill::DrillTools::find(&etcd) {
+            Ok(tools) => drill::drill(path, drill::Expected { revision, kv }, &tools).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(report) => {
+                self.metrics.observe_drill(&self.cluster, true, at);
+                self.record(
+                    EventKind::RestoreDrillPassed,
+                    format!(
+                        "restore drill passed: {} restored and served revision {}{} in {:.1}s",
+                        path.display(),
+                        report.revision,
+                        if report.hash_compared {
+                            " with the source member's KV hash"
+                        } else {
+                            ""
+                        },
+                        report.seconds
+                    ),
+                );
+            }
+            Err(e) => {
+                self.metrics.observe_drill(&self.cluster, false, at);
+                self.metrics
+                    .observe_snapshot(&self.cluster, SnapshotOutcome::Failed { reason: "drill" });
+                self.record(
+                    EventKind::RestoreDrillFailed,
+                    format!("{}: {e}", path.display()),
+                );
+            }
+        }
+    }
+}
