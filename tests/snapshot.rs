@@ -628,4 +628,15 @@ async fn the_daemon_saves_prunes_and_drills_on_schedule() {
         )
         .is_some()
     );
+    // SIGTERM waits for a snapshot or drill in flight, which then cleans up after itself.
+    let mut daemon = daemon;
+    daemon.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        daemon.child.try_wait().ok().flatten().is_some(),
+        "the daemon did not stop within 30s of SIGTERM"
+    );
 }

@@ -85,6 +85,26 @@ impl Drop for Scratch {
     }
 }
 
+/// Removes the scratch directories of drills whose process is gone (killed mid-drill, it could not clean up).
+fn remove_orphans() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("etcd-sentinel-drill-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A loopback port below Linux's ephemeral range (32768–60999), free when asked: a port from the ephemeral range
 /// could be taken by any client's outgoing connection before etcd binds it.
 fn free_port(seed: u32) -> Option<u16> {
@@ -119,6 +139,7 @@ pub async fn drill(
         sidecar.revision
     )));
     let _ = std::fs::remove_dir_all(&scratch.0);
+    remove_orphans();
     std::fs::create_dir_all(&scratch.0)
         .map_err(|e| DrillError::Io(format!("{}: {e}", scratch.0.display())))?;
     // A bind race with another process is possible between finding the ports and etcd binding them: try anew.
@@ -198,7 +219,17 @@ async fn serve_and_check(
 ) -> Result<(Option<i64>, bool), DrillError> {
     let log_path = data.with_extension("log");
     let log = std::fs::File::create(&log_path).map_err(|e| DrillError::Io(e.to_string()))?;
-    let mut child = tokio::process::Command::new(&tools.etcd)
+    let mut command = tokio::process::Command::new(&tools.etcd);
+    // The throwaway etcd dies with us, even if we are killed (SIGKILL skips `kill_on_drop`): a drill must never
+    // leave an etcd running.
+    // SAFETY: prctl is async-signal-safe and only affects the child between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = command
         .args(["--name", "drill", "--data-dir"])
         .arg(data)
         .args([
