@@ -388,14 +388,7 @@ fn prune(args: PruneArgs) -> Result<ExitCode, CliError> {
         ));
     }
     let stored = listed(&args.dir)?;
-    let entries: Vec<retention::Entry> = stored
-        .iter()
-        .map(|s| retention::Entry {
-            name: s.sidecar.file.clone(),
-            cluster: s.sidecar.cluster.clone(),
-            taken_at: s.sidecar.started_at,
-        })
-        .collect();
+    let entries: Vec<retention::Entry> = stored.iter().map(Stored::retention_entry).collect();
     let now = SystemTime::now();
     let doomed = retention::to_delete(&entries, &policy, now);
     let mut failed = 0;

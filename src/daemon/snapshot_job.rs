@@ -117,14 +117,7 @@ impl SnapshotJob {
             .iter()
             .filter(|s| s.sidecar.cluster == self.cluster)
             .collect();
-        let entries: Vec<retention::Entry> = mine
-            .iter()
-            .map(|s| retention::Entry {
-                name: s.sidecar.file.clone(),
-                cluster: s.sidecar.cluster.clone(),
-                taken_at: s.sidecar.started_at,
-            })
-            .collect();
+        let entries: Vec<retention::Entry> = mine.iter().map(|s| s.retention_entry()).collect();
         let mut deleted = Vec::new();
         for (entry, why) in retention::to_delete(&entries, &policy, SystemTime::now()) {
             let Some(s) = mine.iter().find(|s| s.sidecar.file == entry.name) else {

@@ -15,6 +15,17 @@ pub struct Stored {
     pub size: u64,
 }
 
+impl Stored {
+    /// The snapshot as retention sees it.
+    pub fn retention_entry(&self) -> super::retention::Entry {
+        super::retention::Entry {
+            name: self.sidecar.file.clone(),
+            cluster: self.sidecar.cluster.clone(),
+            taken_at: self.sidecar.started_at,
+        }
+    }
+}
+
 /// The snapshots in `dir`, oldest first; other files, and snapshots whose sidecar is missing or does not name
 /// them, are left out (they are not ours to prune).
 pub fn list(dir: &Path) -> std::io::Result<Vec<Stored>> {
