@@ -333,19 +333,7 @@ async fn promtool_finds_nothing_to_complain_about() {
 }
 
 fn check_config(path: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"))
-        .arg("check-config")
-        .arg(path)
-        .output()
-        .expect("check-config");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    support::sentinel_output(&["check-config", path.to_str().unwrap()])
 }
 
 #[test]

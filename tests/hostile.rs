@@ -303,18 +303,6 @@ async fn a_rotated_api_token_takes_effect_at_the_reload_and_the_old_one_stops_wo
     }
 }
 
-fn run_args(args: &[&str]) -> (i32, String) {
-    let out = support::sentinel(args, &[]);
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 /// Before: `check-config` accepted a missing `api_token_file` or `tls_cert` that `run` refused, and `run` named
 /// `--tls-cert` for a path written in the file.
 #[test]
@@ -350,13 +338,14 @@ fn check_config_refuses_what_run_refuses_with_the_same_message() {
         let path = dir.path().join("s.toml");
         std::fs::write(&path, format!("{head}{base}")).unwrap();
         let path = path.to_str().unwrap();
-        let (code, checked) = run_args(&["check-config", path]);
+        let (code, checked) = support::sentinel_output(&["check-config", path]);
         assert_eq!(code, 2, "check-config: {checked}");
         assert!(
             checked.contains(says) && checked.contains("s.toml"),
             "check-config: {checked}"
         );
-        let (code, ran) = run_args(&["run", "--listen", "127.0.0.1:0", "--config", path]);
+        let (code, ran) =
+            support::sentinel_output(&["run", "--listen", "127.0.0.1:0", "--config", path]);
         assert_eq!(code, 2, "run: {ran}");
         assert!(ran.contains(says), "run: {ran}");
         assert!(
@@ -394,7 +383,7 @@ fn careless_values_are_refused_naming_them() {
         (&["run", "--name", ".."], "--name \"..\""),
         (&["run", "--name", "."], "--name \".\""),
     ] {
-        let (code, out) = run_args(args);
+        let (code, out) = support::sentinel_output(args);
         assert_eq!(code, 2, "{args:?}: {out}");
         assert!(out.contains(says), "{args:?}: {out}");
     }
@@ -411,24 +400,31 @@ fn careless_values_are_refused_naming_them() {
         ),
     ] {
         std::fs::write(&path, text).unwrap();
-        let (code, out) = run_args(&["check-config", path.to_str().unwrap()]);
+        let (code, out) = support::sentinel_output(&["check-config", path.to_str().unwrap()]);
         assert_eq!(code, 2, "{text}: {out}");
         assert!(out.contains(says), "{text}: {out}");
     }
+}
+
+/// A ready daemon whose API token is `token` (through --api-token-file; the directory holding it is returned to
+/// be kept alive).
+async fn daemon_with_token(cluster: &EtcdCluster, token: &str) -> (Daemon, tempfile::TempDir) {
+    let files = tempfile::tempdir().unwrap();
+    let token_file = files.path().join("api.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let daemon = Daemon::start_with(
+        &config_for(&[("e", cluster, "interval = \"1s\"")]),
+        &["--api-token-file".as_ref(), token_file.as_os_str()],
+    );
+    daemon.wait_ready().await;
+    (daemon, files)
 }
 
 /// Before: 413 was plain text, a bad path plain-text 400, and 414 and 431 had empty bodies.
 #[tokio::test]
 async fn every_error_the_api_answers_is_json() {
     let cluster = EtcdCluster::start(1).await;
-    let files = tempfile::tempdir().unwrap();
-    let token_file = files.path().join("api.token");
-    std::fs::write(&token_file, "t0ken\n").unwrap();
-    let daemon = Daemon::start_with(
-        &config_for(&[("e", &cluster, "interval = \"1s\"")]),
-        &["--api-token-file".as_ref(), token_file.as_os_str()],
-    );
-    daemon.wait_ready().await;
+    let (daemon, _files) = daemon_with_token(&cluster, "t0ken").await;
     // A connection per request: the server closes one whose request it refused unread.
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -486,14 +482,7 @@ async fn every_error_the_api_answers_is_json() {
 async fn an_oversized_body_is_refused_with_json() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let cluster = EtcdCluster::start(1).await;
-    let files = tempfile::tempdir().unwrap();
-    let token_file = files.path().join("api.token");
-    std::fs::write(&token_file, "t0ken\n").unwrap();
-    let daemon = Daemon::start_with(
-        &config_for(&[("e", &cluster, "interval = \"1s\"")]),
-        &["--api-token-file".as_ref(), token_file.as_os_str()],
-    );
-    daemon.wait_ready().await;
+    let (daemon, _files) = daemon_with_token(&cluster, "t0ken").await;
     let mut s = connect(daemon.port).await;
     s.write_all(
         b"POST /api/v1/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken\r\n\
@@ -518,7 +507,7 @@ async fn an_oversized_body_is_refused_with_json() {
 fn logs_fit_their_sink() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let (code, out) = run_args(&[
+    let (code, out) = support::sentinel_output(&[
         "run",
         "--endpoints",
         "127.0.0.1:2379",
@@ -566,7 +555,7 @@ fn secret_files_must_be_small_regular_files_and_tokens_presentable() {
         let path = dir.path().join("s.toml");
         std::fs::write(&path, format!("{head}{base}")).unwrap();
         let started = Instant::now();
-        let (code, out) = run_args(&["check-config", path.to_str().unwrap()]);
+        let (code, out) = support::sentinel_output(&["check-config", path.to_str().unwrap()]);
         assert_eq!(code, 2, "{out}");
         assert!(
             out.contains(says) && out.contains("api_token_file"),
@@ -583,7 +572,7 @@ fn secret_files_must_be_small_regular_files_and_tokens_presentable() {
     );
     let path = dir.path().join("p.toml");
     std::fs::write(&path, password).unwrap();
-    let (code, out) = run_args(&["check-config", path.to_str().unwrap()]);
+    let (code, out) = support::sentinel_output(&["check-config", path.to_str().unwrap()]);
     assert_eq!(code, 2, "{out}");
     assert!(
         out.contains("password_file") && out.contains("not a regular file"),

@@ -46,6 +46,17 @@ fn save(cluster: &EtcdCluster, dir: &Path) -> (i32, Value, String) {
     )
 }
 
+/// Writes `n` keys `<prefix><i>` = `v<i>`.
+async fn put_keys(cluster: &EtcdCluster, prefix: &str, n: usize) {
+    let mut client = cluster.client(0).await;
+    for i in 0..n {
+        client
+            .put(format!("{prefix}{i}"), format!("v{i}"), None)
+            .await
+            .unwrap();
+    }
+}
+
 /// etcdctl's own reading of a snapshot file: (revision, total keys).
 fn etcdctl_status(file: &str) -> Value {
     let etcdctl = std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| "etcdctl".into());
@@ -65,13 +76,7 @@ fn etcdctl_status(file: &str) -> Value {
 #[tokio::test]
 async fn a_saved_snapshot_is_verified_named_by_its_revision_and_accepted_by_etcdctl() {
     let cluster = EtcdCluster::start(3).await;
-    let mut client = cluster.client(0).await;
-    for i in 0..200 {
-        client
-            .put(format!("k{i}"), format!("v{i}"), None)
-            .await
-            .unwrap();
-    }
+    put_keys(&cluster, "k", 200).await;
     let dir = tempfile::tempdir().unwrap();
     let (code, v, out) = save(&cluster, dir.path());
     assert_eq!(code, 0, "{out}");
@@ -340,13 +345,7 @@ async fn prune_keeps_exactly_the_policy_and_never_the_newest_or_what_is_not_ours
 #[tokio::test]
 async fn the_restore_drill_proves_the_backup_and_catches_a_wrong_one() {
     let cluster = EtcdCluster::start(1).await;
-    let mut client = cluster.client(0).await;
-    for i in 0..50 {
-        client
-            .put(format!("d{i}"), format!("v{i}"), None)
-            .await
-            .unwrap();
-    }
+    put_keys(&cluster, "d", 50).await;
     let dir = tempfile::tempdir().unwrap();
     let (code, v, out) = save(&cluster, dir.path());
     assert_eq!(code, 0, "{out}");
@@ -425,13 +424,7 @@ impl Drop for Running {
 #[tokio::test]
 async fn the_restore_plan_brings_the_cluster_back_on_new_addresses() {
     let mut cluster = EtcdCluster::start(3).await;
-    let mut client = cluster.client(0).await;
-    for i in 0..30 {
-        client
-            .put(format!("r{i}"), format!("v{i}"), None)
-            .await
-            .unwrap();
-    }
+    put_keys(&cluster, "r", 30).await;
     let dir = tempfile::tempdir().unwrap();
     let (code, v, out) = save(&cluster, dir.path());
     assert_eq!(code, 0, "{out}");

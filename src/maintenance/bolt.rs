@@ -60,7 +60,8 @@ pub struct SnapshotFacts {
     pub raft_index: u64,
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as lowercase hex, as sha256sum prints a digest.
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use super::snapshot::KvCheck;
+use super::snapshot::{self, KvCheck};
 
 /// How to run etcd and its restore tool.
 #[derive(Debug, Clone)]
@@ -289,49 +289,39 @@ async fn check(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let rev = sidecar.revision;
-    let served = client
-        .kv_client()
-        .get(
-            "",
-            Some(
-                etcd_client::GetOptions::new()
-                    .with_all_keys()
-                    .with_count_only(),
-            ),
-        )
+    let status = client
+        .maintenance_client()
+        .status()
         .await
         .map_err(|e| DrillError::Start(e.to_string()))?;
-    let now = served.header().map_or(0, |h| h.revision());
+    let now = status.header().map_or(0, |h| h.revision());
     if now != rev {
         return Err(DrillError::Mismatch(format!(
             "it serves revision {now}, the snapshot holds {rev}"
         )));
     }
+    // The same questions the source member was asked right after the stream.
+    let served = snapshot::kv_check(&client, rev)
+        .await
+        .ok_or_else(|| DrillError::Start(format!("no HashKV and key count at revision {rev}")))?;
     let Some(recorded) = sidecar.kv else {
-        return Ok((Some(served.count()), false));
+        return Ok((Some(served.key_count), false));
     };
-    if served.count() != recorded.key_count {
+    if served.key_count != recorded.key_count {
         return Err(DrillError::Mismatch(format!(
             "{} keys at revision {rev}, the source member had {}",
-            served.count(),
-            recorded.key_count
+            served.key_count, recorded.key_count
         )));
     }
-    let hash = client
-        .maintenance_client()
-        .hash_kv(rev)
-        .await
-        .map_err(|e| DrillError::Start(e.to_string()))?;
-    if hash.compact_version() != recorded.compact_revision {
+    if served.compact_revision != recorded.compact_revision {
         // The hash covers the keys since the compaction: with another compaction it says nothing.
-        return Ok((Some(served.count()), false));
+        return Ok((Some(served.key_count), false));
     }
-    if hash.hash() != recorded.hash {
+    if served.hash != recorded.hash {
         return Err(DrillError::Mismatch(format!(
             "KV hash {} at revision {rev}, the source member had {}",
-            hash.hash(),
-            recorded.hash
+            served.hash, recorded.hash
         )));
     }
-    Ok((Some(served.count()), true))
+    Ok((Some(served.key_count), true))
 }

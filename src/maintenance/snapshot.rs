@@ -14,7 +14,7 @@ use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::bolt::{self, SnapshotFileError, TRAILER};
+use super::bolt::{self, SnapshotFileError, TRAILER, hex};
 use crate::etcd::error::ProbeError;
 use crate::id::Id;
 
@@ -265,10 +265,6 @@ impl LaggingHash {
             self.tail.drain(..cut);
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Streams a snapshot from `client` (connected to the source member) into `request.dir`, verified. `progress` is

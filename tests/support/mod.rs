@@ -37,6 +37,19 @@ pub fn sentinel(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     cmd.output().expect("run etcd-sentinel")
 }
 
+/// `etcd-sentinel ARGS…`: the exit code and everything it printed, stdout then stderr.
+pub fn sentinel_output(args: &[&str]) -> (i32, String) {
+    let out = sentinel(args, &[]);
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// `etcd-sentinel status -w json ARGS…`: the exit code and the JSON it printed (panics, showing both streams, when
 /// it printed no JSON).
 pub fn status_json(args: &[&str]) -> (i32, serde_json::Value) {
