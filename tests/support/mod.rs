@@ -84,17 +84,25 @@ pub async fn fill_to_nospace(client: &mut Client) {
 
 /// Free loopback ports, all held until every one is chosen so none is handed out twice. They are picked below
 /// Linux's ephemeral range (32768–60999): a port found free and handed to etcd a moment later could meanwhile
-/// become the local port of any client's connection if it were inside that range.
+/// become the local port of any client's connection if it were inside that range. A port once handed out is
+/// never handed out again by this test process: a killed member's port is free until the member restarts, and a
+/// parallel test must not take it meanwhile. Other processes can still take one; `ClusterBuilder::start`
+/// retries a start that fails to bind.
 pub fn free_ports(n: usize) -> Vec<u16> {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     const LOW: u64 = 20_000;
-    const SPAN: u64 = 12_000; // up to 31999
+    const SPAN: u64 = 8_000; // up to 27999; restore drills keep to 28000–32767
     // Parallel test binaries start at different places (pid and time), then walk on.
     let seed = u64::from(std::process::id()).wrapping_mul(7919)
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
     let mut listeners: Vec<TcpListener> = Vec::with_capacity(n);
     let mut tries = 0;
     while listeners.len() < n {
@@ -102,14 +110,19 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         assert!(tries < 10_000, "no free loopback port below 32768");
         let step = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = (LOW + (seed.wrapping_add(step.wrapping_mul(104_729))) % SPAN) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
         if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
             listeners.push(l);
         }
     }
-    listeners
+    let ports: Vec<u16> = listeners
         .iter()
         .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
+        .collect();
+    handed_out.extend(&ports);
+    ports
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
@@ -272,6 +285,38 @@ impl ClusterBuilder {
         self
     }
 
+    /// Starts the members on fresh ports, with fresh data dirs.
+    fn spawn_members(&self, cluster: &EtcdCluster, extra_args: &[String]) -> Vec<EtcdMember> {
+        let ports = free_ports(self.members * 3);
+        let dir = cluster.dir.path();
+        let mut members: Vec<EtcdMember> = (0..self.members)
+            .map(|i| EtcdMember {
+                name: format!("m{i}"),
+                client_port: ports[3 * i],
+                peer_port: ports[3 * i + 1],
+                metrics_port: self.separate_metrics_port.then_some(ports[3 * i + 2]),
+                data_dir: dir.join(format!("m{i}.etcd")),
+                log: dir.join(format!("m{i}.log")),
+                initial_cluster: String::new(),
+                initial_state: "new",
+                extra_args: extra_args.to_vec(),
+                child: None,
+                frozen: false,
+                tls: self.tls,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            m.initial_cluster = initial_cluster.clone();
+            m.spawn(&cluster.token);
+        }
+        members
+    }
+
     pub async fn start(self) -> EtcdCluster {
         let dir = tempfile::Builder::new()
             .prefix("etcd-sentinel-test-")
@@ -289,7 +334,6 @@ impl ClusterBuilder {
             }
             extra_args.push("--client-cert-auth".into());
         }
-        let ports = free_ports(self.members * 3);
         let token = format!(
             "t-{}-{}",
             std::process::id(),
@@ -298,27 +342,6 @@ impl ClusterBuilder {
                 .and_then(|n| n.to_str())
                 .unwrap_or("x")
         );
-        let mut members: Vec<EtcdMember> = (0..self.members)
-            .map(|i| EtcdMember {
-                name: format!("m{i}"),
-                client_port: ports[3 * i],
-                peer_port: ports[3 * i + 1],
-                metrics_port: self.separate_metrics_port.then_some(ports[3 * i + 2]),
-                data_dir: dir.path().join(format!("m{i}.etcd")),
-                log: dir.path().join(format!("m{i}.log")),
-                initial_cluster: String::new(),
-                initial_state: "new",
-                extra_args: extra_args.clone(),
-                child: None,
-                frozen: false,
-                tls: self.tls,
-            })
-            .collect();
-        let initial_cluster = members
-            .iter()
-            .map(|m| format!("{}={}", m.name, m.peer_url()))
-            .collect::<Vec<_>>()
-            .join(",");
         let mut cluster = EtcdCluster {
             dir,
             members: Vec::new(),
@@ -326,12 +349,21 @@ impl ClusterBuilder {
             pki,
             credentials: None,
         };
-        for m in &mut members {
-            m.initial_cluster = initial_cluster.clone();
-            m.spawn(&cluster.token);
+        // Another process may bind a chosen port before etcd does: start again on other ports.
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            cluster.members = self.spawn_members(&cluster, &extra_args);
+            match cluster.wait_for_first_leader(Duration::from_secs(20)).await {
+                Ok(_) => break,
+                Err(member) if attempt < ATTEMPTS => {
+                    eprintln!(
+                        "{member} could not bind its port; starting the cluster again on other ports"
+                    );
+                    cluster.discard_members();
+                }
+                Err(member) => panic!("{member} could not bind its port, {ATTEMPTS} times"),
+            }
         }
-        cluster.members = members;
-        cluster.wait_for_leader(Duration::from_secs(20)).await;
         if self.auth {
             cluster.enable_auth().await;
         }
@@ -463,6 +495,41 @@ impl EtcdCluster {
             leader = Some(status.leader());
         }
         leader
+    }
+
+    /// Like `wait_for_leader`, for a cluster just started: `Err(member)` as soon as a member has exited because
+    /// one of its ports was taken.
+    async fn wait_for_first_leader(&mut self, timeout: Duration) -> Result<u64, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.agreed_leader().await {
+                return Ok(l);
+            }
+            for m in &mut self.members {
+                let exited = m
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                if exited && m.log_text().contains("address already in use") {
+                    return Err(m.name.clone());
+                }
+            }
+            if Instant::now() > deadline {
+                return Ok(self.wait_for_leader(Duration::ZERO).await);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills the members and removes their data dirs and logs, for a start on other ports.
+    fn discard_members(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+            let m = &self.members[i];
+            let _ = std::fs::remove_dir_all(&m.data_dir);
+            let _ = std::fs::remove_file(&m.log);
+        }
+        self.members.clear();
     }
 
     /// Waits until every running member reports the same leader.
