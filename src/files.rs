@@ -1,6 +1,6 @@
 //! Reading the small files a configuration names (secrets, certificates, the configuration itself), safely.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Reads a small file the configuration names (a secret, a certificate): only a regular file, and at most
 /// `limit` bytes. A FIFO would block the reload (and the signals behind it) until someone writes to it, and
@@ -33,4 +33,25 @@ pub fn find_program(name: &Path) -> std::path::PathBuf {
                 .find(|p| p.is_file())
         })
         .unwrap_or_else(|| name.to_path_buf())
+}
+
+/// A file that is removed when dropped, unless kept: a write that fails or is cancelled leaves nothing behind.
+#[derive(Debug)]
+pub struct RemoveOnDrop {
+    pub path: PathBuf,
+    pub keep: bool,
+}
+
+impl RemoveOnDrop {
+    pub fn new(path: PathBuf) -> Self {
+        RemoveOnDrop { path, keep: false }
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }

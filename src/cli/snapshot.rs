@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, Subcommand};
 use comfy_table::{ContentArrangement, Table};
 
+use etcd_sentinel::config::Compression;
 use etcd_sentinel::etcd::connect::Connector;
 use etcd_sentinel::etcd::endpoint::Endpoint;
 use etcd_sentinel::maintenance::plan::snapshot_source;
@@ -16,7 +17,7 @@ use etcd_sentinel::maintenance::restore_plan;
 use etcd_sentinel::maintenance::retention::{self, Policy};
 use etcd_sentinel::maintenance::snapshot::{self, SaveRequest, SnapshotError};
 use etcd_sentinel::maintenance::store::{self, Stored};
-use etcd_sentinel::maintenance::{bolt, drill};
+use etcd_sentinel::maintenance::{bolt, compress, drill};
 use etcd_sentinel::probe::poller::ClusterPoller;
 use etcd_sentinel::units::{human_bytes, unix_seconds};
 
@@ -94,6 +95,10 @@ pub struct SaveArgs {
     #[arg(long, env = "ETCD_SENTINEL_NAME", default_value = "default")]
     pub name: String,
 
+    /// Compress the verified snapshot: none or zstd (`.db.zst`)
+    #[arg(long, env = "ETCD_SENTINEL_COMPRESS", value_name = "HOW", default_value = "none", value_parser = parse_compression)]
+    pub compress: Compression,
+
     /// Output format [env: ETCDCTL_WRITE_OUT] [default: table]
     #[arg(short = 'w', long, env = "ETCD_SENTINEL_WRITE_OUT", value_enum)]
     pub write_out: Option<WriteOut>,
@@ -145,12 +150,32 @@ pub struct PruneArgs {
     pub keep_last: Option<usize>,
 
     /// Delete snapshots older than this (e.g. 14d)
-    #[arg(long, value_parser = parse_age, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_age, value_name = "DURATION", conflicts_with_all = ["keep_hourly", "keep_daily", "keep_weekly", "keep_monthly"])]
     pub max_age: Option<Duration>,
+
+    /// Keep the newest snapshot of each of the last N hours (grandfather-father-son, with the three below)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_hourly: Option<u32>,
+
+    /// Keep the newest snapshot of each of the last N days (UTC)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_daily: Option<u32>,
+
+    /// Keep the newest snapshot of each of the last N ISO weeks
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_weekly: Option<u32>,
+
+    /// Keep the newest snapshot of each of the last N months
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_monthly: Option<u32>,
 
     /// Say what would be deleted, delete nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+fn parse_compression(text: &str) -> Result<Compression, String> {
+    text.parse().map_err(|_| format!("{text:?}: none or zstd"))
 }
 
 /// An age for retention: up to ten years (a duration of the poll kind is capped at a day).
@@ -209,7 +234,8 @@ async fn save(args: SaveArgs) -> Result<ExitCode, CliError> {
         .connect(&endpoint)
         .await
         .map_err(|e| CliError::Failed(anyhow::anyhow!("{}: {e}", source.endpoint)))?;
-    let request = SaveRequest::from_view(&args.name, &args.dir, &view, source);
+    let mut request = SaveRequest::from_view(&args.name, &args.dir, &view, source);
+    request.compression = args.compress;
     let bar = progress_bar();
     let saved = snapshot::save(&client, request, |done, total| {
         if let Some(bar) = &bar {
@@ -265,23 +291,33 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
 
 async fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
     let format = write_out(args.write_out)?;
-    let facts = bolt::inspect(&args.file).map_err(|e| CliError::Failed(e.into()))?;
     // The sidecar, when there is one, must agree with the file.
     let sidecar_path = PathBuf::from(format!("{}.json", args.file.display()));
     let sidecar: Option<snapshot::Sidecar> = std::fs::read(&sidecar_path)
         .ok()
         .and_then(|t| serde_json::from_slice(&t).ok());
-    if let Some(s) = &sidecar
-        && (s.sha256_etcd != facts.sha256 || s.revision != facts.revision)
+    // A `.zst` is checked as what it holds: decompressed beside itself, then like any snapshot.
+    let raw = compress::readable_async(&args.file, sidecar.as_ref().map(|s| s.size))
+        .await
+        .map_err(|e| CliError::Failed(e.into()))?;
+    let facts = bolt::inspect(&raw.path).map_err(|e| {
+        // Name the file the user gave, not the scratch copy.
+        CliError::Failed(anyhow::anyhow!(
+            "{}",
+            e.to_string().replace(
+                &raw.path.display().to_string(),
+                &args.file.display().to_string()
+            )
+        ))
+    })?;
+    if let (Some(s), Some(stored)) = (&sidecar, &raw.stored_sha256)
+        && s.sha256_file != *stored
     {
         return Err(CliError::Failed(anyhow::anyhow!(
-            "{}: the file (sha256 {}, revision {}) is not the one its sidecar {} describes (sha256 {}, revision {})",
+            "{}: the stored file's sha256 {stored} is not the {} its sidecar {} records",
             args.file.display(),
-            facts.sha256,
-            facts.revision,
-            sidecar_path.display(),
-            s.sha256_etcd,
-            s.revision
+            s.sha256_file,
+            sidecar_path.display()
         )));
     }
     let drilled = if args.restore {
@@ -290,9 +326,10 @@ async fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
         let expected = drill::Expected {
             revision: facts.revision,
             kv: sidecar.as_ref().and_then(|s| s.kv),
+            size: Some(facts.size),
         };
         Some(
-            drill::drill(&args.file, expected, &tools)
+            drill::drill(&raw.path, expected, &tools)
                 .await
                 .map_err(|e| CliError::Failed(anyhow::anyhow!("{}: {e}", args.file.display())))?,
         )
@@ -378,13 +415,21 @@ fn list(args: ListArgs) -> Result<ExitCode, CliError> {
 }
 
 fn prune(args: PruneArgs) -> Result<ExitCode, CliError> {
+    let count = |n: Option<u32>| n.map(|n| n as usize);
     let policy = Policy {
         keep_last: args.keep_last,
         max_age: args.max_age,
+        periods: retention::Periods {
+            hourly: count(args.keep_hourly),
+            daily: count(args.keep_daily),
+            weekly: count(args.keep_weekly),
+            monthly: count(args.keep_monthly),
+        },
     };
     if policy.keeps_all() {
         return Err(CliError::Usage(
-            "prune needs --keep-last and/or --max-age".into(),
+            "prune needs --keep-last and/or --max-age, or --keep-hourly/--keep-daily/--keep-weekly/--keep-monthly"
+                .into(),
         ));
     }
     let stored = listed(&args.dir)?;
@@ -523,9 +568,17 @@ async fn restore_plan(args: RestorePlanArgs) -> Result<ExitCode, CliError> {
     println!(
         "# 1. Stop etcd on every member (for Kubernetes: move the etcd static pod manifests away, and the API servers)."
     );
-    println!(
-        "# 2. On each member's host, copy the snapshot there and restore into a new data directory:"
-    );
+    if let Some(decompress) = &plan.decompress {
+        println!(
+            "# 2. On each member's host, copy the snapshot there, decompress it (Debian's zstd package) and restore \
+             it into a new data directory:\n{}",
+            words(decompress)
+        );
+    } else {
+        println!(
+            "# 2. On each member's host, copy the snapshot there and restore into a new data directory:"
+        );
+    }
     for m in &plan.members {
         let env: String = m
             .restore_env

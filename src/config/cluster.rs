@@ -7,8 +7,8 @@ use toml::Spanned;
 
 use super::raw::{RawCluster, RawMetricsUrls, RawSnapshot, RawThresholds, RawTls, Source};
 use super::{
-    ClusterConfig, ConfigError, DEFAULT_INTERVAL, DEFAULT_UNRESPONSIVE_AFTER, MIN_INTERVAL,
-    MIN_UNRESPONSIVE_AFTER, SnapshotConfig, valid_name,
+    ClusterConfig, Compression, ConfigError, DEFAULT_INTERVAL, DEFAULT_UNRESPONSIVE_AFTER,
+    KeepPeriods, MIN_INTERVAL, MIN_UNRESPONSIVE_AFTER, SnapshotConfig, valid_name,
 };
 use crate::etcd::connect::ConnectSettings;
 use crate::etcd::endpoint::Endpoint;
@@ -89,18 +89,33 @@ fn snapshot(
     if s.dir.get_ref().trim().is_empty() {
         return Err(src.invalid(&s.dir, key("dir"), "empty path"));
     }
-    let keep_last = match &s.keep_last {
-        None => None,
+    let count = |raw: &Option<Spanned<i64>>, name: &str| match raw {
+        None => Ok(None),
         Some(n) => match usize::try_from(*n.get_ref()) {
-            Ok(n) if n >= 1 => Some(n),
-            _ => {
-                return Err(src.invalid(
-                    n,
-                    key("keep_last"),
-                    format!("{}: at least 1 (the newest is always kept)", n.get_ref()),
-                ));
-            }
+            Ok(v) if v >= 1 => Ok(Some(v)),
+            _ => Err(src.invalid(
+                n,
+                key(name),
+                format!("{}: at least 1 (the newest is always kept)", n.get_ref()),
+            )),
         },
+    };
+    let keep_last = count(&s.keep_last, "keep_last")?;
+    let keep_periods = KeepPeriods {
+        hourly: count(&s.keep_hourly, "keep_hourly")?,
+        daily: count(&s.keep_daily, "keep_daily")?,
+        weekly: count(&s.keep_weekly, "keep_weekly")?,
+        monthly: count(&s.keep_monthly, "keep_monthly")?,
+    };
+    let compression = match &s.compress {
+        None => Compression::None,
+        Some(c) => c.get_ref().parse().map_err(|_| {
+            src.invalid(
+                c,
+                key("compress"),
+                format!("{:?}: \"none\" or \"zstd\"", c.get_ref()),
+            )
+        })?,
     };
     let max_age = match &s.max_age {
         None => None,
@@ -120,11 +135,30 @@ fn snapshot(
                 })?,
         ),
     };
+    let periods_given = [
+        &s.keep_hourly,
+        &s.keep_daily,
+        &s.keep_weekly,
+        &s.keep_monthly,
+    ]
+    .into_iter()
+    .any(Option::is_some);
+    if let (Some(age), true) = (&s.max_age, periods_given) {
+        // Grandfather-father-son keeps old snapshots on purpose; an age limit would delete them again.
+        return Err(src.invalid(
+            age,
+            key("max_age"),
+            "max_age cannot be combined with keep_hourly/keep_daily/keep_weekly/keep_monthly: \
+             those keep older snapshots on purpose; use one or the other",
+        ));
+    }
     Ok(SnapshotConfig {
         schedule: s.schedule.get_ref().trim().to_string(),
         dir: PathBuf::from(s.dir.get_ref()),
         keep_last,
         max_age,
+        keep_periods,
+        compression,
         restore_drill: s.restore_drill,
         etcd_bin: PathBuf::from(s.etcd_bin.as_ref().map_or("etcd", |b| b.get_ref().as_str())),
     })

@@ -76,9 +76,30 @@ pub struct SnapshotConfig {
     pub dir: PathBuf,
     pub keep_last: Option<usize>,
     pub max_age: Option<Duration>,
+    /// Grandfather-father-son counts (`keep_hourly`, …), with `keep_last`; never with `max_age`.
+    pub keep_periods: KeepPeriods,
+    pub compression: Compression,
     pub restore_drill: bool,
     /// The etcd a drill starts (its restore tool is looked for beside it).
     pub etcd_bin: PathBuf,
+}
+
+/// `keep_hourly`, `keep_daily`, `keep_weekly`, `keep_monthly`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeepPeriods {
+    pub hourly: Option<usize>,
+    pub daily: Option<usize>,
+    pub weekly: Option<usize>,
+    pub monthly: Option<usize>,
+}
+
+/// How a snapshot is stored: as etcd sent it, or zstd-compressed after its hash was checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Compression {
+    #[default]
+    None,
+    Zstd,
 }
 
 /// How the HTTP server holds up under many or slow clients (see `export::server`, which applies them).
@@ -516,6 +537,18 @@ cp-1 = "http://10.0.0.1:2381/metrics"
             (
                 "[[cluster]]\nname = \"a\"\nendpoints = [\"http://a:1\"]\ninsecure_transport = false\n",
                 "s.toml:3: cluster[0].endpoints[0]: http://a:1 is plain text",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.snapshot]\nschedule = \"@daily\"\ndir = \"/b\"\ncompress = \"gzip\"\n",
+                "s.toml:7: cluster[0].snapshot.compress: \"gzip\": \"none\" or \"zstd\"",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.snapshot]\nschedule = \"@daily\"\ndir = \"/b\"\nkeep_daily = 0\n",
+                "s.toml:7: cluster[0].snapshot.keep_daily: 0: at least 1",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.snapshot]\nschedule = \"@daily\"\ndir = \"/b\"\nkeep_weekly = 4\nmax_age = \"30d\"\n",
+                "s.toml:8: cluster[0].snapshot.max_age: max_age cannot be combined with keep_hourly",
             ),
         ];
         for (text, expected) in cases {

@@ -49,6 +49,11 @@ pub(super) struct RawSnapshot {
     pub(super) dir: Spanned<String>,
     pub(super) keep_last: Option<Spanned<i64>>,
     pub(super) max_age: Option<Spanned<String>>,
+    pub(super) keep_hourly: Option<Spanned<i64>>,
+    pub(super) keep_daily: Option<Spanned<i64>>,
+    pub(super) keep_weekly: Option<Spanned<i64>>,
+    pub(super) keep_monthly: Option<Spanned<i64>>,
+    pub(super) compress: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) restore_drill: bool,
     pub(super) etcd_bin: Option<Spanned<String>>,

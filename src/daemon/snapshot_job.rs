@@ -63,7 +63,8 @@ impl SnapshotJob {
             },
             Err(e) => return self.failed("connect", e.to_string()),
         };
-        let request = SaveRequest::from_view(&self.cluster, &self.config.dir, &view, source);
+        let mut request = SaveRequest::from_view(&self.cluster, &self.config.dir, &view, source);
+        request.compression = self.config.compression;
         let saved = match snapshot::save(&client, request, |_, _| {}).await {
             Ok(saved) => saved,
             Err(e) => return self.failed(e.reason(), e.to_string()),
@@ -91,16 +92,13 @@ impl SnapshotJob {
         );
         self.prune();
         if self.config.restore_drill {
-            self.drill(&saved.path, s.revision, s.kv).await;
+            self.drill(&saved.path, s).await;
         }
     }
 
     /// Deletes this cluster's snapshots beyond the policy (never the newest, only files with our sidecar).
     fn prune(&self) {
-        let policy = Policy {
-            keep_last: self.config.keep_last,
-            max_age: self.config.max_age,
-        };
+        let policy = Policy::from_config(&self.config);
         if policy.keeps_all() {
             return;
         }
@@ -139,11 +137,12 @@ impl SnapshotJob {
         }
     }
 
-    async fn drill(&self, path: &std::path::Path, revision: i64, kv: Option<snapshot::KvCheck>) {
+    async fn drill(&self, path: &std::path::Path, sidecar: &snapshot::Sidecar) {
+        let (revision, kv, size) = (sidecar.revision, sidecar.kv, Some(sidecar.size));
         let at = SystemTime::now();
         let etcd = crate::files::find_program(&self.config.etcd_bin);
         let result = match drill::DrillTools::find(&etcd) {
-            Ok(tools) => drill::drill(path, drill::Expected { revision, kv }, &tools).await,
+            Ok(tools) => drill::drill(path, drill::Expected { revision, kv, size }, &tools).await,
             Err(e) => Err(e),
         };
         match result {

@@ -43,6 +43,8 @@ pub enum SnapshotFileError {
         expected: String,
         actual: String,
     },
+    #[error("{path}: not a valid zstd-compressed snapshot: {cause}")]
+    Compressed { path: String, cause: String },
     #[error("{path}: not a bbolt database: {reason}")]
     Format { path: String, reason: String },
 }

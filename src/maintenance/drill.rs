@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use super::compress;
 use super::snapshot::{self, KvCheck};
 
 /// How to run etcd and its restore tool.
@@ -62,6 +63,8 @@ pub enum DrillError {
     /// The restored data is not what the snapshot recorded: the backup is not good.
     #[error("restore drill: the restored member disagrees with the snapshot's sidecar: {0}")]
     Mismatch(String),
+    #[error("restore drill: {0}")]
+    Snapshot(#[from] super::bolt::SnapshotFileError),
 }
 
 /// What a drill found.
@@ -126,9 +129,12 @@ fn free_port(seed: u32) -> Option<u16> {
 pub struct Expected {
     pub revision: i64,
     pub kv: Option<KvCheck>,
+    /// The database's size, when a sidecar records it: a compressed snapshot may not decompress to more.
+    pub size: Option<u64>,
 }
 
-/// Restores `snapshot` into a scratch directory, starts it, checks it against `expected`, removes everything.
+/// Restores `snapshot` (decompressed first when it is a `.zst`, and that counts in the time it took) into a
+/// scratch directory, starts it, checks it against `expected`, removes everything.
 pub async fn drill(
     snapshot: &Path,
     expected: Expected,
@@ -136,6 +142,8 @@ pub async fn drill(
 ) -> Result<DrillReport, DrillError> {
     let sidecar = &expected;
     let started = Instant::now();
+    let raw = compress::readable_async(snapshot, expected.size).await?;
+    let snapshot = raw.path.as_path();
     let seed = std::process::id() ^ (started.elapsed().as_nanos() as u32) ^ sidecar.revision as u32;
     let scratch = Scratch(std::env::temp_dir().join(format!(
         "etcd-sentinel-drill-{}-{}",

@@ -6,6 +6,7 @@
 //! again, on a fresh view, before every step. The daemon runs one maintenance task per cluster beside its poller.
 
 pub mod bolt;
+pub mod compress;
 pub mod drill;
 pub mod gate;
 pub mod plan;

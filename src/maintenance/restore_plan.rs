@@ -38,6 +38,8 @@ pub struct MemberPlan {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
     pub snapshot: String,
+    /// For a `.zst`: the command that decompresses it first (the restore tools read only plain snapshots).
+    pub decompress: Option<Vec<String>>,
     pub revision: i64,
     pub cluster_token: String,
     pub initial_cluster: String,
@@ -107,6 +109,20 @@ pub fn plan(
         initial.push(format!("{}={}", m.name, peer_of(m)?));
     }
     let initial_cluster = initial.join(",");
+    let (decompress, snapshot) = match snapshot.strip_suffix(super::compress::ZSTD_SUFFIX) {
+        Some(plain) => (
+            Some(vec![
+                "zstd".to_string(),
+                "-d".into(),
+                "--keep".into(),
+                snapshot.to_string(),
+                "-o".into(),
+                plain.to_string(),
+            ]),
+            plain,
+        ),
+        None => (None, snapshot),
+    };
     let mut members = Vec::new();
     for m in &voting {
         let peer = peer_of(m)?;
@@ -178,6 +194,7 @@ pub fn plan(
     }
     Ok(Plan {
         snapshot: snapshot.to_string(),
+        decompress,
         revision: sidecar.revision,
         cluster_token: token.to_string(),
         initial_cluster,

@@ -1,23 +1,63 @@
-//! Which snapshots to keep (pure): the newest N and/or those younger than a maximum age, counted per cluster.
-//! The newest snapshot is never deleted, whatever the policy says: a prune must never leave a cluster without
-//! its last good backup. Only snapshots this tool made are ever candidates (the caller lists those: a name of our
-//! pattern with its sidecar).
+//! Which snapshots to keep (pure), counted per cluster: the newest N and/or those younger than a maximum age, or
+//! grandfather-father-son — the newest snapshot of each of the last N hours, days, ISO weeks and months (UTC),
+//! together with the newest `keep_last`. The newest snapshot is never deleted, whatever the policy says: a prune
+//! must never leave a cluster without its last good backup. Only snapshots this tool made are ever candidates (the
+//! caller lists those: a name of our pattern with its sidecar).
 
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Datelike, Utc};
 
 /// How many and how old.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Policy {
     /// Keep the newest this many (of each cluster).
     pub keep_last: Option<usize>,
-    /// Delete those older than this.
+    /// Delete those older than this. Not combined with `periods` (configuration refuses both).
     pub max_age: Option<Duration>,
+    /// Grandfather-father-son counts; when any is set, a snapshot is kept if `keep_last` or one of them keeps
+    /// it, and deleted otherwise.
+    pub periods: Periods,
+}
+
+/// Grandfather-father-son: keep the newest snapshot of each of the last `hourly` hours that have one, and so on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Periods {
+    pub hourly: Option<usize>,
+    pub daily: Option<usize>,
+    pub weekly: Option<usize>,
+    pub monthly: Option<usize>,
+}
+
+impl Periods {
+    pub fn any(&self) -> bool {
+        self.hourly.is_some()
+            || self.daily.is_some()
+            || self.weekly.is_some()
+            || self.monthly.is_some()
+    }
 }
 
 impl Policy {
+    /// The policy `[cluster.snapshot]` configures.
+    pub fn from_config(c: &crate::config::SnapshotConfig) -> Self {
+        let k = c.keep_periods;
+        Policy {
+            keep_last: c.keep_last,
+            max_age: c.max_age,
+            periods: Periods {
+                hourly: k.hourly,
+                daily: k.daily,
+                weekly: k.weekly,
+                monthly: k.monthly,
+            },
+        }
+    }
+
     /// A policy that keeps everything: nothing to prune.
     pub fn keeps_all(&self) -> bool {
-        self.keep_last.is_none() && self.max_age.is_none()
+        self.keep_last.is_none() && self.max_age.is_none() && !self.periods.any()
     }
 }
 
@@ -34,6 +74,8 @@ pub struct Entry {
 pub enum Why {
     BeyondKeepLast,
     OlderThanMaxAge,
+    /// Neither `keep_last` nor a grandfather-father-son period keeps it.
+    NotKeptByPeriods,
 }
 
 impl Why {
@@ -41,6 +83,7 @@ impl Why {
         match self {
             Why::BeyondKeepLast => "beyond keep_last",
             Why::OlderThanMaxAge => "older than max_age",
+            Why::NotKeptByPeriods => "not kept by keep_last or keep_hourly/daily/weekly/monthly",
         }
     }
 }
@@ -59,9 +102,12 @@ pub fn to_delete(entries: &[Entry], policy: &Policy, now: SystemTime) -> Vec<(En
                 .cmp(&a.taken_at)
                 .then_with(|| b.name.cmp(&a.name))
         });
+        let kept_by_periods = policy.periods.any().then(|| kept_by_periods(&mine, policy));
         // The newest is kept whatever the policy: never the last good snapshot.
         for (i, e) in mine.iter().enumerate().skip(1) {
-            let why = if policy.keep_last.is_some_and(|n| i >= n.max(1)) {
+            let why = if let Some(kept) = &kept_by_periods {
+                (!kept.contains(&i)).then_some(Why::NotKeptByPeriods)
+            } else if policy.keep_last.is_some_and(|n| i >= n.max(1)) {
                 Some(Why::BeyondKeepLast)
             } else if policy
                 .max_age
@@ -77,6 +123,43 @@ pub fn to_delete(entries: &[Entry], policy: &Policy, now: SystemTime) -> Vec<(En
         }
     }
     out
+}
+
+/// The period a time falls in, as a number that differs between periods.
+type PeriodOf = fn(DateTime<Utc>) -> i64;
+
+/// Indexes (into `newest_first`) that `keep_last` or a period keeps.
+fn kept_by_periods(newest_first: &[&Entry], policy: &Policy) -> HashSet<usize> {
+    let mut kept: HashSet<usize> =
+        (0..policy.keep_last.unwrap_or(0).min(newest_first.len())).collect();
+    let p = policy.periods;
+    let rules: [(Option<usize>, PeriodOf); 4] = [
+        (p.hourly, |t| t.timestamp().div_euclid(3600)),
+        (p.daily, |t| i64::from(t.num_days_from_ce())),
+        (p.weekly, |t| {
+            let w = t.iso_week();
+            i64::from(w.year()) * 100 + i64::from(w.week())
+        }),
+        (p.monthly, |t| {
+            i64::from(t.year()) * 100 + i64::from(t.month())
+        }),
+    ];
+    for (count, period_of) in rules {
+        let Some(count) = count else { continue };
+        let mut periods_seen: Vec<i64> = Vec::new();
+        for (i, e) in newest_first.iter().enumerate() {
+            if periods_seen.len() >= count {
+                break;
+            }
+            let period = period_of(DateTime::<Utc>::from(e.taken_at));
+            // Newest first: the first snapshot met in a period is that period's newest.
+            if periods_seen.last() != Some(&period) {
+                periods_seen.push(period);
+                kept.insert(i);
+            }
+        }
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -114,6 +197,7 @@ mod tests {
         let policy = Policy {
             keep_last: Some(2),
             max_age: None,
+            ..Policy::default()
         };
         assert_eq!(
             names(&to_delete(&entries, &policy, now())),
@@ -128,6 +212,7 @@ mod tests {
         let by_age = Policy {
             keep_last: None,
             max_age: Some(Duration::from_secs(24 * HOUR)),
+            ..Policy::default()
         };
         let d = to_delete(&entries, &by_age, now());
         assert_eq!(names(&d), vec!["p-30h", "p-50h"]);
@@ -148,9 +233,54 @@ mod tests {
         let strict = Policy {
             keep_last: Some(0),
             max_age: Some(Duration::from_secs(HOUR)),
+            ..Policy::default()
         };
         assert_eq!(names(&to_delete(&entries, &strict, now())), vec!["p-900h"]);
         assert!(to_delete(&entries[..1], &strict, now()).is_empty());
         assert!(to_delete(&entries, &Policy::default(), now()).is_empty());
+    }
+
+    #[test]
+    fn grandfather_father_son_keeps_the_newest_of_each_period() {
+        // Every 6 hours for 40 days, newest first: 0h, 6h, 12h, …
+        let entries: Vec<Entry> = (0..160).map(|k| entry("p", k * 6)).collect();
+        let policy = Policy {
+            keep_last: Some(2),
+            periods: Periods {
+                hourly: Some(3),
+                daily: Some(7),
+                weekly: Some(4),
+                monthly: Some(2),
+            },
+            ..Policy::default()
+        };
+        let deleted = to_delete(&entries, &policy, now());
+        let kept: Vec<u64> = entries
+            .iter()
+            .filter(|e| !deleted.iter().any(|(d, _)| d.name == e.name))
+            .map(|e| now().duration_since(e.taken_at).unwrap().as_secs() / HOUR)
+            .collect();
+        // now is hour 1000: 16:00 UTC on Tuesday 1970-02-10. keep_last and hourly: 0, 6, 12 (hours with one).
+        // daily, the newest of 7 days: 0, 18 (22:00 on the 9th), 42, 66, 90, 114, 138.
+        // weekly (ISO weeks begin on Monday), the newest of 4: 0, 138 (Sunday the 8th), 234 (Sunday 1 Feb),
+        // 402 (Sunday 25 Jan). monthly, the newest of 2: 0, 258 (22:00 on 31 Jan).
+        assert_eq!(
+            kept,
+            vec![0, 6, 12, 18, 42, 66, 90, 114, 138, 234, 258, 402]
+        );
+        assert!(deleted.iter().all(|(_, why)| *why == Why::NotKeptByPeriods));
+    }
+
+    #[test]
+    fn periods_never_delete_the_newest() {
+        let entries = vec![entry("p", 0), entry("p", 1)];
+        let policy = Policy {
+            periods: Periods {
+                weekly: Some(0),
+                ..Periods::default()
+            },
+            ..Policy::default()
+        };
+        assert_eq!(names(&to_delete(&entries, &policy, now())), vec!["p-1h"]);
     }
 }

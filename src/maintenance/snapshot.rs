@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::bolt::{self, SnapshotFileError, TRAILER, hex};
+use super::compress::{self, ZSTD_SUFFIX};
+use crate::config::Compression;
 use crate::etcd::error::ProbeError;
+use crate::files::RemoveOnDrop;
 use crate::id::Id;
 
 /// Names end so: `<cluster>-<UTC time>-rev<revision>.db`, and the sidecar beside it with `.json`.
@@ -169,6 +172,7 @@ pub struct SaveRequest<'a> {
     pub dir: &'a Path,
     pub source: SourceMember,
     pub members: Vec<MemberRecord>,
+    pub compression: Compression,
 }
 
 impl<'a> SaveRequest<'a> {
@@ -200,6 +204,7 @@ impl<'a> SaveRequest<'a> {
                     is_learner: m.is_learner,
                 })
                 .collect(),
+            compression: Compression::None,
         }
     }
 }
@@ -212,17 +217,12 @@ pub struct Saved {
     pub sidecar: Sidecar,
 }
 
-/// A file that is removed when dropped, unless kept: a save that fails or is cancelled leaves nothing.
-struct Partial {
-    path: PathBuf,
-    keep: bool,
-}
+/// Sets its flag when dropped: tells blocking work that the future waiting for it is gone.
+struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
 
-impl Drop for Partial {
+impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -293,15 +293,38 @@ pub async fn save(
         .create_new(true)
         .open(&part_path)
         .map_err(|e| destination(format!("cannot create {}: {e}", part_path.display())))?;
-    let mut part = Partial {
-        path: part_path.clone(),
-        keep: false,
-    };
+    let mut part = RemoveOnDrop::new(part_path.clone());
     let (hash, written) =
         stream_into(client, &request.source, file, &part_path, &mut progress).await?;
     let sha256_file = hex(hash.whole.clone().finish().as_ref());
     let facts = verify_streamed(&part_path, hash, written)?;
-    let name = format!("{stem}-rev{}{SUFFIX}", facts.revision);
+    let raw_name = format!("{stem}-rev{}{SUFFIX}", facts.revision);
+    let (name, sha256_file) = match request.compression {
+        Compression::None => (raw_name, sha256_file),
+        Compression::Zstd => {
+            // The raw file is verified; compress it beside itself, then let it go.
+            let name = format!("{raw_name}{ZSTD_SUFFIX}");
+            let zst_part = dir.join(format!("{name}{PART}"));
+            let shown = zst_part.display().to_string();
+            let raw = part_path.clone();
+            // The blocking compression owns its output's guard: if this save is dropped meanwhile, `stop` ends it
+            // within a megabyte and the guard, dropped with it, removes what it wrote.
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let _stop_on_drop = StopOnDrop(stop.clone());
+            let (zst_guard, compressed) = tokio::task::spawn_blocking(move || {
+                let guard = RemoveOnDrop::new(zst_part);
+                compress::compress(&raw, &guard.path, &stop).map(|sha| (guard, sha))
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .map_err(|cause| SnapshotError::Write { path: shown, cause })?;
+            // From here the compressed file is the one to keep or clean up; the raw one goes now.
+            part = zst_guard;
+            (name, compressed)
+        }
+    };
+    let stored_part = part.path.clone();
     let final_path = dir.join(&name);
     let sidecar = Sidecar {
         file: name.clone(),
@@ -314,7 +337,7 @@ pub async fn save(
         size: facts.size,
         sha256_etcd: facts.sha256.clone(),
         sha256_file,
-        compression: "none".into(),
+        compression: <&str>::from(request.compression).to_string(),
         kv: kv_check(client, facts.revision).await,
         started_at,
         duration_seconds: clock.elapsed().as_secs_f64(),
@@ -323,7 +346,7 @@ pub async fn save(
         let path = path.display().to_string();
         move |cause| SnapshotError::Write { path, cause }
     };
-    std::fs::rename(&part_path, &final_path).map_err(write_error(&final_path))?;
+    std::fs::rename(&stored_part, &final_path).map_err(write_error(&final_path))?;
     part.path = final_path.clone();
     let sidecar_path = dir.join(format!("{name}.json"));
     // Without its sidecar the file would not be recognised as ours: if it cannot be written, `part` removes
@@ -406,10 +429,7 @@ fn write_sidecar(sidecar: &Sidecar, path: &Path) -> Result<(), SnapshotError> {
         path: part_path.display().to_string(),
         cause,
     };
-    let part = Partial {
-        path: part_path.clone(),
-        keep: false,
-    };
+    let part = RemoveOnDrop::new(part_path.clone());
     // Plain data with string keys: serialising cannot fail.
     let text = serde_json::to_vec_pretty(sidecar).unwrap_or_default();
     let mut file = OpenOptions::new()

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::compress::ZSTD_SUFFIX;
 use super::snapshot::{SUFFIX, Sidecar};
 
 /// A snapshot this tool made, with what its sidecar says.
@@ -33,7 +34,8 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<Stored>> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.ends_with(SUFFIX) || !name.contains("-rev") {
+        let ours = name.ends_with(SUFFIX) || name.ends_with(&format!("{SUFFIX}{ZSTD_SUFFIX}"));
+        if !ours || !name.contains("-rev") {
             continue;
         }
         let sidecar_path = dir.join(format!("{name}.json"));
