@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::watch;
+use serde::Serialize;
+use std::time::SystemTime;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::ClusterConfig;
 use crate::events::{Event, EventLog, Tracker};
@@ -45,6 +47,41 @@ pub struct ClusterEntry {
     pub view: LatestView,
     pub history: History,
     pub complete: CompleteView,
+    /// The scheduled snapshots' state and the way to ask for one now, when `[cluster.snapshot]` is configured.
+    pub snapshots: Option<SnapshotControl>,
+}
+
+/// What the API sees of a cluster's snapshots, and how it asks the maintenance task for one now.
+pub struct SnapshotControl {
+    pub status: watch::Receiver<SnapshotStatus>,
+    /// A request for a snapshot now; holds one at most (a second while one waits is refused).
+    pub trigger: mpsc::Sender<()>,
+}
+
+/// The state of a cluster's snapshots (the `GET …/snapshots` answer, with the stored list beside it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SnapshotStatus {
+    /// When the save in progress began; `null` when none is.
+    #[serde(serialize_with = "crate::units::serialize_opt_unix_seconds")]
+    pub running_since: Option<SystemTime>,
+    #[serde(serialize_with = "crate::units::serialize_opt_unix_seconds")]
+    pub next_run: Option<SystemTime>,
+    pub last_success: Option<RunRecord>,
+    pub last_failure: Option<RunRecord>,
+    pub last_drill: Option<RunRecord>,
+}
+
+/// One save or drill: when, of which file, and what came of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    #[serde(serialize_with = "crate::units::serialize_unix_seconds")]
+    pub at: SystemTime,
+    /// The snapshot's file name, when there is one.
+    pub file: Option<String>,
+    /// A failure's reason (the `reason` label of the failure counters); `null` for a success.
+    pub reason: Option<String>,
+    pub message: String,
+    pub seconds: Option<f64>,
 }
 
 impl ClusterEntry {

@@ -68,6 +68,17 @@ pub fn serialize_unix_seconds<S: Serializer>(t: &SystemTime, s: S) -> Result<S::
     s.serialize_f64(unix_seconds(*t))
 }
 
+/// `serialize_unix_seconds` for an optional time (`null` when absent).
+pub fn serialize_opt_unix_seconds<S: Serializer>(
+    t: &Option<SystemTime>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_some(&unix_seconds(*t)),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -635,6 +635,90 @@ async fn the_restore_plan_brings_the_cluster_back_on_new_addresses() {
     drop(running);
 }
 
+/// `POST /api/v1/clusters/{name}/snapshots` takes one now (with the API token), `GET` shows the schedule's next
+/// run, the last outcome and the stored snapshots, newest first.
+#[tokio::test]
+async fn snapshots_are_asked_for_and_listed_through_the_api() {
+    use support::daemon::{Daemon, config_for};
+    let cluster = EtcdCluster::start(1).await;
+    put_keys(&cluster, "api", 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Once a year: only the API asks for snapshots here.
+    let snapshot = format!(
+        "[cluster.snapshot]\nschedule = \"0 0 1 1 *\"\ndir = {:?}\ncompress = \"zstd\"\n",
+        dir.path().display().to_string()
+    );
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("token");
+    std::fs::write(&token_file, "api-token-for-snapshots\n").unwrap();
+    let config = config_for(&[("with", &cluster, &snapshot), ("without", &cluster, "")]);
+    let daemon = Daemon::start_with(
+        &config,
+        &["--api-token-file".as_ref(), token_file.as_os_str()],
+    );
+    daemon.wait_ready().await;
+    let path = "/api/v1/clusters/with/snapshots";
+    let before = daemon.json(path).await;
+    assert_eq!(
+        before["snapshots"].as_array().unwrap().len(),
+        0,
+        "{before:#}"
+    );
+    assert_eq!(before["compression"], "zstd");
+    let next = before["status"]["next_run"].as_f64().expect("the next run");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(next > now, "the next run is ahead: {before:#}");
+
+    assert_eq!(daemon.post(path, None).await.0, 401);
+    assert_eq!(daemon.post(path, Some("wrong")).await.0, 403);
+    let (code, body) = daemon
+        .post(
+            "/api/v1/clusters/without/snapshots",
+            Some("api-token-for-snapshots"),
+        )
+        .await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("no [cluster.snapshot]"), "{body}");
+    assert_eq!(
+        daemon.get("/api/v1/clusters/without/snapshots").await.0,
+        404
+    );
+    let (code, body) = daemon.post(path, Some("api-token-for-snapshots")).await;
+    assert_eq!(code, 202, "{body}");
+
+    let after = wait_for(
+        "the asked-for snapshot in the list",
+        Duration::from_secs(20),
+        || async {
+            let v = daemon.json(path).await;
+            (v["snapshots"].as_array()?.len() == 1 && v["status"]["running_since"].is_null())
+                .then_some(v)
+        },
+    )
+    .await;
+    let listed = &after["snapshots"][0];
+    let file = listed["file"].as_str().unwrap();
+    assert!(
+        file.starts_with("with-") && file.ends_with(".db.zst"),
+        "{after:#}"
+    );
+    assert_eq!(after["status"]["last_success"]["file"], file);
+    assert!(after["status"]["last_failure"].is_null(), "{after:#}");
+    assert_eq!(listed["verified"], true);
+    assert!(listed["snapshot"]["revision"].as_i64().unwrap() >= 21);
+    assert_eq!(
+        listed["size_bytes"],
+        std::fs::metadata(dir.path().join(file)).unwrap().len()
+    );
+    assert_eq!(
+        after["status"]["next_run"], before["status"]["next_run"],
+        "the schedule stays as it was"
+    );
+}
+
 /// The daemon's schedule: snapshots saved on time, pruned to `keep_last`, each proven by a drill, every outcome
 /// in the events and /metrics.
 #[tokio::test]

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::maintenance::{self, GateOptions};
@@ -33,12 +33,22 @@ fn until_next(job: Option<&SnapshotJob>) -> (Duration, Option<SystemTime>) {
     match schedule::next_run(&job.config.schedule, now) {
         Ok(at) => {
             job.metrics.observe_next_snapshot(&job.cluster, at);
+            job.set_next_run(Some(at));
             (at.duration_since(now).unwrap_or_default(), Some(at))
         }
         Err(e) => {
             tracing::error!(cluster = job.cluster, "snapshot schedule: {e}");
+            job.set_next_run(None);
             (never, None)
         }
+    }
+}
+
+/// The next snapshot asked for through the API; never, without a way to ask.
+async fn next_request(requests: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+    match requests {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -48,9 +58,11 @@ pub async fn run(
     check_every: Duration,
     mut views: LatestView,
     complete: watch::Sender<Option<Arc<ClusterView>>>,
-    snapshots: Option<SnapshotJob>,
+    snapshots: Option<(SnapshotJob, mpsc::Receiver<()>)>,
     cancel: CancellationToken,
 ) {
+    // The job, and the snapshots asked for through the API.
+    let (snapshots, mut requests) = snapshots.unzip();
     let mut was_ready: Option<bool> = None;
     let mut ticker = tokio::time::interval(check_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -68,6 +80,13 @@ pub async fn run(
                 }
                 (wait, next) = until_next(snapshots.as_ref());
                 due.as_mut().reset(tokio::time::Instant::now() + wait);
+            }
+            Some(()) = next_request(&mut requests) => {
+                // Asked for through the API: a step like a scheduled run; the schedule stays as it is.
+                if let Some(job) = &snapshots {
+                    let view = complete.borrow().clone();
+                    job.run_once(view).await;
+                }
             }
             changed = views.changed() => {
                 if changed.is_err() {

@@ -25,7 +25,9 @@ use crate::export::metrics::{Metrics, MetricsError};
 use crate::export::{http, server as http_server};
 use crate::maintenance::GateOptions;
 use crate::secret::Secret;
-use crate::state::{ApiToken, ClusterEntry, History, Shared, TokenChange};
+use crate::state::{
+    ApiToken, ClusterEntry, History, Shared, SnapshotControl, SnapshotStatus, TokenChange,
+};
 use tasks::{STOP_GRACE, TaskGroup};
 
 #[derive(Debug, Error)]
@@ -95,21 +97,30 @@ impl Daemon {
             .last_view();
         let (publish, view) = watch::channel(last);
         let (complete_tx, complete) = watch::channel(None);
-        self.shared.insert(ClusterEntry {
-            config: config.clone(),
-            view: view.clone(),
-            history: history.clone(),
-            complete,
-        });
-        let mut tasks = TaskGroup::child_of(&self.shutdown);
         let connector = Arc::new(connector);
+        let (status_tx, status) = watch::channel(SnapshotStatus::default());
+        // One request may wait; a second while it does is refused (409), never queued without bound.
+        let (trigger, requests) = tokio::sync::mpsc::channel(1);
         let snapshots = config.snapshot.clone().map(|s| snapshot_job::SnapshotJob {
             cluster: config.name.clone(),
             config: s,
             connector: connector.clone(),
             metrics: self.metrics.clone(),
             log: history.log.clone(),
+            status: status_tx,
         });
+        let control = snapshots
+            .is_some()
+            .then_some(SnapshotControl { status, trigger });
+        let snapshots = snapshots.map(|job| (job, requests));
+        self.shared.insert(ClusterEntry {
+            config: config.clone(),
+            view: view.clone(),
+            history: history.clone(),
+            complete,
+            snapshots: control,
+        });
+        let mut tasks = TaskGroup::child_of(&self.shutdown);
         let (poll_config, metrics) = (config.clone(), self.metrics.clone());
         tasks.spawn("poll", move |cancel| {
             poll_task::run(poll_config, connector, publish, history, metrics, cancel)

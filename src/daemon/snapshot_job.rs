@@ -15,7 +15,9 @@ use crate::maintenance::plan::snapshot_source;
 use crate::maintenance::retention::{self, Policy};
 use crate::maintenance::snapshot::{self, SaveRequest};
 use crate::maintenance::{drill, store};
+use crate::state::{RunRecord, SnapshotStatus};
 use crate::view::ClusterView;
+use tokio::sync::watch;
 
 use super::poll_task::log_event;
 
@@ -25,6 +27,27 @@ pub struct SnapshotJob {
     pub connector: Arc<Connector>,
     pub metrics: Arc<Metrics>,
     pub log: Arc<Mutex<EventLog>>,
+    /// What the API shows: running, next run, the last success, failure and drill.
+    pub status: watch::Sender<SnapshotStatus>,
+}
+
+fn run_record(
+    file: Option<String>,
+    reason: Option<&str>,
+    message: String,
+    seconds: Option<f64>,
+) -> RunRecord {
+    RunRecord {
+        at: SystemTime::now(),
+        file,
+        reason: reason.map(str::to_string),
+        message,
+        seconds,
+    }
+}
+
+fn file_name(path: &std::path::Path) -> Option<String> {
+    path.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
 impl SnapshotJob {
@@ -41,14 +64,31 @@ impl SnapshotJob {
     fn failed(&self, reason: &'static str, message: String) {
         self.metrics
             .observe_snapshot(&self.cluster, SnapshotOutcome::Failed { reason });
-        self.record(
-            EventKind::SnapshotFailed,
-            format!("snapshot not saved ({reason}): {message}"),
-        );
+        let message = format!("snapshot not saved ({reason}): {message}");
+        self.status.send_modify(|s| {
+            s.last_failure = Some(run_record(None, Some(reason), message.clone(), None));
+        });
+        self.record(EventKind::SnapshotFailed, message);
     }
 
-    /// One scheduled run, from the last complete view.
+    /// When the next scheduled run is due, for the API.
+    pub fn set_next_run(&self, at: Option<SystemTime>) {
+        self.status.send_if_modified(|s| {
+            let changed = s.next_run != at;
+            s.next_run = at;
+            changed
+        });
+    }
+
+    /// One run (scheduled or asked for), from the last complete view.
     pub async fn run_once(&self, view: Option<Arc<ClusterView>>) {
+        self.status
+            .send_modify(|s| s.running_since = Some(SystemTime::now()));
+        self.save_prune_drill(view).await;
+        self.status.send_modify(|s| s.running_since = None);
+    }
+
+    async fn save_prune_drill(&self, view: Option<Arc<ClusterView>>) {
         let Some(view) = view else {
             return self.failed("no_view", "no complete poll of the cluster yet".into());
         };
@@ -79,17 +119,23 @@ impl SnapshotJob {
                 seconds: s.duration_seconds,
             },
         );
-        self.record(
-            EventKind::SnapshotSaved,
-            format!(
-                "snapshot saved: {} ({} bytes, revision {}, from {}) in {:.1}s",
-                saved.path.display(),
-                s.size,
-                s.revision,
-                s.source.name,
-                s.duration_seconds
-            ),
+        let message = format!(
+            "snapshot saved: {} ({} bytes, revision {}, from {}) in {:.1}s",
+            saved.path.display(),
+            s.size,
+            s.revision,
+            s.source.name,
+            s.duration_seconds
         );
+        self.status.send_modify(|st| {
+            st.last_success = Some(run_record(
+                file_name(&saved.path),
+                None,
+                message.clone(),
+                Some(s.duration_seconds),
+            ));
+        });
+        self.record(EventKind::SnapshotSaved, message);
         self.prune();
         if self.config.restore_drill {
             self.drill(&saved.path, s).await;
@@ -145,33 +191,47 @@ impl SnapshotJob {
             Ok(tools) => drill::drill(path, drill::Expected { revision, kv, size }, &tools).await,
             Err(e) => Err(e),
         };
-        match result {
+        let (kind, reason, message, seconds) = match result {
             Ok(report) => {
                 self.metrics.observe_drill(&self.cluster, true, at);
-                self.record(
-                    EventKind::RestoreDrillPassed,
-                    format!(
-                        "restore drill passed: {} restored and served revision {}{} in {:.1}s",
-                        path.display(),
-                        report.revision,
-                        if report.hash_compared {
-                            " with the source member's KV hash"
-                        } else {
-                            ""
-                        },
-                        report.seconds
-                    ),
+                let message = format!(
+                    "restore drill passed: {} restored and served revision {}{} in {:.1}s",
+                    path.display(),
+                    report.revision,
+                    if report.hash_compared {
+                        " with the source member's KV hash"
+                    } else {
+                        ""
+                    },
+                    report.seconds
                 );
+                (
+                    EventKind::RestoreDrillPassed,
+                    None,
+                    message,
+                    Some(report.seconds),
+                )
             }
             Err(e) => {
                 self.metrics.observe_drill(&self.cluster, false, at);
                 self.metrics
                     .observe_snapshot(&self.cluster, SnapshotOutcome::Failed { reason: "drill" });
-                self.record(
+                (
                     EventKind::RestoreDrillFailed,
+                    Some("drill"),
                     format!("{}: {e}", path.display()),
-                );
+                    None,
+                )
             }
-        }
+        };
+        self.status.send_modify(|s| {
+            s.last_drill = Some(run_record(
+                file_name(path),
+                reason,
+                message.clone(),
+                seconds,
+            ));
+        });
+        self.record(kind, message);
     }
 }

@@ -64,6 +64,7 @@ pub fn router(state: ApiState) -> Router {
     // Everything that changes something goes here, behind the token.
     let mutating = Router::new()
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/clusters/{name}/snapshots", post(take_snapshot))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/metrics", get(metrics))
@@ -76,6 +77,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/clusters/{name}/maintenance",
             get(cluster_maintenance),
         )
+        .route("/api/v1/clusters/{name}/snapshots", get(list_snapshots))
         .merge(mutating)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such resource".into()) })
         .method_not_allowed_fallback(|| async {
@@ -352,6 +354,120 @@ async fn cluster_events(
         .with_cluster(&name, |c| c.events())
         .ok_or_else(|| unknown(&name))?;
     Ok(axum::Json(json!({ "cluster": name, "events": events })))
+}
+
+fn no_snapshots(name: &str) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("cluster {name:?} has no [cluster.snapshot] configured"),
+    )
+}
+
+/// The cluster's snapshot state (running, next run, the last success, failure and drill) and its verified
+/// snapshots in the destination, newest first.
+async fn list_snapshots(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let (config, status, requested) = state
+        .shared
+        .with_cluster(&name, |c| {
+            let control = c.snapshots.as_ref()?;
+            Some((
+                c.config.snapshot.clone()?,
+                control.status.borrow().clone(),
+                control.trigger.capacity() == 0,
+            ))
+        })
+        .ok_or_else(|| unknown(&name))?
+        .ok_or_else(|| no_snapshots(&name))?;
+    let dir = config.dir.clone();
+    let listed = tokio::task::spawn_blocking(move || crate::maintenance::store::list(&dir))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot list {}: {e}", config.dir.display()),
+            )
+        })?;
+    let drilled = status.last_drill.as_ref();
+    let snapshots: Vec<serde_json::Value> = listed
+        .iter()
+        .rev()
+        .filter(|s| s.sidecar.cluster == name)
+        .map(|s| {
+            let drill = drilled
+                .filter(|d| d.file.as_deref() == Some(s.sidecar.file.as_str()))
+                .map(|d| {
+                    if d.reason.is_none() {
+                        "passed"
+                    } else {
+                        "failed"
+                    }
+                });
+            json!({
+                "file": s.sidecar.file,
+                "path": s.path,
+                "size_bytes": s.size,
+                "verified": true,
+                "restore_drill": drill,
+                "snapshot": s.sidecar,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "cluster": name,
+        "dir": config.dir,
+        "schedule": config.schedule,
+        "compression": <&str>::from(config.compression),
+        "requested": requested,
+        "status": status,
+        "snapshots": snapshots,
+    }))
+    .into_response())
+}
+
+/// Asks the cluster's maintenance task for a snapshot now (202); it is taken like a scheduled one and shows in
+/// `GET …/snapshots`. 409 while one is being taken or already asked for.
+async fn take_snapshot(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let outcome = state
+        .shared
+        .with_cluster(&name, |c| {
+            let control = c.snapshots.as_ref()?;
+            if let Some(since) = control.status.borrow().running_since {
+                return Some(Err(format!(
+                    "a snapshot of {name:?} is being taken (since {}); GET /api/v1/clusters/{name}/snapshots shows when it ends",
+                    humantime::format_rfc3339_seconds(since)
+                )));
+            }
+            Some(control.trigger.try_send(()).map_err(|e| match e {
+                tokio::sync::mpsc::error::TrySendError::Full(()) => {
+                    format!("a snapshot of {name:?} was asked for already and is about to be taken")
+                }
+                tokio::sync::mpsc::error::TrySendError::Closed(()) => {
+                    format!("the maintenance task of {name:?} is stopping")
+                }
+            }))
+        })
+        .ok_or_else(|| unknown(&name))?
+        .ok_or_else(|| no_snapshots(&name))?;
+    match outcome {
+        Ok(()) => Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(json!({
+                "accepted": true,
+                "message": format!(
+                    "a snapshot of {name:?} will be taken now; GET /api/v1/clusters/{name}/snapshots shows it"
+                ),
+            })),
+        )
+            .into_response()),
+        Err(message) => Err(ApiError(StatusCode::CONFLICT, message)),
+    }
 }
 
 #[cfg(test)]

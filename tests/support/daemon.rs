@@ -83,6 +83,20 @@ impl Daemon {
         }
     }
 
+    /// POSTs an empty body, with a bearer token when given: (status, body).
+    pub async fn post(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut request = reqwest::Client::new()
+            .post(self.url(path))
+            .timeout(Duration::from_secs(10));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        match request.send().await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    }
+
     pub async fn json(&self, path: &str) -> Value {
         let (code, body) = self.get(path).await;
         assert_eq!(code, 200, "GET {path}: {body}");
