@@ -36,6 +36,8 @@ pub enum EventKind {
     /// A scheduled snapshot was saved and verified.
     SnapshotSaved,
     SnapshotFailed,
+    /// A verified snapshot and its sidecar were uploaded to S3.
+    SnapshotUploaded,
     /// Snapshots beyond the retention policy were deleted.
     SnapshotPruned,
     RestoreDrillPassed,

@@ -186,6 +186,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
 }
 
 fn main() -> ExitCode {
+    // The S3 client (reqwest 0.13 under object_store) takes its TLS crypto from the process default: ring, as
+    // everywhere else here. Only fails if one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -146,6 +146,37 @@ impl Discovery {
     }
 }
 
+/// An S3 bucket name as S3 accepts it: 3–63 characters of lowercase letters, digits, dots and hyphens, beginning
+/// and ending with a letter or digit.
+pub fn check_bucket_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-';
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !(3..=63).contains(&name.len())
+        || !name.chars().all(allowed)
+        || !edge(name.chars().next())
+        || !edge(name.chars().last())
+    {
+        return Err(format!(
+            "{name:?}: a bucket name is 3-63 lowercase letters, digits, dots and hyphens, beginning and ending \
+             with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// An S3-compatible server's URL: http or https with a host; returned without a trailing slash.
+pub fn check_s3_endpoint(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    match url::Url::parse(text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(text.trim_end_matches('/').to_string())
+        }
+        _ => Err(format!(
+            "{text:?}: an http:// or https:// URL of the S3-compatible server"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +216,21 @@ mod tests {
         assert_eq!(Discovery::Members.as_str(), "members");
         assert_eq!("static".parse::<Discovery>(), Ok(Discovery::Static));
         assert!("dns".parse::<Discovery>().is_err());
+    }
+
+    #[test]
+    fn bucket_names_and_endpoints_are_what_s3_accepts() {
+        for good in ["etcd-backups", "a.b-c", "b12"] {
+            assert!(check_bucket_name(good).is_ok(), "{good}");
+        }
+        for bad in ["ab", "Etcd", "a_b", "-ab", "ab-", &"a".repeat(64)] {
+            assert!(check_bucket_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            check_s3_endpoint("http://127.0.0.1:9000/").unwrap(),
+            "http://127.0.0.1:9000"
+        );
+        assert!(check_s3_endpoint("ftp://x").is_err());
+        assert!(check_s3_endpoint("minio:9000").is_err());
     }
 }

@@ -4,6 +4,7 @@
 pub mod check_config;
 pub mod run;
 pub mod snapshot;
+pub mod snapshot_s3;
 pub mod status;
 
 use std::path::PathBuf;

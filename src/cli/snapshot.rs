@@ -9,18 +9,20 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, Subcommand};
 use comfy_table::{ContentArrangement, Table};
 
-use etcd_sentinel::config::Compression;
+use etcd_sentinel::config::{Compression, S3Config};
 use etcd_sentinel::etcd::connect::Connector;
 use etcd_sentinel::etcd::endpoint::Endpoint;
 use etcd_sentinel::maintenance::plan::snapshot_source;
 use etcd_sentinel::maintenance::restore_plan;
 use etcd_sentinel::maintenance::retention::{self, Policy};
 use etcd_sentinel::maintenance::snapshot::{self, SaveRequest, SnapshotError};
+use etcd_sentinel::maintenance::store::s3::S3Store;
 use etcd_sentinel::maintenance::store::{self, Stored};
 use etcd_sentinel::maintenance::{bolt, compress, drill};
 use etcd_sentinel::probe::poller::ClusterPoller;
 use etcd_sentinel::units::{human_bytes, unix_seconds};
 
+use super::snapshot_s3::{S3Args, split_object_url};
 use super::{CliError, ConnectionArgs, WriteOut, write_out};
 
 #[derive(Debug, Args)]
@@ -99,6 +101,10 @@ pub struct SaveArgs {
     #[arg(long, env = "ETCD_SENTINEL_COMPRESS", value_name = "HOW", default_value = "none", value_parser = parse_compression)]
     pub compress: Compression,
 
+    /// Upload the verified snapshot and its sidecar there too (the local copy stays)
+    #[command(flatten)]
+    pub s3: S3Args,
+
     /// Output format [env: ETCDCTL_WRITE_OUT] [default: table]
     #[arg(short = 'w', long, env = "ETCD_SENTINEL_WRITE_OUT", value_enum)]
     pub write_out: Option<WriteOut>,
@@ -106,8 +112,11 @@ pub struct SaveArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The snapshot file
+    /// The snapshot file, or s3://BUCKET/[PREFIX/]NAME (downloaded with its sidecar into a temporary directory)
     pub file: PathBuf,
+
+    #[command(flatten)]
+    pub s3: S3Args,
 
     /// Also restore it into a temporary directory, start a throwaway etcd on a free loopback port, and check the
     /// revision, key count and KV hash its sidecar recorded (the restore drill); everything is removed afterwards
@@ -131,8 +140,18 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Directory of snapshots
-    #[arg(long, env = "ETCD_SENTINEL_SNAPSHOT_DIR", value_name = "DIR")]
-    pub dir: PathBuf,
+    #[arg(
+        long,
+        env = "ETCD_SENTINEL_SNAPSHOT_DIR",
+        value_name = "DIR",
+        required_unless_present = "s3",
+        conflicts_with = "s3"
+    )]
+    pub dir: Option<PathBuf>,
+
+    /// Or the snapshots in S3-compatible storage
+    #[command(flatten)]
+    pub s3: S3Args,
 
     /// Output format [env: ETCDCTL_WRITE_OUT] [default: table]
     #[arg(short = 'w', long, env = "ETCD_SENTINEL_WRITE_OUT", value_enum)]
@@ -142,8 +161,17 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct PruneArgs {
     /// Directory of snapshots
-    #[arg(long, env = "ETCD_SENTINEL_SNAPSHOT_DIR", value_name = "DIR")]
-    pub dir: PathBuf,
+    #[arg(
+        long,
+        env = "ETCD_SENTINEL_SNAPSHOT_DIR",
+        value_name = "DIR",
+        required_unless_present = "s3"
+    )]
+    pub dir: Option<PathBuf>,
+
+    /// S3-compatible storage to prune by the same policy (with --dir, both)
+    #[command(flatten)]
+    pub s3: S3Args,
 
     /// Keep the newest N of each cluster
     #[arg(long, value_name = "N")]
@@ -192,8 +220,8 @@ pub async fn run(args: SnapshotArgs) -> Result<ExitCode, CliError> {
     match args.command {
         SnapshotCommand::Save(a) => save(*a).await,
         SnapshotCommand::Verify(a) => verify(a).await,
-        SnapshotCommand::List(a) => list(a),
-        SnapshotCommand::Prune(a) => prune(a),
+        SnapshotCommand::List(a) => list(a).await,
+        SnapshotCommand::Prune(a) => prune(a).await,
         SnapshotCommand::RestorePlan(a) => restore_plan(a).await,
     }
 }
@@ -220,6 +248,8 @@ async fn save(args: SaveArgs) -> Result<ExitCode, CliError> {
             args.dir.display()
         )));
     }
+    // Bad S3 flags are refused before anything is streamed.
+    let remote = args.s3.store()?;
     let settings = args.connection.settings()?;
     let target = args.connection.target(&args.name, &settings)?;
     let connector = Arc::new(Connector::new(settings).map_err(|e| CliError::Usage(e.to_string()))?);
@@ -254,14 +284,31 @@ async fn save(args: SaveArgs) -> Result<ExitCode, CliError> {
         e => CliError::Failed(anyhow::anyhow!("snapshot not saved ({}): {e}", e.reason())),
     })?;
     let s = &saved.sidecar;
+    let uploaded = match &remote {
+        None => None,
+        Some((store, _)) => {
+            store
+                .upload_snapshot(&saved.path, &saved.sidecar_path)
+                .await
+                .map_err(|e| {
+                    CliError::Failed(anyhow::anyhow!(
+                        "snapshot {} saved and verified, but not uploaded ({}): {e}",
+                        saved.path.display(),
+                        e.reason()
+                    ))
+                })?;
+            Some(store.url(&s.file))
+        }
+    };
     match format {
         WriteOut::Json => print_json(&serde_json::json!({
             "path": saved.path,
             "sidecar": saved.sidecar_path,
+            "uploaded": uploaded,
             "snapshot": s,
         })),
         _ => println!(
-            "saved {} ({}, revision {}, raft index {}) from {} ({}) in {:.1}s; sha256 {}",
+            "saved {} ({}, revision {}, raft index {}) from {} ({}) in {:.1}s; sha256 {}{}",
             saved.path.display(),
             human_bytes(s.size),
             s.revision,
@@ -269,7 +316,10 @@ async fn save(args: SaveArgs) -> Result<ExitCode, CliError> {
             s.source.name,
             s.source.endpoint,
             s.duration_seconds,
-            s.sha256_etcd
+            s.sha256_etcd,
+            uploaded
+                .map(|u| format!("; uploaded to {u}"))
+                .unwrap_or_default()
         ),
     }
     Ok(ExitCode::SUCCESS)
@@ -289,8 +339,25 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-async fn verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
+async fn verify(mut args: VerifyArgs) -> Result<ExitCode, CliError> {
     let format = write_out(args.write_out)?;
+    // An object in S3: downloaded with its sidecar into a scratch directory (removed when done), then checked
+    // like a local file.
+    let _scratch;
+    let shown = args.file.display().to_string();
+    if let Some(url) = shown.strip_prefix("s3://").map(|_| shown.clone()) {
+        let (at, name) = split_object_url(&url).map_err(CliError::Usage)?;
+        let (store, _) = args.s3.store_at(&at)?;
+        let dir = tempfile::Builder::new()
+            .prefix("etcd-sentinel-verify-")
+            .tempdir()
+            .map_err(|e| CliError::Failed(anyhow::anyhow!("a scratch directory: {e}")))?;
+        args.file = store
+            .download(&name, dir.path())
+            .await
+            .map_err(|e| CliError::Failed(anyhow::anyhow!("{e} ({})", e.reason())))?;
+        _scratch = dir;
+    }
     // The sidecar, when there is one, must agree with the file.
     let sidecar_path = PathBuf::from(format!("{}.json", args.file.display()));
     let sidecar: Option<snapshot::Sidecar> = std::fs::read(&sidecar_path)
@@ -383,9 +450,14 @@ fn listed(dir: &Path) -> Result<Vec<Stored>, CliError> {
     store::list(dir).map_err(|e| CliError::Usage(format!("--dir {}: {e}", dir.display())))
 }
 
-fn list(args: ListArgs) -> Result<ExitCode, CliError> {
+async fn list(args: ListArgs) -> Result<ExitCode, CliError> {
     let format = write_out(args.write_out)?;
-    let stored = listed(&args.dir)?;
+    if let Some((store, config)) = args.s3.store()? {
+        return list_remote(&store, &config, format).await;
+    }
+    // clap requires --dir without --s3.
+    let dir = args.dir.unwrap_or_default();
+    let stored = listed(&dir)?;
     if format == WriteOut::Json {
         let items: Vec<serde_json::Value> = stored
             .iter()
@@ -414,7 +486,51 @@ fn list(args: ListArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn prune(args: PruneArgs) -> Result<ExitCode, CliError> {
+async fn list_remote(
+    store: &S3Store,
+    config: &S3Config,
+    format: WriteOut,
+) -> Result<ExitCode, CliError> {
+    let listed = store
+        .list()
+        .await
+        .map_err(|e| CliError::Failed(anyhow::anyhow!("{e} ({})", e.reason())))?;
+    if format == WriteOut::Json {
+        let items: Vec<serde_json::Value> = listed
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "url": store.url(&r.name),
+                    "name": r.name,
+                    "cluster": r.cluster,
+                    "revision": r.revision,
+                    "size": r.size,
+                    "taken_at": unix_seconds(r.taken_at),
+                })
+            })
+            .collect();
+        print_json(&serde_json::json!({ "location": config.url(), "snapshots": items }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(["NAME", "CLUSTER", "REVISION", "SIZE", "TAKEN (UTC)"]);
+    for r in &listed {
+        table.add_row([
+            r.name.clone(),
+            r.cluster.clone(),
+            r.revision.to_string(),
+            human_bytes(r.size),
+            humantime::format_rfc3339_seconds(r.taken_at).to_string(),
+        ]);
+    }
+    println!("{table}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn prune(args: PruneArgs) -> Result<ExitCode, CliError> {
     let count = |n: Option<u32>| n.map(|n| n as usize);
     let policy = Policy {
         keep_last: args.keep_last,
@@ -432,49 +548,93 @@ fn prune(args: PruneArgs) -> Result<ExitCode, CliError> {
                 .into(),
         ));
     }
-    let stored = listed(&args.dir)?;
-    let entries: Vec<retention::Entry> = stored.iter().map(Stored::retention_entry).collect();
+    let remote = args.s3.store()?;
     let now = SystemTime::now();
-    let doomed = retention::to_delete(&entries, &policy, now);
     let mut failed = 0;
-    for (entry, why) in &doomed {
-        let Some(s) = stored.iter().find(|s| s.sidecar.file == entry.name) else {
-            continue;
-        };
-        let age =
-            Duration::from_secs_f64((unix_seconds(now) - unix_seconds(entry.taken_at)).max(0.0));
-        let age = humantime::format_duration(Duration::from_secs(age.as_secs()));
-        if args.dry_run {
-            println!(
-                "would delete {} ({}, {age} old)",
-                s.path.display(),
-                why.as_str()
-            );
-            continue;
-        }
-        match store::delete(s) {
-            Ok(()) => println!("deleted {} ({}, {age} old)", s.path.display(), why.as_str()),
-            Err(e) => {
+    if let Some(dir) = &args.dir {
+        let stored = listed(dir)?;
+        let entries: Vec<retention::Entry> = stored.iter().map(Stored::retention_entry).collect();
+        let doomed = retention::to_delete(&entries, &policy, now);
+        for (entry, why) in &doomed {
+            let Some(s) = stored.iter().find(|s| s.sidecar.file == entry.name) else {
+                continue;
+            };
+            let shown = s.path.display().to_string();
+            if !report_prune(&shown, entry, *why, now, args.dry_run, || store::delete(s)) {
                 failed += 1;
-                eprintln!("etcd-sentinel: cannot delete {}: {e}", s.path.display());
             }
         }
+        summarise_prune(doomed.len(), stored.len(), dir.display(), args.dry_run);
     }
-    println!(
-        "{} of {} snapshots {}; the newest of each cluster is always kept",
-        doomed.len(),
-        stored.len(),
-        if args.dry_run {
-            "would be deleted"
-        } else {
-            "deleted"
+    if let Some((store, config)) = &remote {
+        let listed = store
+            .list()
+            .await
+            .map_err(|e| CliError::Failed(anyhow::anyhow!("{e} ({})", e.reason())))?;
+        let entries: Vec<retention::Entry> = listed.iter().map(|r| r.retention_entry()).collect();
+        let doomed = retention::to_delete(&entries, &policy, now);
+        for (entry, why) in &doomed {
+            let deleted = if args.dry_run {
+                Ok(())
+            } else {
+                store.delete(&entry.name).await
+            };
+            if !report_prune(
+                &store.url(&entry.name),
+                entry,
+                *why,
+                now,
+                args.dry_run,
+                || deleted,
+            ) {
+                failed += 1;
+            }
         }
-    );
+        summarise_prune(doomed.len(), listed.len(), config.url(), args.dry_run);
+    }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(super::EXIT_UNHEALTHY)
     })
+}
+
+/// Prints what a prune did (or would do) to one snapshot; false when deleting it failed.
+fn report_prune<E: std::fmt::Display>(
+    shown: &str,
+    entry: &retention::Entry,
+    why: retention::Why,
+    now: SystemTime,
+    dry_run: bool,
+    delete: impl FnOnce() -> Result<(), E>,
+) -> bool {
+    let age = Duration::from_secs_f64((unix_seconds(now) - unix_seconds(entry.taken_at)).max(0.0));
+    let age = humantime::format_duration(Duration::from_secs(age.as_secs()));
+    if dry_run {
+        println!("would delete {shown} ({}, {age} old)", why.as_str());
+        return true;
+    }
+    match delete() {
+        Ok(()) => {
+            println!("deleted {shown} ({}, {age} old)", why.as_str());
+            true
+        }
+        Err(e) => {
+            eprintln!("etcd-sentinel: cannot delete {shown}: {e}");
+            false
+        }
+    }
+}
+
+fn summarise_prune(doomed: usize, all: usize, location: impl std::fmt::Display, dry_run: bool) {
+    println!(
+        "{location}: {doomed} of {all} snapshots {}; the newest of each cluster is always kept",
+        if dry_run {
+            "would be deleted"
+        } else {
+            "deleted"
+        }
+    );
 }
 
 /// The restore tool to name in the plan, and whether it can bump the revision.

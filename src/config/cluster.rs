@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawCluster, RawMetricsUrls, RawSnapshot, RawThresholds, RawTls, Source};
+use super::raw::{RawCluster, RawMetricsUrls, RawS3, RawSnapshot, RawThresholds, RawTls, Source};
 use super::{
     ClusterConfig, Compression, ConfigError, DEFAULT_INTERVAL, DEFAULT_UNRESPONSIVE_AFTER,
-    KeepPeriods, MIN_INTERVAL, MIN_UNRESPONSIVE_AFTER, SnapshotConfig, valid_name,
+    KeepPeriods, MIN_INTERVAL, MIN_UNRESPONSIVE_AFTER, S3Config, S3CredentialFiles, SnapshotConfig,
+    valid_name,
 };
 use crate::etcd::connect::ConnectSettings;
 use crate::etcd::endpoint::Endpoint;
@@ -152,6 +153,10 @@ fn snapshot(
              those keep older snapshots on purpose; use one or the other",
         ));
     }
+    let s3 =
+        s.s3.as_ref()
+            .map(|raw| s3_config(src, &key, raw))
+            .transpose()?;
     Ok(SnapshotConfig {
         schedule: s.schedule.get_ref().trim().to_string(),
         dir: PathBuf::from(s.dir.get_ref()),
@@ -159,8 +164,70 @@ fn snapshot(
         max_age,
         keep_periods,
         compression,
+        s3,
         restore_drill: s.restore_drill,
         etcd_bin: PathBuf::from(s.etcd_bin.as_ref().map_or("etcd", |b| b.get_ref().as_str())),
+    })
+}
+
+/// `[cluster.snapshot.s3]`: a bucket name S3 accepts, an endpoint URL, the credentials as files (both or none).
+fn s3_config(
+    src: &Source,
+    key: &dyn Fn(&str) -> String,
+    raw: &Spanned<RawS3>,
+) -> Result<S3Config, ConfigError> {
+    let s = raw.get_ref();
+    for (given, name) in [
+        (&s.access_key_id, "access_key_id"),
+        (&s.secret_access_key, "secret_access_key"),
+    ] {
+        if let Some(v) = given {
+            return Err(src.invalid(
+                v,
+                key(&format!("s3.{name}")),
+                format!(
+                    "credentials are never written in the configuration: put it in a file and name it with \
+                     {name}_file, or leave both out and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                ),
+            ));
+        }
+    }
+    let bucket = s.bucket.get_ref().trim();
+    crate::settings::check_bucket_name(bucket)
+        .map_err(|e| src.invalid(&s.bucket, key("s3.bucket"), e))?;
+    let endpoint = s
+        .endpoint
+        .as_ref()
+        .map(|e| {
+            crate::settings::check_s3_endpoint(e.get_ref())
+                .map_err(|m| src.invalid(e, key("s3.endpoint"), m))
+        })
+        .transpose()?;
+    let file = |f: &Option<Spanned<String>>| f.as_ref().map(|p| PathBuf::from(p.get_ref()));
+    let credential_files = match (file(&s.access_key_id_file), file(&s.secret_access_key_file)) {
+        (Some(access_key_id), Some(secret_access_key)) => Some(S3CredentialFiles {
+            access_key_id,
+            secret_access_key,
+            session_token: file(&s.session_token_file),
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(src.invalid(
+                raw,
+                key("s3"),
+                "access_key_id_file and secret_access_key_file go together (or neither, for the AWS \
+                 environment variables)",
+            ));
+        }
+    };
+    Ok(S3Config {
+        bucket: bucket.to_string(),
+        prefix: s.prefix.trim_matches('/').to_string(),
+        endpoint,
+        region: s.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        path_style: s.path_style,
+        credential_files,
+        credentials: None,
     })
 }
 

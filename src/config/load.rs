@@ -46,6 +46,30 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
                 password,
             });
         }
+        if let Some(s3) = c.snapshot.as_mut().and_then(|s| s.s3.as_mut())
+            && let Some(files) = &s3.credential_files
+        {
+            let read = |path: &Path, key: &'static str| {
+                Secret::from_file(path).map_err(|cause| ConfigError::Secret {
+                    file: file.clone(),
+                    cluster: c.name.clone(),
+                    key,
+                    cause,
+                })
+            };
+            s3.credentials = Some(super::S3Credentials {
+                access_key_id: read(&files.access_key_id, "snapshot.s3.access_key_id_file")?,
+                secret_access_key: read(
+                    &files.secret_access_key,
+                    "snapshot.s3.secret_access_key_file",
+                )?,
+                session_token: files
+                    .session_token
+                    .as_deref()
+                    .map(|p| read(p, "snapshot.s3.session_token_file"))
+                    .transpose()?,
+            });
+        }
         if let Some(s) = &c.snapshot
             && !s.dir.is_dir()
         {

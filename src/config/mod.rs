@@ -79,9 +79,52 @@ pub struct SnapshotConfig {
     /// Grandfather-father-son counts (`keep_hourly`, …), with `keep_last`; never with `max_age`.
     pub keep_periods: KeepPeriods,
     pub compression: Compression,
+    /// A copy of every verified snapshot in S3-compatible storage, pruned by the same policy.
+    pub s3: Option<S3Config>,
     pub restore_drill: bool,
     /// The etcd a drill starts (its restore tool is looked for beside it).
     pub etcd_bin: PathBuf,
+}
+
+/// `[cluster.snapshot.s3]` (and `snapshot save --s3`): where in S3-compatible storage snapshots are kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Prepended to every object name, without leading or trailing slashes.
+    pub prefix: String,
+    /// An S3-compatible server's URL (MinIO, Ceph, …); AWS when absent.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key` (MinIO and most others need it).
+    pub path_style: bool,
+    /// Files holding the credentials (read by `load`); the AWS environment variables when absent.
+    pub credential_files: Option<S3CredentialFiles>,
+    pub credentials: Option<S3Credentials>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3CredentialFiles {
+    pub access_key_id: PathBuf,
+    pub secret_access_key: PathBuf,
+    pub session_token: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Credentials {
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+}
+
+impl S3Config {
+    /// `s3://bucket/prefix`, as messages show it.
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
 }
 
 /// `keep_hourly`, `keep_daily`, `keep_weekly`, `keep_monthly`.

@@ -57,6 +57,26 @@ pub(super) struct RawSnapshot {
     #[serde(default)]
     pub(super) restore_drill: bool,
     pub(super) etcd_bin: Option<Spanned<String>>,
+    pub(super) s3: Option<Spanned<RawS3>>,
+}
+
+/// `[cluster.snapshot.s3]`. Credentials only as files (or the environment), never in the configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawS3 {
+    pub(super) bucket: Spanned<String>,
+    #[serde(default)]
+    pub(super) prefix: String,
+    pub(super) endpoint: Option<Spanned<String>>,
+    pub(super) region: Option<String>,
+    #[serde(default)]
+    pub(super) path_style: bool,
+    pub(super) access_key_id_file: Option<Spanned<String>>,
+    pub(super) secret_access_key_file: Option<Spanned<String>>,
+    pub(super) session_token_file: Option<Spanned<String>>,
+    /// Refused with a message that says where credentials go instead.
+    pub(super) access_key_id: Option<Spanned<toml::Value>>,
+    pub(super) secret_access_key: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]

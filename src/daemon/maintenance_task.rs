@@ -32,7 +32,11 @@ fn until_next(job: Option<&SnapshotJob>) -> (Duration, Option<SystemTime>) {
     let now = SystemTime::now();
     match schedule::next_run(&job.config.schedule, now) {
         Ok(at) => {
-            job.metrics.observe_next_snapshot(&job.cluster, at);
+            let interval = schedule::next_run(&job.config.schedule, at)
+                .ok()
+                .and_then(|after| after.duration_since(at).ok());
+            job.metrics
+                .observe_next_snapshot(&job.cluster, at, interval);
             job.set_next_run(Some(at));
             (at.duration_since(now).unwrap_or_default(), Some(at))
         }

@@ -14,6 +14,7 @@ use crate::export::metrics::{Metrics, SnapshotOutcome};
 use crate::maintenance::plan::snapshot_source;
 use crate::maintenance::retention::{self, Policy};
 use crate::maintenance::snapshot::{self, SaveRequest};
+use crate::maintenance::store::s3::{RemoteError, S3Store};
 use crate::maintenance::{drill, store};
 use crate::state::{RunRecord, SnapshotStatus};
 use crate::view::ClusterView;
@@ -136,9 +137,82 @@ impl SnapshotJob {
             ));
         });
         self.record(EventKind::SnapshotSaved, message);
+        if let Some(s3) = &self.config.s3 {
+            self.upload(s3, &saved).await;
+        }
         self.prune();
         if self.config.restore_drill {
             self.drill(&saved.path, s).await;
+        }
+    }
+
+    /// Uploads the verified snapshot and its sidecar, then prunes the bucket by the same policy. A failure is
+    /// counted by reason and recorded; the local copy stays either way.
+    async fn upload(&self, config: &crate::config::S3Config, saved: &snapshot::Saved) {
+        let failed = |e: &RemoteError, what: &str| {
+            self.metrics.observe_upload(&self.cluster, Err(e.reason()));
+            let message = format!("snapshot {what} ({}): {e}", e.reason());
+            self.status.send_modify(|s| {
+                s.last_failure = Some(run_record(
+                    file_name(&saved.path),
+                    Some(e.reason()),
+                    message.clone(),
+                    None,
+                ));
+            });
+            self.record(EventKind::SnapshotFailed, message);
+        };
+        let store = match S3Store::new(config) {
+            Ok(s) => s,
+            Err(e) => return failed(&e, "not uploaded"),
+        };
+        let started = std::time::Instant::now();
+        if let Err(e) = store
+            .upload_snapshot(&saved.path, &saved.sidecar_path)
+            .await
+        {
+            return failed(&e, "saved and verified locally, but not uploaded");
+        }
+        self.metrics
+            .observe_upload(&self.cluster, Ok(SystemTime::now()));
+        self.record(
+            EventKind::SnapshotUploaded,
+            format!(
+                "snapshot uploaded: {} in {:.1}s",
+                store.url(&saved.sidecar.file),
+                started.elapsed().as_secs_f64()
+            ),
+        );
+        let policy = Policy::from_config(&self.config);
+        if policy.keeps_all() {
+            return;
+        }
+        let listed = match store.list().await {
+            Ok(l) => l,
+            Err(e) => {
+                return failed(
+                    &e,
+                    "uploaded, but the bucket could not be listed to prune it",
+                );
+            }
+        };
+        let entries: Vec<retention::Entry> = listed
+            .iter()
+            .filter(|r| r.cluster == self.cluster)
+            .map(|r| r.retention_entry())
+            .collect();
+        let mut deleted = Vec::new();
+        for (entry, why) in retention::to_delete(&entries, &policy, SystemTime::now()) {
+            match store.delete(&entry.name).await {
+                Ok(()) => deleted.push(format!("{} ({})", store.url(&entry.name), why.as_str())),
+                Err(e) => self.record(EventKind::SnapshotFailed, format!("cannot delete {e}")),
+            }
+        }
+        if !deleted.is_empty() {
+            self.record(
+                EventKind::SnapshotPruned,
+                format!("snapshots pruned: {}", deleted.join(", ")),
+            );
         }
     }
 

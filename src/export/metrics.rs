@@ -191,18 +191,44 @@ impl Metrics {
             .set(unix_seconds(at));
     }
 
-    /// The next scheduled snapshot, for freshness alerts that follow the schedule; also makes every failure
-    /// series exist at 0.
-    pub fn observe_next_snapshot(&self, cluster: &str, at: std::time::SystemTime) {
+    /// The next scheduled snapshot and the interval between it and the one after (so that a freshness alert
+    /// follows the schedule, not a fixed day); also makes every failure series exist at 0.
+    pub fn observe_next_snapshot(
+        &self,
+        cluster: &str,
+        at: std::time::SystemTime,
+        interval: Option<std::time::Duration>,
+    ) {
+        let s = &self.snapshots;
         for reason in SNAPSHOT_FAILURE_REASONS {
-            self.snapshots
-                .failures
-                .with_label_values(&[cluster, reason]);
+            s.failures.with_label_values(&[cluster, reason]);
         }
-        self.snapshots
-            .next_run
+        for reason in UPLOAD_FAILURE_REASONS {
+            s.upload_failures.with_label_values(&[cluster, reason]);
+        }
+        s.next_run
             .with_label_values(&[cluster])
             .set(unix_seconds(at));
+        if let Some(interval) = interval {
+            s.interval
+                .with_label_values(&[cluster])
+                .set(interval.as_secs_f64());
+        }
+    }
+
+    /// Records the upload of a verified snapshot to S3: done (when) or failed (by reason).
+    pub fn observe_upload(&self, cluster: &str, outcome: Result<std::time::SystemTime, &str>) {
+        let s = &self.snapshots;
+        match outcome {
+            Ok(at) => s
+                .last_upload
+                .with_label_values(&[cluster])
+                .set(unix_seconds(at)),
+            Err(reason) => s
+                .upload_failures
+                .with_label_values(&[cluster, reason])
+                .inc(),
+        }
     }
 
     /// The whole /metrics page: accumulated families plus the state of the given views.
@@ -234,6 +260,17 @@ pub const SNAPSHOT_FAILURE_REASONS: [&str; 9] = [
     "drill",
 ];
 
+/// The `reason` label values of `snapshot_upload_failures_total` (the S3 failure kinds).
+pub const UPLOAD_FAILURE_REASONS: [&str; 7] = [
+    "auth",
+    "no_bucket",
+    "not_found",
+    "network",
+    "local",
+    "mismatch",
+    "other",
+];
+
 /// What a scheduled snapshot came to.
 pub enum SnapshotOutcome<'a> {
     Saved {
@@ -257,6 +294,9 @@ struct SnapshotFamilies {
     drill_success: IntGaugeVec,
     drill_time: GaugeVec,
     next_run: GaugeVec,
+    interval: GaugeVec,
+    last_upload: GaugeVec,
+    upload_failures: IntCounterVec,
 }
 
 impl SnapshotFamilies {
@@ -286,11 +326,21 @@ impl SnapshotFamilies {
         let failures = IntCounterVec::new(
             Opts::new(
                 name("snapshot_failures_total"),
-                "Scheduled snapshots that failed, by reason (no_source, connect, stream, write, disk_full, verify, prune).",
+                "Scheduled snapshots that failed, by reason (no_view, no_source, connect, destination, stream, write, \
+                 disk_full, verify, drill).",
             ),
             &["cluster", "reason"],
         )?;
         registry.register(Box::new(failures.clone()))?;
+        let upload_failures = IntCounterVec::new(
+            Opts::new(
+                name("snapshot_upload_failures_total"),
+                "Uploads of verified snapshots to S3 that failed, by reason (auth, no_bucket, not_found, network, \
+                 local, mismatch, other); the local copy stays.",
+            ),
+            &["cluster", "reason"],
+        )?;
+        registry.register(Box::new(upload_failures.clone()))?;
         Ok(SnapshotFamilies {
             last_success: gauge(
                 "snapshot_last_success_timestamp_seconds",
@@ -319,6 +369,16 @@ impl SnapshotFamilies {
                 "Unix time of the next scheduled snapshot: the newest one is stale once it is older than the \
                  interval between two runs.",
             )?,
+            interval: gauge(
+                "snapshot_schedule_interval_seconds",
+                "Seconds between the next scheduled snapshot and the one after it: what the age of the newest \
+                 snapshot is judged against.",
+            )?,
+            last_upload: gauge(
+                "snapshot_last_upload_timestamp_seconds",
+                "Unix time of the newest verified snapshot uploaded to S3 (its sidecar last, then checked).",
+            )?,
+            upload_failures,
         })
     }
 
@@ -355,8 +415,13 @@ impl SnapshotFamilies {
         let _ = self.drill_success.remove_label_values(&[cluster]);
         let _ = self.drill_time.remove_label_values(&[cluster]);
         let _ = self.next_run.remove_label_values(&[cluster]);
+        let _ = self.interval.remove_label_values(&[cluster]);
+        let _ = self.last_upload.remove_label_values(&[cluster]);
         for reason in SNAPSHOT_FAILURE_REASONS {
             let _ = self.failures.remove_label_values(&[cluster, reason]);
+        }
+        for reason in UPLOAD_FAILURE_REASONS {
+            let _ = self.upload_failures.remove_label_values(&[cluster, reason]);
         }
     }
 }
@@ -881,6 +946,15 @@ mod tests {
     use crate::testing::*;
     use crate::view::{self, PeerRtt};
     use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn every_upload_failure_kind_is_a_reason_that_exists_at_zero() {
+        use strum::IntoEnumIterator;
+        let kinds: Vec<&str> = crate::maintenance::store::s3::RemoteFailure::iter()
+            .map(<&str>::from)
+            .collect();
+        assert_eq!(kinds, UPLOAD_FAILURE_REASONS.to_vec());
+    }
 
     #[test]
     fn a_view_renders_to_the_documented_families() {

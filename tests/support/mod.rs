@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod daemon;
+pub mod moto;
 pub mod pki;
 
 use std::net::TcpListener;
@@ -29,7 +30,11 @@ pub fn etcd_bin() -> String {
 pub fn sentinel(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"));
     for (k, _) in std::env::vars() {
-        if k.starts_with("ETCDCTL_") || k.starts_with("ETCD_SENTINEL_") || k == "COLUMNS" {
+        if k.starts_with("ETCDCTL_")
+            || k.starts_with("ETCD_SENTINEL_")
+            || k.starts_with("AWS_")
+            || k == "COLUMNS"
+        {
             cmd.env_remove(k);
         }
     }
