@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::bolt::{self, SnapshotFileError, TRAILER, hex};
-use super::compress::{self, ZSTD_SUFFIX};
+use super::compress::{Compressor, ZSTD_SUFFIX};
 use crate::config::Compression;
 use crate::etcd::error::ProbeError;
 use crate::files::RemoveOnDrop;
@@ -217,15 +217,6 @@ pub struct Saved {
     pub sidecar: Sidecar,
 }
 
-/// Sets its flag when dropped: tells blocking work that the future waiting for it is gone.
-struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// `20261201T200746Z`: sortable, and without the colons some tools and object stores dislike.
 pub fn compact_utc(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t)
@@ -237,32 +228,44 @@ pub fn compact_utc(t: SystemTime) -> String {
 /// the stream ends.
 struct LaggingHash {
     hasher: Context,
-    /// Of every byte, trailer included: the stored file's hash when it is not compressed.
-    whole: Context,
+    /// Of every byte, trailer included: the stored file's hash when it is not compressed (a compressed file's is
+    /// taken as it is written).
+    whole: Option<Context>,
     tail: Vec<u8>,
     total: u64,
 }
 
-impl Default for LaggingHash {
-    fn default() -> Self {
+impl LaggingHash {
+    fn new(whole: bool) -> Self {
         LaggingHash {
             hasher: Context::new(&SHA256),
-            whole: Context::new(&SHA256),
-            tail: Vec::new(),
+            whole: whole.then(|| Context::new(&SHA256)),
+            tail: Vec::with_capacity(2 * TRAILER as usize),
             total: 0,
         }
     }
-}
 
-impl LaggingHash {
     fn update(&mut self, chunk: &[u8]) {
         self.total += chunk.len() as u64;
-        self.whole.update(chunk);
-        self.tail.extend_from_slice(chunk);
-        if self.tail.len() > TRAILER as usize {
-            let cut = self.tail.len() - TRAILER as usize;
-            self.hasher.update(&self.tail[..cut]);
-            self.tail.drain(..cut);
+        if let Some(whole) = &mut self.whole {
+            whole.update(chunk);
+        }
+        let keep = TRAILER as usize;
+        if chunk.len() >= keep {
+            // What was held back, and all of this chunk but its last 32 bytes, is database: hashed in place,
+            // without copying the chunk.
+            let cut = chunk.len() - keep;
+            self.hasher.update(&self.tail);
+            self.hasher.update(&chunk[..cut]);
+            self.tail.clear();
+            self.tail.extend_from_slice(&chunk[cut..]);
+        } else {
+            self.tail.extend_from_slice(chunk);
+            if self.tail.len() > keep {
+                let cut = self.tail.len() - keep;
+                self.hasher.update(&self.tail[..cut]);
+                self.tail.drain(..cut);
+            }
         }
     }
 }
@@ -294,36 +297,57 @@ pub async fn save(
         .open(&part_path)
         .map_err(|e| destination(format!("cannot create {}: {e}", part_path.display())))?;
     let mut part = RemoveOnDrop::new(part_path.clone());
-    let (hash, written) =
-        stream_into(client, &request.source, file, &part_path, &mut progress).await?;
-    let sha256_file = hex(hash.whole.clone().finish().as_ref());
-    let facts = verify_streamed(&part_path, hash, written)?;
-    let raw_name = format!("{stem}-rev{}{SUFFIX}", facts.revision);
-    let (name, sha256_file) = match request.compression {
-        Compression::None => (raw_name, sha256_file),
+    // Compressed as it streams, from the same bytes that are hashed; kept only once the hash checks out.
+    let mut compressor = match request.compression {
+        Compression::None => None,
         Compression::Zstd => {
-            // The raw file is verified; compress it beside itself, then let it go.
-            let name = format!("{raw_name}{ZSTD_SUFFIX}");
-            let zst_part = dir.join(format!("{name}{PART}"));
-            let shown = zst_part.display().to_string();
-            let raw = part_path.clone();
-            // The blocking compression owns its output's guard: if this save is dropped meanwhile, `stop` ends it
-            // within a megabyte and the guard, dropped with it, removes what it wrote.
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let _stop_on_drop = StopOnDrop(stop.clone());
-            let (zst_guard, compressed) = tokio::task::spawn_blocking(move || {
-                let guard = RemoveOnDrop::new(zst_part);
-                compress::compress(&raw, &guard.path, &stop).map(|sha| (guard, sha))
-            })
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|r| r)
-            .map_err(|cause| SnapshotError::Write { path: shown, cause })?;
-            // From here the compressed file is the one to keep or clean up; the raw one goes now.
-            part = zst_guard;
-            (name, compressed)
+            let path = dir.join(format!("{stem}{SUFFIX}{ZSTD_SUFFIX}{PART}"));
+            Some(
+                Compressor::start(path.clone())
+                    .map_err(|e| destination(format!("cannot create {}: {e}", path.display())))?,
+            )
         }
     };
+    let (hash, written) = stream_into(
+        client,
+        &request.source,
+        file,
+        &part_path,
+        compressor.as_mut(),
+        &mut progress,
+    )
+    .await?;
+    let sha256_file = hash
+        .whole
+        .as_ref()
+        .map(|w| hex(w.clone().finish().as_ref()))
+        .unwrap_or_default();
+    let facts = verify_streamed(&part_path, hash, written)?;
+    let streamed = clock.elapsed();
+    // Asked at once: the longer after the stream, the likelier a compaction past the revision makes it unanswerable.
+    let kv = kv_check(client, facts.revision).await;
+    let raw_name = format!("{stem}-rev{}{SUFFIX}", facts.revision);
+    let (name, sha256_file) = match compressor {
+        None => (raw_name, sha256_file),
+        Some(compressor) => {
+            let (zst_guard, compressed) =
+                compressor
+                    .finish()
+                    .await
+                    .map_err(|cause| SnapshotError::Write {
+                        path: format!("{}{ZSTD_SUFFIX}{PART}", part_path.display()),
+                        cause,
+                    })?;
+            // From here the compressed file is the one to keep or clean up; the raw one goes now.
+            part = zst_guard;
+            (format!("{raw_name}{ZSTD_SUFFIX}"), compressed)
+        }
+    };
+    tracing::debug!(
+        streamed_and_verified = streamed.as_secs_f64(),
+        then_compressed_and_checked = (clock.elapsed() - streamed).as_secs_f64(),
+        "snapshot phases (seconds)"
+    );
     let stored_part = part.path.clone();
     let final_path = dir.join(&name);
     let sidecar = Sidecar {
@@ -338,7 +362,7 @@ pub async fn save(
         sha256_etcd: facts.sha256.clone(),
         sha256_file,
         compression: <&str>::from(request.compression).to_string(),
-        kv: kv_check(client, facts.revision).await,
+        kv,
         started_at,
         duration_seconds: clock.elapsed().as_secs_f64(),
     };
@@ -361,11 +385,13 @@ pub async fn save(
     })
 }
 
+/// Streams into `file` while hashing, and hands every byte to the compressor when there is one.
 async fn stream_into(
     client: &etcd_client::Client,
     source: &SourceMember,
     mut file: File,
     path: &Path,
+    mut compressor: Option<&mut Compressor>,
     progress: &mut impl FnMut(u64, Option<u64>),
 ) -> Result<(LaggingHash, u64), SnapshotError> {
     let stream_error = |e: &etcd_client::Error| SnapshotError::Stream {
@@ -381,12 +407,19 @@ async fn stream_into(
         .snapshot()
         .await
         .map_err(|e| stream_error(&e))?;
-    let mut hash = LaggingHash::default();
+    // The stored file's hash is the raw file's without compression; the compressor takes its own.
+    let mut hash = LaggingHash::new(compressor.is_none());
     // Read to the end: the trailer arrives after a message that already says `remaining_bytes == 0`.
     while let Some(message) = stream.message().await.map_err(|e| stream_error(&e))? {
         let blob = message.blob();
         file.write_all(blob).map_err(write_error)?;
         hash.update(blob);
+        if let Some(c) = compressor.as_mut() {
+            c.write(blob).await.map_err(|cause| SnapshotError::Write {
+                path: format!("{}{ZSTD_SUFFIX}{PART}", path.display()),
+                cause,
+            })?;
+        }
         let remaining = message.remaining_bytes();
         progress(hash.total, Some(hash.total + remaining));
     }
@@ -456,7 +489,7 @@ mod tests {
     fn the_lagging_hash_leaves_out_exactly_the_trailer() {
         let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
         for chunk in [1, 31, 32, 33, 512, 4096] {
-            let mut h = LaggingHash::default();
+            let mut h = LaggingHash::new(true);
             for piece in data.chunks(chunk) {
                 h.update(piece);
             }

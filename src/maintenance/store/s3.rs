@@ -273,11 +273,16 @@ impl S3Store {
         }
     }
 
-    /// Downloads a snapshot and its sidecar into `dir` (each through a `.part`, renamed when complete); returns
-    /// the snapshot's local path.
+    /// Downloads a snapshot and its sidecar, when there is one, into `dir` (each through a `.part`, renamed when
+    /// complete); returns the snapshot's local path.
     pub async fn download(&self, name: &str, dir: &Path) -> Result<PathBuf, RemoteError> {
         let sidecar = format!("{name}.json");
-        self.download_one(&sidecar, dir).await?;
+        match self.download_one(&sidecar, dir).await {
+            Err(e) if e.kind == RemoteFailure::NotFound => {}
+            other => {
+                other?;
+            }
+        }
         let path = self.download_one(name, dir).await;
         if path.is_err() {
             let _ = std::fs::remove_file(dir.join(&sidecar));
