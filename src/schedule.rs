@@ -26,6 +26,17 @@ pub fn next_run(schedule: &str, after: SystemTime) -> Result<SystemTime, String>
         .map_err(|e| format!("{schedule:?}: no next run: {e}"))
 }
 
+/// The gap between the scheduled run before `next` and `next` itself: how old the newest snapshot may be, at most,
+/// while the schedule is kept (after Friday's run of a weekday schedule, the weekend; on Tuesday, a day).
+pub fn gap_before(schedule: &str, next: SystemTime) -> Result<std::time::Duration, String> {
+    let cron = parse(schedule)?;
+    let at: DateTime<Utc> = next.into();
+    let previous = cron
+        .find_previous_occurrence(&at, false)
+        .map_err(|e| format!("{schedule:?}: no previous run: {e}"))?;
+    Ok((at - previous).to_std().unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
@@ -49,5 +60,29 @@ mod tests {
             "{e}"
         );
         assert!(check("61 * * * *").is_err());
+    }
+
+    #[test]
+    fn the_gap_is_the_one_before_the_next_run() {
+        // Monday 2026-12-07T09:00:00Z follows Friday's run: the gap is the weekend.
+        let monday = UNIX_EPOCH + Duration::from_secs(1_796_634_000);
+        assert_eq!(
+            humantime::format_rfc3339_seconds(monday).to_string(),
+            "2026-12-07T09:00:00Z"
+        );
+        assert_eq!(
+            gap_before("0 9 * * 1-5", monday).unwrap(),
+            Duration::from_secs(3 * 86_400)
+        );
+        let tuesday = monday + Duration::from_secs(86_400);
+        assert_eq!(
+            gap_before("0 9 * * 1-5", tuesday).unwrap(),
+            Duration::from_secs(86_400)
+        );
+        // Twice a day at 9 and 17: before 9, the night.
+        assert_eq!(
+            gap_before("0 9,17 * * *", monday).unwrap(),
+            Duration::from_secs(16 * 3600)
+        );
     }
 }

@@ -164,6 +164,22 @@ pub fn check_bucket_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A key prefix (without its outer slashes): segments of printable characters, none empty, `.` or `..`.
+pub fn check_s3_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    let bad = prefix.split('/').find(|seg| {
+        seg.is_empty() || *seg == "." || *seg == ".." || seg.chars().any(char::is_control)
+    });
+    match bad {
+        Some(seg) => Err(format!(
+            "{prefix:?}: every part between slashes must be a name ({seg:?} is not)"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// An S3-compatible server's URL: http or https with a host; returned without a trailing slash.
 pub fn check_s3_endpoint(text: &str) -> Result<String, String> {
     let text = text.trim();
@@ -232,5 +248,9 @@ mod tests {
         );
         assert!(check_s3_endpoint("ftp://x").is_err());
         assert!(check_s3_endpoint("minio:9000").is_err());
+        assert!(check_s3_prefix("prod/eu-1").is_ok());
+        for bad in ["a//b", "a/../b", ".", "a/\u{7}"] {
+            assert!(check_s3_prefix(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -135,6 +135,18 @@ async fn a_saved_snapshot_is_verified_named_by_its_revision_and_accepted_by_etcd
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed["snapshots"].as_array().unwrap().len(), 1);
 
+    // A sidecar that describes another snapshot: verify says so.
+    let sidecar_path = format!("{path}.json");
+    let original = std::fs::read_to_string(&sidecar_path).unwrap();
+    let mut other: Value = serde_json::from_str(&original).unwrap();
+    other["revision"] = Value::from(other["revision"].as_i64().unwrap() + 1);
+    std::fs::write(&sidecar_path, other.to_string()).unwrap();
+    let out = sentinel(&["snapshot", "verify", &path], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is not the one its sidecar"), "{err}");
+    std::fs::write(&sidecar_path, original).unwrap();
+
     // One flipped byte: verify fails, naming the file and what is wrong with it.
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[5000] ^= 0x01;
@@ -249,6 +261,15 @@ async fn fill(cluster: &EtcdCluster, mib: usize) {
 
 /// Starts `snapshot save` in the background, with `setup` run in the child before exec.
 fn save_child(cluster: &EtcdCluster, dir: &Path, setup: fn()) -> std::process::Child {
+    save_child_with(cluster, dir, &[], setup)
+}
+
+fn save_child_with(
+    cluster: &EtcdCluster,
+    dir: &Path,
+    extra: &[&str],
+    setup: fn(),
+) -> std::process::Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"));
     cmd.args([
         "snapshot",
@@ -258,6 +279,7 @@ fn save_child(cluster: &EtcdCluster, dir: &Path, setup: fn()) -> std::process::C
         "--dir",
         dir.to_str().unwrap(),
     ])
+    .args(extra)
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     // SAFETY: the closure only calls async-signal-safe functions (setrlimit, signal) between fork and exec.
@@ -304,6 +326,22 @@ async fn a_failure_mid_stream_leaves_nothing_behind() {
     );
     assert_eq!(files_in(dir.path()), vec!["keep-me.db"]);
 
+    // The same while compressing: neither the raw nor the compressed `.part` stays.
+    let child = save_child_with(&cluster, dir.path(), &["--compress", "zstd"], || {});
+    until_part_appears(dir.path()).await;
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(files_in(dir.path()), vec!["keep-me.db"]);
+
     // A full disk, injected: the file size limit makes a write fail with EFBIG (SIGXFSZ ignored).
     let child = save_child(&cluster, dir.path(), || {
         let limit = libc::rlimit {
@@ -325,8 +363,8 @@ async fn a_failure_mid_stream_leaves_nothing_behind() {
     );
     assert_eq!(files_in(dir.path()), vec!["keep-me.db"]);
 
-    // The member dies mid-stream.
-    let child = save_child(&cluster, dir.path(), || {});
+    // The member dies mid-stream, while compressing too: the compressed `.part` goes with the raw one.
+    let child = save_child_with(&cluster, dir.path(), &["--compress", "zstd"], || {});
     until_part_appears(dir.path()).await;
     cluster.kill(0);
     let started = Instant::now();

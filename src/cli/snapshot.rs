@@ -363,7 +363,7 @@ async fn verify(mut args: VerifyArgs) -> Result<ExitCode, CliError> {
     let sidecar: Option<snapshot::Sidecar> = std::fs::read(&sidecar_path)
         .ok()
         .and_then(|t| serde_json::from_slice(&t).ok());
-    // A `.zst` is checked as what it holds: decompressed beside itself, then like any snapshot.
+    // A `.zst` is checked as what it holds: decompressed into a scratch directory, then like any snapshot.
     let raw = compress::readable_async(&args.file, sidecar.as_ref().map(|s| s.size))
         .await
         .map_err(|e| CliError::Failed(e.into()))?;
@@ -377,6 +377,19 @@ async fn verify(mut args: VerifyArgs) -> Result<ExitCode, CliError> {
             )
         ))
     })?;
+    if let Some(s) = &sidecar
+        && (s.sha256_etcd != facts.sha256 || s.revision != facts.revision)
+    {
+        return Err(CliError::Failed(anyhow::anyhow!(
+            "{}: the file (sha256 {}, revision {}) is not the one its sidecar {} describes (sha256 {}, revision {})",
+            args.file.display(),
+            facts.sha256,
+            facts.revision,
+            sidecar_path.display(),
+            s.sha256_etcd,
+            s.revision
+        )));
+    }
     if let (Some(s), Some(stored)) = (&sidecar, &raw.stored_sha256)
         && s.sha256_file != *stored
     {

@@ -8,14 +8,14 @@ use clap::Args;
 use etcd_sentinel::config::{S3Config, S3Credentials};
 use etcd_sentinel::maintenance::store::s3::S3Store;
 use etcd_sentinel::secret::Secret;
-use etcd_sentinel::settings::{check_bucket_name, check_s3_endpoint};
+use etcd_sentinel::settings::{check_bucket_name, check_s3_endpoint, check_s3_prefix};
 
 use super::CliError;
 
 #[derive(Debug, Clone, Args)]
 pub struct S3Args {
-    /// S3-compatible storage for snapshots: s3://BUCKET[/PREFIX]
-    #[arg(long, env = "ETCD_SENTINEL_S3", value_name = "s3://BUCKET/PREFIX", value_parser = parse_s3_url)]
+    /// S3-compatible storage for snapshots: s3://BUCKET[/PREFIX] (no environment variable: `prune` deletes there)
+    #[arg(long, value_name = "s3://BUCKET/PREFIX", value_parser = parse_s3_url)]
     pub s3: Option<S3Url>,
 
     /// The S3-compatible server's URL (MinIO, Ceph, …); AWS when absent
@@ -52,9 +52,11 @@ fn parse_s3_url(text: &str) -> Result<S3Url, String> {
         .ok_or_else(|| format!("{text:?}: expected s3://BUCKET or s3://BUCKET/PREFIX"))?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     check_bucket_name(bucket)?;
+    let prefix = prefix.trim_matches('/');
+    check_s3_prefix(prefix)?;
     Ok(S3Url {
         bucket: bucket.to_string(),
-        prefix: prefix.trim_matches('/').to_string(),
+        prefix: prefix.to_string(),
     })
 }
 
@@ -100,17 +102,11 @@ impl S3Args {
             }),
             _ => None,
         };
-        let region = self
-            .s3_region
-            .clone()
-            .or_else(|| std::env::var("AWS_REGION").ok())
-            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-            .unwrap_or_else(|| "us-east-1".into());
         let config = S3Config {
             bucket: url.bucket.clone(),
             prefix: url.prefix.clone(),
             endpoint: self.s3_endpoint.clone(),
-            region,
+            region: self.s3_region.clone(),
             path_style: self.s3_path_style,
             credential_files: None,
             credentials,

@@ -210,7 +210,16 @@ fn s3_config(
             secret_access_key,
             session_token: file(&s.session_token_file),
         }),
-        (None, None) => None,
+        (None, None) => {
+            if let Some(t) = &s.session_token_file {
+                return Err(src.invalid(
+                    t,
+                    key("s3.session_token_file"),
+                    "only with access_key_id_file and secret_access_key_file",
+                ));
+            }
+            None
+        }
         _ => {
             return Err(src.invalid(
                 raw,
@@ -220,11 +229,13 @@ fn s3_config(
             ));
         }
     };
+    let prefix = s.prefix.trim_matches('/');
+    crate::settings::check_s3_prefix(prefix).map_err(|e| src.invalid(raw, key("s3.prefix"), e))?;
     Ok(S3Config {
         bucket: bucket.to_string(),
-        prefix: s.prefix.trim_matches('/').to_string(),
+        prefix: prefix.to_string(),
         endpoint,
-        region: s.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        region: s.region.clone(),
         path_style: s.path_style,
         credential_files,
         credentials: None,

@@ -94,7 +94,8 @@ pub struct S3Config {
     pub prefix: String,
     /// An S3-compatible server's URL (MinIO, Ceph, …); AWS when absent.
     pub endpoint: Option<String>,
-    pub region: String,
+    /// The AWS environment's (`AWS_REGION`, `AWS_DEFAULT_REGION`) when absent, else us-east-1.
+    pub region: Option<String>,
     /// `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key` (MinIO and most others need it).
     pub path_style: bool,
     /// Files holding the credentials (read by `load`); the AWS environment variables when absent.

@@ -32,9 +32,7 @@ fn until_next(job: Option<&SnapshotJob>) -> (Duration, Option<SystemTime>) {
     let now = SystemTime::now();
     match schedule::next_run(&job.config.schedule, now) {
         Ok(at) => {
-            let interval = schedule::next_run(&job.config.schedule, at)
-                .ok()
-                .and_then(|after| after.duration_since(at).ok());
+            let interval = schedule::gap_before(&job.config.schedule, at).ok();
             job.metrics
                 .observe_next_snapshot(&job.cluster, at, interval);
             job.set_next_run(Some(at));
@@ -90,6 +88,11 @@ pub async fn run(
                 if let Some(job) = &snapshots {
                     let view = complete.borrow().clone();
                     job.run_once(view).await;
+                }
+                // A request that slipped in between this one being taken and the run being marked would be a
+                // second run of the same moment: the API refuses every other with 409.
+                if let Some(r) = requests.as_mut() {
+                    while r.try_recv().is_ok() {}
                 }
             }
             changed = views.changed() => {

@@ -189,10 +189,13 @@ impl SnapshotJob {
         }
         let listed = match store.list().await {
             Ok(l) => l,
+            // The upload is done: an event, not an upload failure.
             Err(e) => {
-                return failed(
-                    &e,
-                    "uploaded, but the bucket could not be listed to prune it",
+                return self.record(
+                    EventKind::SnapshotFailed,
+                    format!(
+                        "snapshot uploaded, but the bucket could not be listed to prune it: {e}"
+                    ),
                 );
             }
         };

@@ -191,7 +191,7 @@ impl Metrics {
             .set(unix_seconds(at));
     }
 
-    /// The next scheduled snapshot and the interval between it and the one after (so that a freshness alert
+    /// The next scheduled snapshot and the gap between the run before it and it (so that a freshness alert
     /// follows the schedule, not a fixed day); also makes every failure series exist at 0.
     pub fn observe_next_snapshot(
         &self,
@@ -261,11 +261,12 @@ pub const SNAPSHOT_FAILURE_REASONS: [&str; 9] = [
 ];
 
 /// The `reason` label values of `snapshot_upload_failures_total` (the S3 failure kinds).
-pub const UPLOAD_FAILURE_REASONS: [&str; 7] = [
+pub const UPLOAD_FAILURE_REASONS: [&str; 8] = [
     "auth",
     "no_bucket",
     "not_found",
     "network",
+    "tls",
     "local",
     "mismatch",
     "other",
@@ -336,7 +337,7 @@ impl SnapshotFamilies {
             Opts::new(
                 name("snapshot_upload_failures_total"),
                 "Uploads of verified snapshots to S3 that failed, by reason (auth, no_bucket, not_found, network, \
-                 local, mismatch, other); the local copy stays.",
+                 tls, local, mismatch, other); the local copy stays.",
             ),
             &["cluster", "reason"],
         )?;
@@ -371,8 +372,8 @@ impl SnapshotFamilies {
             )?,
             interval: gauge(
                 "snapshot_schedule_interval_seconds",
-                "Seconds between the next scheduled snapshot and the one after it: what the age of the newest \
-                 snapshot is judged against.",
+                "Seconds between the scheduled snapshot before the next one and the next one: the age the newest \
+                 snapshot may reach while the schedule is kept.",
             )?,
             last_upload: gauge(
                 "snapshot_last_upload_timestamp_seconds",

@@ -3,7 +3,7 @@
 //! becomes the snapshot only after etcd's hash of the stream was checked (and is removed if it was not), so what is
 //! stored compressed is exactly what the trailer vouches for, at the cost of the stream rather than after it. The
 //! zstd frame carries its own checksum, so a flipped byte in a stored `.zst` is caught when it is read back.
-//! Reading one back (to verify it, to drill it) decompresses into a hidden scratch file beside it, removed when
+//! Reading one back (to verify it, to drill it) decompresses into a scratch directory in TMPDIR, removed when
 //! done. Memory is flat either way: the encoder's window, one job per worker, a few chunks in the queue.
 
 use std::fs::{File, OpenOptions};
@@ -42,21 +42,41 @@ fn cancelled() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::Interrupted, "cancelled")
 }
 
-/// Passes everything written on, hashing it: the stored file's SHA-256 without reading it again.
-struct Hashing<W> {
-    inner: W,
+/// Where compressed bytes go: to the file, through SHA-256 (the stored file's hash without reading it again) and
+/// through a decoder, so that the file is read back as it is written: the frame must decode, to as many bytes as
+/// went in, with zstd's checksum of them (taken by the encoder from its input) matching.
+struct Stored {
+    file: BufWriter<File>,
     hash: Context,
+    decoder: zstd::stream::write::Decoder<'static, Counter>,
 }
 
-impl<W: Write> Write for Hashing<W> {
+/// Counts what the read-back decodes.
+struct Counter(u64);
+
+impl Write for Counter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for Stored {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
         self.hash.update(&buf[..n]);
+        self.decoder.write_all(&buf[..n]).map_err(|e| {
+            std::io::Error::other(format!("the compressed output does not decode: {e}"))
+        })?;
         Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+        self.file.flush()
     }
 }
 
@@ -84,6 +104,7 @@ enum Piece {
 
 /// Chunks handed to it go through here, a megabyte at a time, to a thread that compresses them into a file.
 pub struct Compressor {
+    path: PathBuf,
     queue: tokio::sync::mpsc::Sender<Piece>,
     batch: Vec<u8>,
     worker: tokio::task::JoinHandle<std::io::Result<(RemoveOnDrop, String)>>,
@@ -97,15 +118,19 @@ impl Compressor {
     /// Creates `out` (never overwriting) and starts compressing into it.
     pub fn start(out: PathBuf) -> std::io::Result<Compressor> {
         let file = OpenOptions::new().write(true).create_new(true).open(&out)?;
-        let guard = RemoveOnDrop::new(out);
+        let guard = RemoveOnDrop::new(out.clone());
         let (queue, mut pieces) = tokio::sync::mpsc::channel(QUEUED_BATCHES);
         let worker = tokio::task::spawn_blocking(move || {
             let mut encoder = encoder(file)?;
+            let mut fed = 0u64;
             while let Some(piece) = pieces.blocking_recv() {
                 match piece {
-                    Piece::Bytes(bytes) => encoder.write_all(&bytes)?,
+                    Piece::Bytes(bytes) => {
+                        encoder.write_all(&bytes)?;
+                        fed += bytes.len() as u64;
+                    }
                     Piece::End => {
-                        let digest = finish(encoder)?;
+                        let digest = finish(encoder, fed)?;
                         return Ok((guard, digest));
                     }
                 }
@@ -113,6 +138,7 @@ impl Compressor {
             Err(cancelled())
         });
         Ok(Compressor {
+            path: out,
             queue,
             batch: Vec::with_capacity(BATCH_BYTES),
             worker,
@@ -145,6 +171,19 @@ impl Compressor {
         }
     }
 
+    /// Gives up: the thread stops and removes its file before this returns (a failed save leaves no trace at
+    /// once, not a moment later).
+    pub async fn abort(self) {
+        let Compressor { queue, worker, .. } = self;
+        drop(queue);
+        let _ = worker.await;
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Why the thread stopped taking pieces.
     async fn failure(&mut self) -> std::io::Error {
         match (&mut self.worker).await {
@@ -155,12 +194,13 @@ impl Compressor {
     }
 }
 
-type Encoder = zstd::stream::write::Encoder<'static, Hashing<BufWriter<File>>>;
+type Encoder = zstd::stream::write::Encoder<'static, Stored>;
 
 fn encoder(file: File) -> std::io::Result<Encoder> {
-    let sink = Hashing {
-        inner: BufWriter::with_capacity(1 << 20, file),
+    let sink = Stored {
+        file: BufWriter::with_capacity(1 << 20, file),
         hash: Context::new(&SHA256),
+        decoder: zstd::stream::write::Decoder::new(Counter(0))?,
     };
     let mut encoder = zstd::stream::write::Encoder::new(sink, LEVEL)?;
     encoder.include_checksum(true)?;
@@ -174,11 +214,18 @@ fn encoder(file: File) -> std::io::Result<Encoder> {
     Ok(encoder)
 }
 
-/// Ends the frame, fsyncs, and gives the file's SHA-256.
-fn finish(encoder: Encoder) -> std::io::Result<String> {
-    let sink = encoder.finish()?;
+/// Ends the frame, checks the read-back (`fed` bytes went in), fsyncs, and gives the file's SHA-256.
+fn finish(encoder: Encoder, fed: u64) -> std::io::Result<String> {
+    let mut sink = encoder.finish()?;
+    sink.decoder.flush()?;
+    let decoded = sink.decoder.get_ref().0;
+    if decoded != fed {
+        return Err(std::io::Error::other(format!(
+            "the compressed output decodes to {decoded} bytes, not the {fed} that went in"
+        )));
+    }
     let digest = hex(sink.hash.finish().as_ref());
-    let file = sink.inner.into_inner().map_err(|e| e.into_error())?;
+    let file = sink.file.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     Ok(digest)
 }
@@ -190,10 +237,10 @@ pub struct Readable {
     pub path: PathBuf,
     /// SHA-256 of the stored file, hex, when it was read through (compressed files only).
     pub stored_sha256: Option<String>,
-    _scratch: Option<RemoveOnDrop>,
+    _scratch: Option<tempfile::TempDir>,
 }
 
-/// `stored` as a database file. A `.zst` is decompressed into `.<name>.<pid>.part` beside it, at most `limit`
+/// `stored` as a database file. A `.zst` is decompressed into a scratch directory in TMPDIR, at most `limit`
 /// bytes (its sidecar's size, when there is one: a hostile frame cannot fill the disk). Blocking; gives up within
 /// a megabyte once `stop` is set.
 pub fn readable(
@@ -217,8 +264,21 @@ pub fn readable(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let scratch_path = stored.with_file_name(format!(".{name}.{}.part", std::process::id()));
-    let scratch = RemoveOnDrop::new(scratch_path.clone());
+    // In the temporary directory (TMPDIR), where the drill restores too, not beside the snapshot: the backup
+    // volume need not hold a second, decompressed copy, and may be read-only. Named like the drill's scratch
+    // directories, so that one left by a killed process is removed by the next drill.
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!(
+            "etcd-sentinel-drill-{}-unpack-",
+            std::process::id()
+        ))
+        .tempdir()
+        .map_err(|cause| SnapshotFileError::Io {
+            path: std::env::temp_dir().display().to_string(),
+            cause,
+        })?;
+    let plain_name = name.strip_suffix(ZSTD_SUFFIX).unwrap_or(&name).to_string();
+    let scratch_path = scratch.path().join(plain_name);
     let input = HashingReader {
         inner: File::open(stored).map_err(io)?,
         hash: Context::new(&SHA256),

@@ -260,9 +260,9 @@ mod tests {
             .filter(|e| !deleted.iter().any(|(d, _)| d.name == e.name))
             .map(|e| now().duration_since(e.taken_at).unwrap().as_secs() / HOUR)
             .collect();
-        // now is hour 1000: 16:00 UTC on Tuesday 1970-02-10. keep_last and hourly: 0, 6, 12 (hours with one).
-        // daily, the newest of 7 days: 0, 18 (22:00 on the 9th), 42, 66, 90, 114, 138.
-        // weekly (ISO weeks begin on Monday), the newest of 4: 0, 138 (Sunday the 8th), 234 (Sunday 1 Feb),
+        // now is hour 1000: 16:00 UTC on Wednesday 1970-02-11. keep_last and hourly: 0, 6, 12 (hours with one).
+        // daily, the newest of 7 days: 0, 18 (22:00 on the 10th), 42, 66, 90, 114, 138.
+        // weekly (ISO weeks begin on Monday), the newest of 4: 0, 66 (Sunday the 8th), 234 (Sunday 1 Feb),
         // 402 (Sunday 25 Jan). monthly, the newest of 2: 0, 258 (22:00 on 31 Jan).
         assert_eq!(
             kept,

@@ -308,7 +308,7 @@ pub async fn save(
             )
         }
     };
-    let (hash, written) = stream_into(
+    let streamed = stream_into(
         client,
         &request.source,
         file,
@@ -316,13 +316,25 @@ pub async fn save(
         compressor.as_mut(),
         &mut progress,
     )
-    .await?;
-    let sha256_file = hash
-        .whole
-        .as_ref()
-        .map(|w| hex(w.clone().finish().as_ref()))
-        .unwrap_or_default();
-    let facts = verify_streamed(&part_path, hash, written)?;
+    .await;
+    let verified = streamed.and_then(|(hash, written)| {
+        let sha256_file = hash
+            .whole
+            .as_ref()
+            .map(|w| hex(w.clone().finish().as_ref()))
+            .unwrap_or_default();
+        verify_streamed(&part_path, hash, written).map(|facts| (facts, sha256_file))
+    });
+    let (facts, sha256_file) = match verified {
+        Ok(v) => v,
+        Err(e) => {
+            // Its file is gone before the error is reported.
+            if let Some(c) = compressor {
+                c.abort().await;
+            }
+            return Err(e);
+        }
+    };
     let streamed = clock.elapsed();
     // Asked at once: the longer after the stream, the likelier a compaction past the revision makes it unanswerable.
     let kv = kv_check(client, facts.revision).await;
@@ -330,14 +342,11 @@ pub async fn save(
     let (name, sha256_file) = match compressor {
         None => (raw_name, sha256_file),
         Some(compressor) => {
-            let (zst_guard, compressed) =
-                compressor
-                    .finish()
-                    .await
-                    .map_err(|cause| SnapshotError::Write {
-                        path: format!("{}{ZSTD_SUFFIX}{PART}", part_path.display()),
-                        cause,
-                    })?;
+            let shown = compressor.path().display().to_string();
+            let (zst_guard, compressed) = compressor
+                .finish()
+                .await
+                .map_err(|cause| SnapshotError::Write { path: shown, cause })?;
             // From here the compressed file is the one to keep or clean up; the raw one goes now.
             part = zst_guard;
             (format!("{raw_name}{ZSTD_SUFFIX}"), compressed)
@@ -416,14 +425,17 @@ async fn stream_into(
         hash.update(blob);
         if let Some(c) = compressor.as_mut() {
             c.write(blob).await.map_err(|cause| SnapshotError::Write {
-                path: format!("{}{ZSTD_SUFFIX}{PART}", path.display()),
+                path: c.path().display().to_string(),
                 cause,
             })?;
         }
         let remaining = message.remaining_bytes();
         progress(hash.total, Some(hash.total + remaining));
     }
-    file.sync_all().map_err(write_error)?;
+    // The raw file is kept only when not compressing; otherwise it is read once more (its revision) and deleted.
+    if compressor.is_none() {
+        file.sync_all().map_err(write_error)?;
+    }
     let written = hash.total;
     Ok((hash, written))
 }

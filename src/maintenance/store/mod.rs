@@ -52,7 +52,12 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<Stored>> {
         if sidecar.file != name {
             continue;
         }
-        let size = entry.metadata()?.len();
+        // Deleted meanwhile (a prune running beside a listing): not there, not an error.
+        let size = match entry.metadata() {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         out.push(Stored {
             path: entry.path(),
             sidecar_path,

@@ -36,6 +36,8 @@ pub enum RemoteFailure {
     NotFound,
     /// The server could not be reached, or did not answer in time.
     Network,
+    /// The TLS handshake failed (the server's certificate was refused).
+    Tls,
     /// The local file could not be read or written.
     Local,
     /// The object is not what was uploaded (its size differs).
@@ -91,7 +93,6 @@ impl S3Store {
     pub fn new(config: &S3Config) -> Result<S3Store, RemoteError> {
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&config.bucket)
-            .with_region(&config.region)
             .with_virtual_hosted_style_request(!config.path_style)
             .with_retry(object_store::RetryConfig {
                 backoff: object_store::BackoffConfig {
@@ -107,9 +108,17 @@ impl S3Store {
                     .with_connect_timeout(Duration::from_secs(10))
                     .with_timeout(Duration::from_secs(120)),
             );
+        // Without a region, the AWS environment's (AWS_REGION, AWS_DEFAULT_REGION), else us-east-1.
+        if let Some(region) = &config.region {
+            builder = builder.with_region(region);
+        }
         if let Some(endpoint) = &config.endpoint {
             builder = builder
-                .with_endpoint(endpoint)
+                .with_endpoint(virtual_host_endpoint(
+                    endpoint,
+                    &config.bucket,
+                    config.path_style,
+                ))
                 .with_allow_http(endpoint.starts_with("http://"));
         }
         if let Some(c) = &config.credentials {
@@ -153,22 +162,33 @@ impl S3Store {
         }
     }
 
-    /// Uploads a verified snapshot and then its sidecar (both local files, named as they will be remotely).
+    /// Uploads a verified snapshot and then its sidecar (both local files, named as they will be remotely). If
+    /// the snapshot went up but its sidecar did not (or did not check out), the snapshot object is deleted again:
+    /// without a sidecar it would never be listed, so never pruned.
     pub async fn upload_snapshot(
         &self,
         snapshot: &Path,
         sidecar: &Path,
     ) -> Result<(), RemoteError> {
-        self.upload(snapshot).await?;
-        self.upload(sidecar).await
+        let name = file_name(snapshot);
+        if let Err(e) = self.upload(snapshot).await {
+            if e.kind == RemoteFailure::Mismatch {
+                let _ = self.store.delete(&self.key(&name)).await;
+            }
+            return Err(e);
+        }
+        if let Err(e) = self.upload(sidecar).await {
+            let _ = self.store.delete(&self.key(&file_name(sidecar))).await;
+            let _ = self.store.delete(&self.key(&name)).await;
+            return Err(e);
+        }
+        Ok(())
     }
 
-    /// Uploads one file under its own name: multipart, aborted on any failure, and its size checked after.
+    /// Uploads one file under its own name: multipart (parts sent `PARTS_IN_FLIGHT` at a time), aborted on any
+    /// failure, and its size checked after.
     async fn upload(&self, file: &Path) -> Result<(), RemoteError> {
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = file_name(file);
         let local = |cause: std::io::Error| RemoteError {
             kind: RemoteFailure::Local,
             location: self.url(&name),
@@ -181,36 +201,41 @@ impl S3Store {
             .put_multipart(&self.key(&name))
             .await
             .map_err(|e| self.error(&name, &e))?;
-        let mut buf = vec![0u8; PART_BYTES];
-        let mut in_flight = Vec::new();
         let result: Result<(), RemoteError> = async {
+            // A part's request starts when it is spawned; the oldest is awaited once as many as allowed are out.
+            let mut in_flight = std::collections::VecDeque::new();
             loop {
-                let n = read_full(&mut input, &mut buf).await.map_err(local)?;
+                let mut part = vec![0u8; PART_BYTES];
+                let n = read_full(&mut input, &mut part).await.map_err(local)?;
                 if n == 0 {
                     break;
                 }
-                in_flight.push(upload.put_part(buf[..n].to_vec().into()));
-                if in_flight.len() >= PARTS_IN_FLIGHT {
-                    for part in in_flight.drain(..) {
-                        part.await.map_err(|e| self.error(&name, &e))?;
-                    }
+                part.truncate(n);
+                in_flight.push_back(tokio::spawn(upload.put_part(part.into())));
+                if in_flight.len() >= PARTS_IN_FLIGHT
+                    && let Some(oldest) = in_flight.pop_front()
+                {
+                    self.part_done(&name, oldest).await?;
                 }
-                if n < buf.len() {
+                if n < PART_BYTES {
                     break;
                 }
             }
-            for part in in_flight.drain(..) {
-                part.await.map_err(|e| self.error(&name, &e))?;
+            while let Some(part) = in_flight.pop_front() {
+                self.part_done(&name, part).await?;
             }
-            Ok(())
+            upload
+                .complete()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error(&name, &e))
         }
         .await;
         if let Err(e) = result {
-            // Best effort: an upload left open costs storage until the bucket's lifecycle rule removes it.
+            // Best effort: parts left behind cost storage until the bucket's lifecycle rule removes them.
             let _ = upload.abort().await;
             return Err(e);
         }
-        upload.complete().await.map_err(|e| self.error(&name, &e))?;
         let meta = self
             .store
             .head(&self.key(&name))
@@ -224,6 +249,21 @@ impl S3Store {
             });
         }
         Ok(())
+    }
+
+    async fn part_done(
+        &self,
+        name: &str,
+        part: tokio::task::JoinHandle<object_store::Result<()>>,
+    ) -> Result<(), RemoteError> {
+        match part.await {
+            Ok(result) => result.map_err(|e| self.error(name, &e)),
+            Err(e) => Err(RemoteError {
+                kind: RemoteFailure::Other,
+                location: self.url(name),
+                message: e.to_string(),
+            }),
+        }
     }
 
     /// Snapshots under the prefix that have their sidecar beside them, oldest first.
@@ -317,6 +357,24 @@ impl S3Store {
     }
 }
 
+/// The endpoint object_store wants: in virtual-hosted style it takes a custom endpoint as the bucket's own URL,
+/// so the bucket goes in front of the host (`https://minio.example:9000` → `https://etcd-backups.minio.example:9000`).
+fn virtual_host_endpoint(endpoint: &str, bucket: &str, path_style: bool) -> String {
+    if path_style {
+        return endpoint.to_string();
+    }
+    match endpoint.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{bucket}.{rest}"),
+        None => endpoint.to_string(),
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Reads until `buf` is full or the file ends.
 async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
@@ -331,33 +389,55 @@ async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Resul
 }
 
 fn classify(e: &object_store::Error) -> RemoteFailure {
-    let text = describe(e);
-    match e {
-        object_store::Error::Unauthenticated { .. }
-        | object_store::Error::PermissionDenied { .. } => RemoteFailure::Auth,
-        _ if text.contains("NoSuchBucket") => RemoteFailure::NoBucket,
-        _ if [
-            "InvalidAccessKeyId",
-            "SignatureDoesNotMatch",
-            "AccessDenied",
-        ]
-        .iter()
-        .any(|code| text.contains(code)) =>
-        {
-            RemoteFailure::Auth
+    // The server's answer and the transport's failure are in the sources; the top level also carries the request
+    // URL, whose bucket, prefix and names must not be mistaken for an error code.
+    let mut inner = String::new();
+    let mut transport = None;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        inner.push_str(&s.to_string());
+        inner.push('\n');
+        if let Some(http) = s.downcast_ref::<object_store::client::HttpError>() {
+            transport = Some(http.kind());
         }
-        object_store::Error::NotFound { .. } => RemoteFailure::NotFound,
-        _ if [
-            "error sending request",
-            "timed out",
-            "connect",
-            "Connection refused",
-        ]
+        source = s.source();
+    }
+    let code = |c: &str| inner.contains(&format!("<Code>{c}</Code>"));
+    if code("NoSuchBucket") {
+        return RemoteFailure::NoBucket;
+    }
+    if matches!(
+        e,
+        object_store::Error::Unauthenticated { .. } | object_store::Error::PermissionDenied { .. }
+    ) || [
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "ExpiredToken",
+    ]
+    .iter()
+    .any(|c| code(c))
+    {
+        return RemoteFailure::Auth;
+    }
+    if matches!(e, object_store::Error::NotFound { .. }) {
+        return RemoteFailure::NotFound;
+    }
+    if ["certificate", "Certificate", "handshake"]
         .iter()
-        .any(|w| text.contains(w)) =>
-        {
-            RemoteFailure::Network
-        }
+        .any(|w| inner.contains(w))
+    {
+        // Final, not transient: nobody's retry fixes a certificate the server should not present.
+        return RemoteFailure::Tls;
+    }
+    use object_store::client::HttpErrorKind;
+    match transport {
+        Some(
+            HttpErrorKind::Connect
+            | HttpErrorKind::Timeout
+            | HttpErrorKind::Request
+            | HttpErrorKind::Interrupted,
+        ) => RemoteFailure::Network,
         _ => RemoteFailure::Other,
     }
 }
@@ -407,6 +487,18 @@ fn shorten_error_document(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_virtual_hosted_endpoint_names_the_bucket_in_its_host() {
+        assert_eq!(
+            virtual_host_endpoint("https://minio.example:9000", "etcd-backups", false),
+            "https://etcd-backups.minio.example:9000"
+        );
+        assert_eq!(
+            virtual_host_endpoint("http://127.0.0.1:9000", "b", true),
+            "http://127.0.0.1:9000"
+        );
+    }
 
     #[test]
     fn error_documents_are_shortened_to_code_and_message() {
