@@ -189,6 +189,11 @@ fn main() -> ExitCode {
     // The S3 client (reqwest 0.13 under object_store) takes its TLS crypto from the process default: ring, as
     // everywhere else here. Only fails if one is installed already, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // SAFETY: setting signal dispositions at start, before any thread exists.
+    unsafe {
+        // A write past a file size limit (`ulimit -f`) is an error to handle (the save cleans up), not a kill.
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -184,13 +184,35 @@ pub fn check_s3_prefix(prefix: &str) -> Result<(), String> {
 pub fn check_s3_endpoint(text: &str) -> Result<String, String> {
     let text = text.trim();
     match url::Url::parse(text) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && matches!(u.path(), "" | "/")
+                && u.query().is_none() =>
+        {
             Ok(text.trim_end_matches('/').to_string())
         }
         _ => Err(format!(
-            "{text:?}: an http:// or https:// URL of the S3-compatible server"
+            "{text:?}: an http:// or https:// URL of the S3-compatible server, without a path, query or user \
+             (the bucket is configured apart)"
         )),
     }
+}
+
+/// Virtual-hosted requests put the bucket in front of the endpoint's host: that needs a DNS name.
+pub fn check_virtual_hosted(endpoint: &str) -> Result<(), String> {
+    let host = url::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| u.host().map(|h| matches!(h, url::Host::Domain(_))));
+    if host == Some(false) {
+        return Err(format!(
+            "{endpoint:?}: virtual-hosted requests (bucket.host) need a DNS name, not an IP address; set path-style \
+             requests (path_style = true, --s3-path-style)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -174,8 +174,8 @@ pub struct PruneArgs {
     pub s3: S3Args,
 
     /// Keep the newest N of each cluster
-    #[arg(long, value_name = "N")]
-    pub keep_last: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_last: Option<u64>,
 
     /// Delete snapshots older than this (e.g. 14d)
     #[arg(long, value_parser = parse_age, value_name = "DURATION", conflicts_with_all = ["keep_hourly", "keep_daily", "keep_weekly", "keep_monthly"])]
@@ -358,11 +358,26 @@ async fn verify(mut args: VerifyArgs) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::Failed(anyhow::anyhow!("{e} ({})", e.reason())))?;
         _scratch = dir;
     }
-    // The sidecar, when there is one, must agree with the file.
+    // Only a regular file: a FIFO would block the check (and the signals behind it), a directory is no snapshot.
+    match std::fs::metadata(&args.file) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(CliError::Failed(anyhow::anyhow!(
+                "{}: not a regular file",
+                args.file.display()
+            )));
+        }
+        Err(e) => {
+            return Err(CliError::Failed(anyhow::anyhow!(
+                "{}: {e}",
+                args.file.display()
+            )));
+        }
+    }
+    // The sidecar, when there is one, must agree with the file; one that cannot be read is an error, not "none".
     let sidecar_path = PathBuf::from(format!("{}.json", args.file.display()));
-    let sidecar: Option<snapshot::Sidecar> = std::fs::read(&sidecar_path)
-        .ok()
-        .and_then(|t| serde_json::from_slice(&t).ok());
+    let sidecar =
+        snapshot::read_sidecar(&sidecar_path).map_err(|e| CliError::Failed(anyhow::anyhow!(e)))?;
     // A `.zst` is checked as what it holds: decompressed into a scratch directory, then like any snapshot.
     let raw = compress::readable_async(&args.file, sidecar.as_ref().map(|s| s.size))
         .await
@@ -378,16 +393,19 @@ async fn verify(mut args: VerifyArgs) -> Result<ExitCode, CliError> {
         ))
     })?;
     if let Some(s) = &sidecar
-        && (s.sha256_etcd != facts.sha256 || s.revision != facts.revision)
+        && (s.sha256_etcd != facts.sha256 || s.revision != facts.revision || s.size != facts.size)
     {
         return Err(CliError::Failed(anyhow::anyhow!(
-            "{}: the file (sha256 {}, revision {}) is not the one its sidecar {} describes (sha256 {}, revision {})",
+            "{}: the file (sha256 {}, revision {}, {} bytes) is not the one its sidecar {} describes (sha256 {}, \
+             revision {}, {} bytes)",
             args.file.display(),
             facts.sha256,
             facts.revision,
+            facts.size,
             sidecar_path.display(),
             s.sha256_etcd,
-            s.revision
+            s.revision,
+            s.size
         )));
     }
     if let (Some(s), Some(stored)) = (&sidecar, &raw.stored_sha256)
@@ -546,7 +564,7 @@ async fn list_remote(
 async fn prune(args: PruneArgs) -> Result<ExitCode, CliError> {
     let count = |n: Option<u32>| n.map(|n| n as usize);
     let policy = Policy {
-        keep_last: args.keep_last,
+        keep_last: args.keep_last.map(|n| n as usize),
         max_age: args.max_age,
         periods: retention::Periods {
             hourly: count(args.keep_hourly),
@@ -683,7 +701,12 @@ async fn restore_tool(chosen: Option<&Path>) -> restore_plan::Tool {
 
 async fn restore_plan(args: RestorePlanArgs) -> Result<ExitCode, CliError> {
     let format = write_out(args.write_out)?;
-    let facts = bolt::inspect(&args.file).map_err(|e| CliError::Failed(e.into()))?;
+    // A `.zst` is checked as what it holds (the plan then decompresses it first).
+    let raw = compress::readable_async(&args.file, None)
+        .await
+        .map_err(|e| CliError::Failed(e.into()))?;
+    let facts = bolt::inspect(&raw.path).map_err(|e| CliError::Failed(e.into()))?;
+    drop(raw);
     let sidecar_path = PathBuf::from(format!("{}.json", args.file.display()));
     let text = std::fs::read(&sidecar_path).map_err(|e| {
         CliError::Usage(format!(

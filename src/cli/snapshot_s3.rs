@@ -91,7 +91,8 @@ impl S3Args {
     /// A store for `url` with this connection's endpoint, region and credentials.
     pub fn store_at(&self, url: &S3Url) -> Result<(S3Store, S3Config), CliError> {
         let read = |flag: &str, path: &Path| {
-            Secret::from_file(path)
+            // They travel in a request header: visible ASCII only.
+            Secret::token_from_file(path)
                 .map_err(|e| CliError::Usage(format!("--{flag} {}: {e}", path.display())))
         };
         let credentials = match (&self.s3_access_key_id_file, &self.s3_secret_access_key_file) {
@@ -102,6 +103,19 @@ impl S3Args {
             }),
             _ => None,
         };
+        if let Some(endpoint) = &self.s3_endpoint
+            && !self.s3_path_style
+        {
+            etcd_sentinel::settings::check_virtual_hosted(endpoint)
+                .map_err(|e| CliError::Usage(format!("--s3-endpoint {e}")))?;
+        }
+        if self
+            .s3_region
+            .as_deref()
+            .is_some_and(|r| r.trim().is_empty())
+        {
+            return Err(CliError::Usage("--s3-region: empty".into()));
+        }
         let config = S3Config {
             bucket: url.bucket.clone(),
             prefix: url.prefix.clone(),

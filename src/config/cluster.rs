@@ -199,10 +199,24 @@ fn s3_config(
         .endpoint
         .as_ref()
         .map(|e| {
-            crate::settings::check_s3_endpoint(e.get_ref())
-                .map_err(|m| src.invalid(e, key("s3.endpoint"), m))
+            let checked = crate::settings::check_s3_endpoint(e.get_ref())
+                .map_err(|m| src.invalid(e, key("s3.endpoint"), m))?;
+            if !s.path_style {
+                crate::settings::check_virtual_hosted(&checked)
+                    .map_err(|m| src.invalid(e, key("s3.endpoint"), m))?;
+            }
+            Ok(checked)
         })
         .transpose()?;
+    if let Some(r) = &s.region
+        && r.trim().is_empty()
+    {
+        return Err(src.invalid(
+            raw,
+            key("s3.region"),
+            "empty (leave it out for the AWS environment's)",
+        ));
+    }
     let file = |f: &Option<Spanned<String>>| f.as_ref().map(|p| PathBuf::from(p.get_ref()));
     let credential_files = match (file(&s.access_key_id_file), file(&s.secret_access_key_file)) {
         (Some(access_key_id), Some(secret_access_key)) => Some(S3CredentialFiles {

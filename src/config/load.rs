@@ -49,8 +49,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         if let Some(s3) = c.snapshot.as_mut().and_then(|s| s.s3.as_mut())
             && let Some(files) = &s3.credential_files
         {
+            // They travel in a request header: visible ASCII only (a NUL or a space would be refused by the
+            // HTTP layer, or worse).
             let read = |path: &Path, key: &'static str| {
-                Secret::from_file(path).map_err(|cause| ConfigError::Secret {
+                Secret::token_from_file(path).map_err(|cause| ConfigError::Secret {
                     file: file.clone(),
                     cluster: c.name.clone(),
                     key,

@@ -83,9 +83,23 @@ impl SnapshotJob {
 
     /// One run (scheduled or asked for), from the last complete view.
     pub async fn run_once(&self, view: Option<Arc<ClusterView>>) {
+        use futures_util::FutureExt;
         self.status
             .send_modify(|s| s.running_since = Some(SystemTime::now()));
-        self.save_prune_drill(view).await;
+        // A panic in a library (object_store panics on some inputs) must not take the maintenance task, and with
+        // it every later snapshot, down: it is this run's failure.
+        let run = std::panic::AssertUnwindSafe(self.save_prune_drill(view));
+        if let Err(panic) = run.catch_unwind().await {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            self.failed(
+                "internal",
+                format!("the run stopped on an internal error: {what}"),
+            );
+        }
         self.status.send_modify(|s| s.running_since = None);
     }
 

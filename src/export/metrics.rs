@@ -248,7 +248,7 @@ impl Metrics {
 
 /// The `reason` label values of `snapshot_failures_total`: a closed set, each present at 0 once a cluster has a
 /// schedule, so that an alert on its rate needs no `absent()`.
-pub const SNAPSHOT_FAILURE_REASONS: [&str; 9] = [
+pub const SNAPSHOT_FAILURE_REASONS: [&str; 10] = [
     "no_view",
     "no_source",
     "connect",
@@ -258,6 +258,7 @@ pub const SNAPSHOT_FAILURE_REASONS: [&str; 9] = [
     "disk_full",
     "verify",
     "drill",
+    "internal",
 ];
 
 /// The `reason` label values of `snapshot_upload_failures_total` (the S3 failure kinds).

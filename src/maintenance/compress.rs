@@ -18,6 +18,10 @@ use crate::files::RemoveOnDrop;
 
 /// What a compressed snapshot's name ends with (after `.db`).
 pub const ZSTD_SUFFIX: &str = ".zst";
+/// Without a sidecar to say how large it is, a compressed snapshot may decompress to at most this: well past
+/// etcd's largest quota (8 GiB suggested, 100 GiB its hard limit is not), short of filling a disk for ever.
+const MAX_DATABASE_BYTES: u64 = 128 * 1024 * 1024 * 1024;
+
 /// The size of a compression job when compressing on several threads.
 const JOB_BYTES: u32 = 2 * 1024 * 1024;
 /// zstd's default: about etcd's write speed on one core, and most of the gain of the higher levels on etcd's pages.
@@ -313,12 +317,18 @@ pub fn readable(
             break;
         }
         copied += n as u64;
-        if let Some(limit) = limit
-            && copied > limit
-        {
+        let bound = limit.unwrap_or(MAX_DATABASE_BYTES);
+        if copied > bound {
             return Err(SnapshotFileError::Compressed {
                 path: shown,
-                cause: format!("decompresses to more than the {limit} bytes its sidecar records"),
+                cause: match limit {
+                    Some(l) => {
+                        format!("decompresses to more than the {l} bytes its sidecar records")
+                    }
+                    None => format!(
+                        "decompresses to more than {bound} bytes, more than any etcd database"
+                    ),
+                },
             });
         }
         out.write_all(&buf[..n]).map_err(scratch_error)?;

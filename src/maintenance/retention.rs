@@ -88,14 +88,24 @@ impl Why {
     }
 }
 
+/// How far ahead of the clock a snapshot's time may be (clocks of two hosts differ a little).
+const FUTURE_SLACK: Duration = Duration::from_secs(3600);
+
 /// What a prune would delete, newest first within each cluster; everything else is kept.
 pub fn to_delete(entries: &[Entry], policy: &Policy, now: SystemTime) -> Vec<(Entry, Why)> {
     let mut clusters: Vec<&str> = entries.iter().map(|e| e.cluster.as_str()).collect();
     clusters.sort_unstable();
     clusters.dedup();
     let mut out = Vec::new();
+    // A snapshot dated in the future (a clock that was once ahead, a name someone made up) is neither a candidate
+    // nor the newest: counted as newest, it would let the real newest be deleted.
+    let plausible = |e: &&Entry| e.taken_at <= now + FUTURE_SLACK;
     for cluster in clusters {
-        let mut mine: Vec<&Entry> = entries.iter().filter(|e| e.cluster == cluster).collect();
+        let mut mine: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| e.cluster == cluster)
+            .filter(plausible)
+            .collect();
         // Newest first; the name (which carries the time and revision) breaks ties.
         mine.sort_by(|a, b| {
             b.taken_at
@@ -269,6 +279,19 @@ mod tests {
             vec![0, 6, 12, 18, 42, 66, 90, 114, 138, 234, 258, 402]
         );
         assert!(deleted.iter().all(|(_, why)| *why == Why::NotKeptByPeriods));
+    }
+
+    #[test]
+    fn a_snapshot_dated_in_the_future_is_never_the_newest_nor_deleted() {
+        let mut future = entry("p", 0);
+        future.name = "p-future".into();
+        future.taken_at = now() + Duration::from_secs(100 * 24 * HOUR);
+        let entries = vec![future, entry("p", 1), entry("p", 30)];
+        let policy = Policy {
+            keep_last: Some(1),
+            ..Policy::default()
+        };
+        assert_eq!(names(&to_delete(&entries, &policy, now())), vec!["p-30h"]);
     }
 
     #[test]

@@ -107,6 +107,24 @@ pub struct Sidecar {
     pub duration_seconds: f64,
 }
 
+/// A sidecar is a few KiB; one larger is not ours.
+const MAX_SIDECAR_BYTES: u64 = 1024 * 1024;
+
+/// Reads the sidecar at `path`: `Ok(None)` when there is none; an error for one that is not a small regular file
+/// (a FIFO would block, a huge file be read whole) or not a sidecar.
+pub fn read_sidecar(path: &Path) -> Result<Option<Sidecar>, String> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Ok(_) => {}
+    }
+    let bytes = crate::files::read_small_file(path, MAX_SIDECAR_BYTES)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| format!("{}: not a sidecar of this tool: {e}", path.display()))
+}
+
 mod unix_seconds_f64 {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -379,7 +397,7 @@ pub async fn save(
         let path = path.display().to_string();
         move |cause| SnapshotError::Write { path, cause }
     };
-    std::fs::rename(&stored_part, &final_path).map_err(write_error(&final_path))?;
+    crate::files::rename_no_replace(&stored_part, &final_path).map_err(write_error(&final_path))?;
     part.path = final_path.clone();
     let sidecar_path = dir.join(format!("{name}.json"));
     // Without its sidecar the file would not be recognised as ours: if it cannot be written, `part` removes
@@ -484,7 +502,7 @@ fn write_sidecar(sidecar: &Sidecar, path: &Path) -> Result<(), SnapshotError> {
         .map_err(io)?;
     file.write_all(&text).map_err(io)?;
     file.sync_all().map_err(io)?;
-    std::fs::rename(&part_path, path).map_err(io)?;
+    crate::files::rename_no_replace(&part_path, path).map_err(io)?;
     drop(part);
     Ok(())
 }

@@ -43,10 +43,8 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<Stored>> {
             continue;
         }
         let sidecar_path = dir.join(format!("{name}.json"));
-        let Ok(text) = std::fs::read(&sidecar_path) else {
-            continue;
-        };
-        let Ok(sidecar) = serde_json::from_slice::<Sidecar>(&text) else {
+        // Not a small regular file that parses (missing, a FIFO, huge, damaged): not ours to list or prune.
+        let Ok(Some(sidecar)) = super::snapshot::read_sidecar(&sidecar_path) else {
             continue;
         };
         if sidecar.file != name {
@@ -54,6 +52,7 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<Stored>> {
         }
         // Deleted meanwhile (a prune running beside a listing): not there, not an error.
         let size = match entry.metadata() {
+            Ok(m) if !m.is_file() => continue,
             Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
@@ -88,7 +87,11 @@ pub fn parse_name(name: &str) -> Option<NameFacts> {
     };
     let rest = rest.strip_suffix(SUFFIX)?;
     let (stem, revision) = rest.rsplit_once("-rev")?;
-    if revision.is_empty() || !revision.bytes().all(|b| b.is_ascii_digit()) {
+    // As this tool writes them: digits without a leading zero.
+    if revision.is_empty()
+        || !revision.bytes().all(|b| b.is_ascii_digit())
+        || (revision.len() > 1 && revision.starts_with('0'))
+    {
         return None;
     }
     let revision: i64 = revision.parse().ok()?;
@@ -101,7 +104,7 @@ pub fn parse_name(name: &str) -> Option<NameFacts> {
     let (cluster, time) = stem.split_at(split);
     let time = time.strip_prefix('-')?;
     let taken = chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%SZ").ok()?;
-    if cluster.is_empty() {
+    if !crate::config::valid_name(cluster) {
         return None;
     }
     Some(NameFacts {
@@ -160,6 +163,8 @@ mod tests {
             "backup.db",
             "rev1.db",
             "ü20261201T200746Z-rev1.db",
+            "c d-20261201T200746Z-rev1.db",
+            "c-20261201T200746Z-rev01.db",
         ] {
             assert_eq!(parse_name(not_ours), None, "{not_ours}");
         }

@@ -95,9 +95,10 @@ impl S3Store {
             .with_bucket_name(&config.bucket)
             .with_virtual_hosted_style_request(!config.path_style)
             .with_retry(object_store::RetryConfig {
+                // 1, 2, 4, 8, 16 s (with jitter): a blip of half a minute is ridden out.
                 backoff: object_store::BackoffConfig {
-                    init_backoff: Duration::from_millis(200),
-                    max_backoff: Duration::from_secs(10),
+                    init_backoff: Duration::from_secs(1),
+                    max_backoff: Duration::from_secs(30),
                     base: 2.0,
                 },
                 max_retries: 5,
