@@ -35,6 +35,13 @@ pub fn find_program(name: &Path) -> std::path::PathBuf {
         .unwrap_or_else(|| name.to_path_buf())
 }
 
+/// The last part of a path, as text (empty for none): a snapshot's name from its path.
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// A file that is removed when dropped, unless kept: a write that fails or is cancelled leaves nothing behind.
 #[derive(Debug)]
 pub struct RemoveOnDrop {

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use support::moto::Moto;
-use support::{EtcdCluster, sentinel, wait_for};
+use support::{EtcdCluster, files_in, sentinel, wait_for};
 
 const BUCKET: &str = "etcd-backups";
 /// Any key does for moto without authentication.
@@ -68,15 +68,6 @@ fn save_args<'a>(cluster_endpoints: &'a str, dir: &'a Path) -> Vec<&'a str> {
         "-w",
         "json",
     ]
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 #[tokio::test]
@@ -160,7 +151,7 @@ async fn snapshots_go_to_s3_and_are_listed_pruned_and_verified_there() {
         assert!(keys.contains(&kept), "not ours, kept: {kept} in {keys:?}");
     }
     assert_eq!(
-        names_in(dir.path()).len(),
+        files_in(dir.path()).len(),
         6,
         "a remote prune leaves the local copies alone"
     );
@@ -212,7 +203,7 @@ async fn wrong_credentials_or_a_missing_bucket_fail_clearly_and_keep_the_local_c
         err.contains("not uploaded (no_bucket)") && err.contains("NoSuchBucket"),
         "{err}"
     );
-    let local = names_in(dir.path());
+    let local = files_in(dir.path());
     assert_eq!(
         local.len(),
         2,
@@ -231,7 +222,7 @@ async fn wrong_credentials_or_a_missing_bucket_fail_clearly_and_keep_the_local_c
     );
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("not uploaded (auth)"), "{err}");
-    assert_eq!(names_in(dir.path()).len(), 4, "{:?}", names_in(dir.path()));
+    assert_eq!(files_in(dir.path()).len(), 4, "{:?}", files_in(dir.path()));
     let (code, _, err) = run(&["snapshot", "list"], &s3_flags(&strict), &KEYS);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("auth"), "{err}");
@@ -244,7 +235,7 @@ async fn wrong_credentials_or_a_missing_bucket_fail_clearly_and_keep_the_local_c
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("Not_A_Bucket"), "{err}");
-    assert_eq!(names_in(dir.path()).len(), 4);
+    assert_eq!(files_in(dir.path()).len(), 4);
 }
 
 #[tokio::test]

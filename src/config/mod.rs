@@ -137,6 +137,16 @@ pub struct KeepPeriods {
     pub monthly: Option<usize>,
 }
 
+impl KeepPeriods {
+    /// Whether any count is set (grandfather-father-son is in use).
+    pub fn any(&self) -> bool {
+        self.hourly.is_some()
+            || self.daily.is_some()
+            || self.weekly.is_some()
+            || self.monthly.is_some()
+    }
+}
+
 /// How a snapshot is stored: as etcd sent it, or zstd-compressed after its hash was checked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]

@@ -48,7 +48,7 @@ fn run_record(
 }
 
 fn file_name(path: &std::path::Path) -> Option<String> {
-    path.file_name().map(|n| n.to_string_lossy().into_owned())
+    Some(crate::files::file_name(path)).filter(|n| !n.is_empty())
 }
 
 impl SnapshotJob {

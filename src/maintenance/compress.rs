@@ -264,10 +264,7 @@ pub fn readable(
         path: shown.clone(),
         cause,
     };
-    let name = stored
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = crate::files::file_name(stored);
     // In the temporary directory (TMPDIR), where the drill restores too, not beside the snapshot: the backup
     // volume need not hold a second, decompressed copy, and may be read-only. Named like the drill's scratch
     // directories, so that one left by a killed process is removed by the next drill.

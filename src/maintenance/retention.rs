@@ -21,37 +21,17 @@ pub struct Policy {
     pub periods: Periods,
 }
 
-/// Grandfather-father-son: keep the newest snapshot of each of the last `hourly` hours that have one, and so on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Periods {
-    pub hourly: Option<usize>,
-    pub daily: Option<usize>,
-    pub weekly: Option<usize>,
-    pub monthly: Option<usize>,
-}
-
-impl Periods {
-    pub fn any(&self) -> bool {
-        self.hourly.is_some()
-            || self.daily.is_some()
-            || self.weekly.is_some()
-            || self.monthly.is_some()
-    }
-}
+/// Grandfather-father-son: keep the newest snapshot of each of the last `hourly` hours that have one, and so on
+/// (the configuration's `keep_*` counts, as they are).
+pub use crate::config::KeepPeriods as Periods;
 
 impl Policy {
     /// The policy `[cluster.snapshot]` configures.
     pub fn from_config(c: &crate::config::SnapshotConfig) -> Self {
-        let k = c.keep_periods;
         Policy {
             keep_last: c.keep_last,
             max_age: c.max_age,
-            periods: Periods {
-                hourly: k.hourly,
-                daily: k.daily,
-                weekly: k.weekly,
-                monthly: k.monthly,
-            },
+            periods: c.keep_periods,
         }
     }
 

@@ -49,14 +49,6 @@ impl SnapshotError {
             SnapshotError::Verify(_) => "verify",
         }
     }
-
-    /// Whether trying again later may work without anyone changing anything (the member died, a timeout).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            SnapshotError::Stream { error, .. } => error.is_transient(),
-            _ => false,
-        }
-    }
 }
 
 /// The member a snapshot is read from, as the sidecar records it.

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::parse_name;
 use crate::config::S3Config;
-use crate::files::RemoveOnDrop;
+use crate::files::{RemoveOnDrop, file_name};
 
 /// Parts of this size; S3 wants at least 5 MiB for all but the last.
 const PART_BYTES: usize = 8 * 1024 * 1024;
@@ -368,12 +368,6 @@ fn virtual_host_endpoint(endpoint: &str, bucket: &str, path_style: bool) -> Stri
         Some((scheme, rest)) => format!("{scheme}://{bucket}.{rest}"),
         None => endpoint.to_string(),
     }
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// Reads until `buf` is full or the file ends.
