@@ -51,6 +51,9 @@ enum Command {
     CheckConfig(cli::check_config::CheckConfigArgs),
     /// Snapshot backups: save (verified, atomic), verify, list, prune
     Snapshot(cli::snapshot::SnapshotArgs),
+    /// Defragment the members one at a time, followers first and the leader last, each only when the cluster can
+    /// afford it and the rule says so (exit 0 done, 1 refused, stopped or failed, 2 bad usage)
+    Defrag(Box<cli::defrag::DefragArgs>),
 }
 
 /// The levels a filter may name.
@@ -167,6 +170,14 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                     _ = terminate.recv() => Ok(ExitCode::from(143)),
                 }
             })
+        }
+        Command::Defrag(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CliError::Failed(e.into()))?;
+            // Signals are the run's own business: it stops before the next member, never during one.
+            runtime.block_on(cli::defrag::run(*args))
         }
         Command::Status(args) => {
             // One thread: a probe round is mostly waiting, and on a small machine every extra thread competes

@@ -180,6 +180,23 @@ pub fn check_s3_prefix(prefix: &str) -> Result<(), String> {
     }
 }
 
+/// The key prefix of the maintenance lock in etcd: absolute, printable, at most 256 bytes; returned without a
+/// trailing slash (the lock's keys go under it).
+pub fn check_lock_prefix(prefix: &str) -> Result<String, String> {
+    let trimmed = prefix.trim_end_matches('/');
+    if !prefix.starts_with('/')
+        || trimmed.is_empty()
+        || prefix.len() > 256
+        || prefix.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(format!(
+            "{prefix:?}: a key prefix such as /etcd-sentinel/maintenance (starting with '/', no spaces, at \
+             most 256 bytes)"
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
 /// An S3-compatible server's URL: http or https with a host; returned without a trailing slash.
 pub fn check_s3_endpoint(text: &str) -> Result<String, String> {
     let text = text.trim();

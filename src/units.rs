@@ -32,6 +32,39 @@ pub fn human_seconds(secs: f64) -> String {
     }
 }
 
+/// A size as people write it: bytes (`209715200`), or a number with a unit, binary (`200MiB`, `1.5GiB`) or
+/// decimal (`200MB`). The parser of byte-sized flags and settings.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a size such as 209715200, 200MiB or 8GiB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000 * 1000,
+        "gb" => 1000 * 1000 * 1000,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "tib" | "t" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    let bytes = value * scale as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("{text:?}: too large"));
+    }
+    Ok(bytes as u64)
+}
+
 /// The longest interval or timeout that means anything here: a poll, a dial or a request that takes a day is a
 /// typo (`500000000000years`), not a setting.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -81,6 +114,21 @@ pub fn serialize_opt_unix_seconds<S: Serializer>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn sizes_as_people_write_them() {
+        assert_eq!(parse_bytes("209715200").unwrap(), 209_715_200);
+        assert_eq!(parse_bytes("200MiB").unwrap(), 200 << 20);
+        assert_eq!(parse_bytes("1.5 GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_bytes("2GB").unwrap(), 2_000_000_000);
+        assert!(
+            parse_bytes("200 furlongs")
+                .unwrap_err()
+                .contains("furlongs")
+        );
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("").is_err());
+    }
     use super::*;
 
     #[test]
@@ -116,5 +164,21 @@ mod tests {
             unix_seconds(UNIX_EPOCH - std::time::Duration::from_secs(1)),
             0.0
         );
+    }
+}
+
+/// Serde for a time as Unix seconds (a float), both ways: the sidecar's and the lock owner's times.
+pub mod unix_seconds_serde {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        crate::units::serialize_unix_seconds(t, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Ok(UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0)))
     }
 }

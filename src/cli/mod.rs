@@ -2,6 +2,7 @@
 //! then etcdctl's `ETCDCTL_*` where the meaning is the same, then the default.
 
 pub mod check_config;
+pub mod defrag;
 pub mod run;
 pub mod snapshot;
 pub mod snapshot_s3;

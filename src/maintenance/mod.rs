@@ -7,11 +7,14 @@
 
 pub mod bolt;
 pub mod compress;
+pub mod defrag;
 pub mod drill;
 pub mod gate;
+pub mod lock;
 pub mod plan;
 pub mod restore_plan;
 pub mod retention;
+pub mod rule;
 pub mod snapshot;
 pub mod store;
 

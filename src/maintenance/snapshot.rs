@@ -94,7 +94,7 @@ pub struct Sidecar {
     /// compare with; `None` when it could not say (it compacted past the revision meanwhile, or did not answer).
     #[serde(default)]
     pub kv: Option<KvCheck>,
-    #[serde(with = "unix_seconds_f64")]
+    #[serde(with = "crate::units::unix_seconds_serde")]
     pub started_at: SystemTime,
     pub duration_seconds: f64,
 }
@@ -115,21 +115,6 @@ pub fn read_sidecar(path: &Path) -> Result<Option<Sidecar>, String> {
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| format!("{}: not a sidecar of this tool: {e}", path.display()))
-}
-
-mod unix_seconds_f64 {
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        crate::units::serialize_unix_seconds(t, s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Ok(UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0)))
-    }
 }
 
 /// The source member's HashKV and key count at the snapshot's revision.

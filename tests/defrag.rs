@@ -1,0 +1,480 @@
+//! `etcd-sentinel defrag` against real etcd: a fragmented database shrinks on every member, the leader last (by
+//! etcd's own logs); the rule, the gate, the lock, the kill of a member mid-run, NOSPACE, the leader move and the
+//! dry run each do what an operator would expect.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use etcd_client::{Client, CompactionOptions, DeleteOptions, GetOptions};
+use serde_json::Value;
+use support::{EtcdCluster, sentinel, wait_for};
+
+fn defrag(cluster: &EtcdCluster, extra: &[&str]) -> (i32, Value, String) {
+    let endpoints = cluster.endpoints();
+    let mut args = vec![
+        "defrag",
+        "--endpoints",
+        &endpoints,
+        "--name",
+        "prod",
+        "-w",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = sentinel(&args, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        format!("{stdout}{stderr}"),
+    )
+}
+
+/// Writes `count` values of 64 KiB, deletes them and compacts (physically): the file keeps its size, most of it
+/// free pages, until a defragmentation gives them back.
+async fn fragment(client: &mut Client, count: usize) {
+    let value = vec![b'f'; 64 * 1024];
+    for i in 0..count {
+        client
+            .put(format!("frag/{i:05}"), value.clone(), None)
+            .await
+            .unwrap();
+    }
+    let deleted = client
+        .delete("frag/", Some(DeleteOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let revision = deleted.header().unwrap().revision();
+    client
+        .compact(revision, Some(CompactionOptions::new().with_physical()))
+        .await
+        .unwrap();
+}
+
+/// Each member's database size, from its own Status.
+async fn sizes(cluster: &EtcdCluster) -> Vec<i64> {
+    let mut out = Vec::new();
+    for i in 0..cluster.members.len() {
+        out.push(cluster.client(i).await.status().await.unwrap().db_size());
+    }
+    out
+}
+
+/// When a member's log says it finished a defragmentation: etcd 3.4 writes "finished defragmenting the storage
+/// backend" after a capnslog timestamp, 3.5 the same message in JSON after its "ts". Timestamps of one run
+/// compare as text.
+fn defrag_finished_at(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("finished defragmenting"))?;
+    if let Ok(json) = serde_json::from_str::<Value>(line) {
+        return json["ts"].as_str().map(str::to_string);
+    }
+    Some(line.chars().take(26).collect())
+}
+
+fn members_by_action<'a>(report: &'a Value, action: &str) -> Vec<&'a str> {
+    report["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["action"] == action)
+        .map(|m| m["member"].as_str().unwrap())
+        .collect()
+}
+
+fn index_of(cluster: &EtcdCluster, name: &str) -> usize {
+    cluster.members.iter().position(|m| m.name == name).unwrap()
+}
+
+#[tokio::test]
+async fn a_fragmented_database_shrinks_on_every_member_the_leader_last() {
+    let cluster = EtcdCluster::start(3).await;
+    let mut client = cluster.client(0).await;
+    fragment(&mut client, 160).await;
+    let before = sizes(&cluster).await;
+    assert!(before.iter().all(|&s| s > 8 << 20), "{before:?}");
+    let snapshots = tempfile::tempdir().unwrap();
+    let (code, report, out) = defrag(
+        &cluster,
+        &[
+            "--snapshot-before",
+            "--snapshot-dir",
+            snapshots.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(report["result"], "success", "{out}");
+    let members = report["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    for m in members {
+        assert_eq!(m["action"], "defragmented", "{out}");
+        assert!(
+            m["size_after"].as_u64().unwrap() < m["size_before"].as_u64().unwrap() / 2,
+            "{m}"
+        );
+    }
+    assert_eq!(members[2]["role"], "leader");
+    assert!(report["reclaimed_bytes"].as_u64().unwrap() > 3 * (6 << 20));
+    let after = sizes(&cluster).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert!(a < &(b / 2), "before {before:?} after {after:?}");
+    }
+    // The leader last, by etcd's own logs.
+    let leader = members[2]["member"].as_str().unwrap();
+    let leader_done = defrag_finished_at(&cluster.members[index_of(&cluster, leader)].log_text())
+        .expect("the leader's log shows its defragmentation");
+    for m in &members[..2] {
+        let name = m["member"].as_str().unwrap();
+        let done = defrag_finished_at(&cluster.members[index_of(&cluster, name)].log_text())
+            .expect("a follower's log shows its defragmentation");
+        assert!(
+            done < leader_done,
+            "{name} finished at {done}, the leader at {leader_done}"
+        );
+    }
+    // The snapshot first: a verified file with its sidecar.
+    let snapshot = report["snapshot"].as_str().expect("a snapshot path");
+    assert!(std::path::Path::new(snapshot).is_file());
+    assert!(std::path::Path::new(&format!("{snapshot}.json")).is_file());
+    // The cluster is whole and writable.
+    client.put("after", "defrag", None).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_false_rule_skips_every_member_and_shows_the_values() {
+    let cluster = EtcdCluster::start(3).await;
+    let before = sizes(&cluster).await;
+    let (code, report, out) = defrag(&cluster, &["--defrag-rule", "dbSizeFree > 1024*1024*1024"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(report["result"], "success");
+    assert_eq!(members_by_action(&report, "skipped").len(), 3, "{out}");
+    let m = &report["members"][0];
+    assert!(m["reason"].as_str().unwrap().contains("is false"), "{m}");
+    assert!(m["values"]["dbSize"].as_f64().unwrap() > 0.0);
+    assert!(m["values"]["dbQuota"].as_f64().unwrap() > 0.0);
+    assert_eq!(sizes(&cluster).await, before);
+    for m in &cluster.members {
+        assert!(defrag_finished_at(&m.log_text()).is_none());
+    }
+    // The table shows the values too.
+    let endpoints = cluster.endpoints();
+    let out = sentinel(
+        &[
+            "defrag",
+            "--endpoints",
+            &endpoints,
+            "--defrag-rule",
+            "dbSize < 0",
+        ],
+        &[],
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("dbQuotaUsage="), "{table}");
+}
+
+#[test]
+fn a_bad_rule_is_refused_with_its_column() {
+    let out = sentinel(
+        &[
+            "defrag",
+            "--endpoints",
+            "127.0.0.1:1",
+            "--defrag-rule",
+            "dbQuotaUsage > 0.8 || dbSizeFre > 1",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("column 23") && err.contains("dbSizeFre"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_member_down_before_the_run_refuses_it() {
+    let mut cluster = EtcdCluster::start(3).await;
+    cluster.kill(2);
+    let (code, report, out) = defrag(&cluster, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(report["result"], "refused");
+    let message = report["message"].as_str().unwrap();
+    assert!(message.contains(&cluster.members[2].name), "{message}");
+    assert!(members_by_action(&report, "defragmented").is_empty());
+    for m in &cluster.members[..2] {
+        assert!(defrag_finished_at(&m.log_text()).is_none());
+    }
+}
+
+#[tokio::test]
+async fn a_single_member_cluster_needs_to_be_asked_for() {
+    let cluster = EtcdCluster::start(1).await;
+    let (code, report, out) = defrag(&cluster, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("single-member"),
+        "{out}"
+    );
+    let (code, report, out) = defrag(&cluster, &["--allow-single-member"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(members_by_action(&report, "defragmented").len(), 1);
+}
+
+/// Starts `defrag` in the background and returns it once its stderr says `line`; the rest of stderr is read
+/// on a thread into the returned handle.
+fn spawn_until(
+    cluster: &EtcdCluster,
+    extra: &[&str],
+    line: &str,
+) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    let endpoints = cluster.endpoints();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_etcd-sentinel"))
+        .args([
+            "defrag",
+            "--endpoints",
+            &endpoints,
+            "--name",
+            "prod",
+            "-w",
+            "json",
+        ])
+        .args(extra)
+        .env_remove("ETCDCTL_ENDPOINTS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut l = String::new();
+        if stderr.read_line(&mut l).unwrap() == 0 {
+            panic!("defrag ended before saying {line:?}:\n{seen}");
+        }
+        seen.push_str(&l);
+        if l.contains(line) {
+            break;
+        }
+    }
+    let rest = std::thread::spawn(move || {
+        let mut rest = seen;
+        for l in stderr.lines().map_while(Result::ok) {
+            rest.push_str(&l);
+            rest.push('\n');
+        }
+        rest
+    });
+    (child, rest)
+}
+
+fn report_of(child: std::process::Child) -> (i32, Value) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_member_killed_mid_run_stops_it_and_later_members_are_untouched() {
+    let mut cluster = EtcdCluster::start(3).await;
+    let mut client = cluster.client(0).await;
+    fragment(&mut client, 40).await;
+    let (child, stderr) = spawn_until(&cluster, &["--wait-between-defrags", "3s"], "defragmented ");
+    // The first follower is done; the leader (last in the order) dies before the second follower's turn.
+    let leader = cluster.leader_index().await;
+    cluster.kill(leader);
+    let (code, report) = report_of(child);
+    let stderr = stderr.join().unwrap();
+    assert_eq!(code, 1, "{report:#}\n{stderr}");
+    assert_eq!(report["result"], "stopped", "{report:#}");
+    assert_eq!(
+        members_by_action(&report, "defragmented").len(),
+        1,
+        "{report:#}"
+    );
+    let untouched = members_by_action(&report, "not_reached");
+    assert_eq!(untouched.len(), 2, "{report:#}");
+    for name in untouched {
+        let i = index_of(&cluster, name);
+        assert!(
+            defrag_finished_at(&cluster.members[i].log_text()).is_none(),
+            "{name} was defragmented"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_runs_at_once_one_refuses_naming_the_holder_or_waits() {
+    let cluster = EtcdCluster::start(3).await;
+    let mut client = cluster.client(0).await;
+    fragment(&mut client, 20).await;
+    let (first, _) = spawn_until(
+        &cluster,
+        &["--wait-between-defrags", "2s"],
+        "defragmenting ",
+    );
+    let (code, report, out) = defrag(&cluster, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(report["result"], "refused");
+    let message = report["message"].as_str().unwrap();
+    assert!(
+        message.contains("held by defrag of prod on")
+            && message.contains(&format!("pid {}", first.id())),
+        "{message}"
+    );
+    // Waiting for it: the second runs once the first is done.
+    let (code, report, out) = defrag(&cluster, &["--lock-wait", "60s"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(report["result"], "success");
+    let (code, first_report) = report_of(first);
+    assert_eq!(code, 0, "{first_report:#}");
+    // Nothing is left of either lock.
+    let left = client
+        .get("/etcd-sentinel/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert!(left.kvs().is_empty(), "{:?}", left.kvs());
+}
+
+#[tokio::test]
+async fn a_nospace_alarm_is_cleared_once_defragmentation_frees_the_quota() {
+    let cluster = EtcdCluster::builder()
+        .members(3)
+        .quota_backend_bytes(4 << 20)
+        .start()
+        .await;
+    let mut client = cluster.client(0).await;
+    support::fill_to_nospace(&mut client).await;
+    wait_for("the NOSPACE alarm", Duration::from_secs(10), || {
+        let mut c = client.clone();
+        async move {
+            let alarms = c
+                .alarm(
+                    etcd_client::AlarmAction::Get,
+                    etcd_client::AlarmType::None,
+                    None,
+                )
+                .await
+                .ok()?;
+            (!alarms.alarms().is_empty()).then_some(())
+        }
+    })
+    .await;
+    // What an operator does first: delete what filled it, and compact.
+    let deleted = client
+        .delete("fill-", Some(DeleteOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let revision = deleted.header().unwrap().revision();
+    client
+        .compact(revision, Some(CompactionOptions::new().with_physical()))
+        .await
+        .unwrap();
+    let (code, report, out) = defrag(&cluster, &[]);
+    assert_eq!(code, 0, "{out}");
+    let said = report["nospace"].as_str().unwrap_or_default();
+    assert!(said.contains("NOSPACE alarm disarmed"), "{out}");
+    let alarms = client
+        .alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(alarms.alarms().is_empty());
+    client.put("writable", "again", None).await.unwrap();
+}
+
+#[tokio::test]
+async fn move_leader_hands_leadership_to_a_defragmented_follower_first() {
+    let cluster = EtcdCluster::start(3).await;
+    let old_leader = cluster.leader_index().await;
+    let old_name = cluster.members[old_leader].name.clone();
+    let (code, report, out) = defrag(&cluster, &["--move-leader"]);
+    assert_eq!(code, 0, "{out}");
+    let moved = &report["leader_moved"];
+    assert_eq!(moved["from"], old_name.as_str(), "{out}");
+    let to = moved["to"].as_str().unwrap();
+    let members = report["members"].as_array().unwrap();
+    // The old leader came last, defragmented as a follower; the new one was done before it.
+    assert_eq!(members[2]["member"], old_name.as_str());
+    assert_eq!(members[2]["role"], "follower");
+    assert!(
+        members[..2]
+            .iter()
+            .any(|m| m["member"] == to && m["action"] == "defragmented")
+    );
+    assert_eq!(
+        cluster.members[cluster.leader_index().await].name,
+        to,
+        "leadership stays where it was moved"
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_changes_nothing_and_compaction_keeps_revisions() {
+    let cluster = EtcdCluster::start(3).await;
+    let mut client = cluster.client(0).await;
+    fragment(&mut client, 20).await;
+    for i in 0..50 {
+        client.put("counter", format!("{i}"), None).await.unwrap();
+    }
+    let before = sizes(&cluster).await;
+    let (code, report, out) = defrag(&cluster, &["--dry-run", "--compaction"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(report["result"], "dry_run");
+    assert_eq!(
+        members_by_action(&report, "would_defragment").len(),
+        3,
+        "{out}"
+    );
+    assert_eq!(sizes(&cluster).await, before);
+    for m in &cluster.members {
+        assert!(defrag_finished_at(&m.log_text()).is_none());
+    }
+    let newest = client
+        .get("counter", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    // An old revision is still readable: the dry run compacted nothing.
+    client
+        .get(
+            "counter",
+            Some(GetOptions::new().with_revision(newest - 40)),
+        )
+        .await
+        .unwrap();
+    // Compaction keeping 10 revisions: older ones are gone, the 10 newest stay.
+    let (code, report, out) = defrag(
+        &cluster,
+        &["--compaction", "--compaction-keep-revisions", "10"],
+    );
+    assert_eq!(code, 0, "{out}");
+    // The newest revision is read by the run, after its own lock's writes.
+    let read = report["compaction"]["newest_revision"].as_i64().unwrap();
+    assert!(read >= newest, "{out}");
+    assert_eq!(report["compaction"]["revision"], read - 10, "{out}");
+    let old = client
+        .get(
+            "counter",
+            Some(GetOptions::new().with_revision(newest - 40)),
+        )
+        .await;
+    assert!(old.unwrap_err().to_string().contains("compacted"));
+    client
+        .get("counter", Some(GetOptions::new().with_revision(newest - 5)))
+        .await
+        .unwrap();
+}
