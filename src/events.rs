@@ -42,6 +42,16 @@ pub enum EventKind {
     SnapshotPruned,
     RestoreDrillPassed,
     RestoreDrillFailed,
+    /// A rolling defragmentation took the lock and starts with its first member.
+    DefragStarted,
+    /// One member was defragmented (or failed to be).
+    DefragMember,
+    /// A run ended with every member defragmented or spared by the rule.
+    DefragFinished,
+    /// A run failed or stopped before its end; the members not reached are untouched.
+    DefragFailed,
+    /// A run was not started: the cluster could not afford it, or another runner holds the lock.
+    DefragRefused,
 }
 
 impl EventKind {
@@ -61,6 +71,7 @@ impl EventKind {
                 | EventKind::AuthFailed
                 | EventKind::SnapshotFailed
                 | EventKind::RestoreDrillFailed
+                | EventKind::DefragFailed
         )
     }
 }

@@ -15,6 +15,7 @@ pub mod maintenance;
 mod names;
 pub mod pem;
 pub mod probe;
+pub mod rule;
 pub mod schedule;
 pub mod secret;
 pub mod settings;

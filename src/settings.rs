@@ -180,6 +180,10 @@ pub fn check_s3_prefix(prefix: &str) -> Result<(), String> {
     }
 }
 
+/// Where the maintenance lock lives when nothing else is said: the same for the daemon and the `defrag` command,
+/// so that they exclude each other out of the box.
+pub const DEFAULT_LOCK_PREFIX: &str = "/etcd-sentinel/maintenance";
+
 /// The key prefix of the maintenance lock in etcd: absolute, printable, at most 256 bytes; returned without a
 /// trailing slash (the lock's keys go under it).
 pub fn check_lock_prefix(prefix: &str) -> Result<String, String> {

@@ -49,6 +49,37 @@ pub struct ClusterEntry {
     pub complete: CompleteView,
     /// The scheduled snapshots' state and the way to ask for one now, when `[cluster.snapshot]` is configured.
     pub snapshots: Option<SnapshotControl>,
+    /// The defragmentation's state, the way to ask for a run and to stop one, when `[cluster.defrag]` is.
+    pub defrag: Option<DefragControl>,
+}
+
+/// What the API sees of a cluster's defragmentation, and how it starts or stops a run.
+pub struct DefragControl {
+    pub status: watch::Receiver<DefragStatus>,
+    /// A request for a run now; holds one at most.
+    pub requests: mpsc::Sender<()>,
+    /// The kill switch of the run in progress (`None` between runs): cancelled, the run stops before its next
+    /// member.
+    pub stop: Arc<Mutex<Option<tokio_util::sync::CancellationToken>>>,
+    /// What a run is told, for the plan the API answers with.
+    pub options: crate::maintenance::defrag::DefragOptions,
+}
+
+/// The `status` of `GET /api/v1/clusters/{name}/defrag`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DefragStatus {
+    #[serde(serialize_with = "crate::units::serialize_opt_unix_seconds")]
+    pub running_since: Option<SystemTime>,
+    /// The member being defragmented right now.
+    pub member: Option<String>,
+    /// Why the run in progress started: the schedule, the trigger (with the member's values), or the API.
+    pub started_by: Option<String>,
+    /// The kill switch was pulled: the run ends before its next member.
+    pub stop_requested: bool,
+    #[serde(serialize_with = "crate::units::serialize_opt_unix_seconds")]
+    pub next_run: Option<SystemTime>,
+    /// The report of the last run that ended (or was refused).
+    pub last_run: Option<crate::maintenance::defrag::DefragReport>,
 }
 
 /// What the API sees of a cluster's snapshots, and how it asks the maintenance task for one now.

@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["probe", "config"],
     &["view"],
     &["vitals"],
-    &["settings", "schedule"],
+    &["settings", "schedule", "rule"],
     &["etcd"],
     &["units", "pem", "secret", "id", "names", "histogram"],
     &["files"],

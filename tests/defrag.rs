@@ -53,6 +53,21 @@ async fn fragment(client: &mut Client, count: usize) {
         .compact(revision, Some(CompactionOptions::new().with_physical()))
         .await
         .unwrap();
+    // bbolt frees the compacted pages for good only when a later write commits: write until the member says
+    // most of its file is free.
+    wait_for(
+        "the compacted pages to show as free",
+        Duration::from_secs(10),
+        || {
+            let mut c = client.clone();
+            async move {
+                c.put("frag-commit", "x", None).await.ok()?;
+                let s = c.status().await.ok()?;
+                (s.raft_used_db_size() < s.db_size() / 2).then_some(())
+            }
+        },
+    )
+    .await;
 }
 
 /// Each member's database size, from its own Status.
@@ -477,4 +492,215 @@ async fn a_dry_run_changes_nothing_and_compaction_keeps_revisions() {
         .get("counter", Some(GetOptions::new().with_revision(newest - 5)))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_run_before_the_next_member_never_during_one() {
+    let cluster = EtcdCluster::start(3).await;
+    let mut client = cluster.client(0).await;
+    fragment(&mut client, 20).await;
+    let (child, stderr) = spawn_until(&cluster, &["--wait-between-defrags", "3s"], "defragmented ");
+    // SAFETY: kill(2) on our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let (code, report) = report_of(child);
+    let stderr = stderr.join().unwrap();
+    assert_eq!(code, 1, "{report:#}\n{stderr}");
+    assert_eq!(report["result"], "stopped", "{report:#}");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("asked to stop")
+    );
+    assert_eq!(
+        members_by_action(&report, "defragmented").len(),
+        1,
+        "{report:#}"
+    );
+    assert_eq!(
+        members_by_action(&report, "not_reached").len(),
+        2,
+        "{report:#}"
+    );
+}
+
+const TOKEN: &str = "defrag-api-token";
+
+fn daemon_with(
+    cluster: &EtcdCluster,
+    defrag: &str,
+) -> (support::daemon::Daemon, tempfile::TempDir) {
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let config = support::daemon::config_for(&[(
+        "prod",
+        cluster,
+        &format!("interval = \"1s\"\n[cluster.defrag]\n{defrag}"),
+    )]);
+    let daemon = support::daemon::Daemon::start_with(
+        &config,
+        &["--api-token-file".as_ref(), token_file.as_os_str()],
+    );
+    (daemon, token_dir)
+}
+
+fn runs(metrics: &str, result: &str) -> f64 {
+    support::daemon::sample(
+        metrics,
+        "etcd_sentinel_defrag_runs_total",
+        &format!("result=\"{result}\""),
+    )
+    .unwrap_or(-1.0)
+}
+
+#[tokio::test]
+async fn the_trigger_fires_once_when_crossed_and_not_again_within_min_interval() {
+    let cluster = EtcdCluster::start(3).await;
+    let (daemon, _token) = daemon_with(
+        &cluster,
+        "trigger = \"dbSizeFree > 4*1024*1024\"\nmin_interval = \"1h\"\n",
+    );
+    daemon.wait_ready().await;
+    // Under the threshold: polls go by and nothing runs.
+    let polls = |m: &str| {
+        support::daemon::sample(m, "etcd_sentinel_poll_duration_seconds_count", "prod")
+            .unwrap_or(0.0)
+    };
+    let start = polls(&daemon.metrics().await);
+    wait_for("three polls", Duration::from_secs(20), || async {
+        (polls(&daemon.metrics().await) >= start + 3.0).then_some(())
+    })
+    .await;
+    let metrics = daemon.metrics().await;
+    assert_eq!(runs(&metrics, "success"), 0.0, "{metrics}");
+    let mut client = cluster.client(0).await;
+    fragment(&mut client, 100).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let m = daemon.metrics().await;
+        if runs(&m, "success") == 1.0 {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && runs(&m, "refused") + runs(&m, "failed") == 0.0,
+            "no successful triggered run:\n{m}\n{}\n{:#}",
+            daemon.log_text(),
+            daemon.json("/api/v1/clusters/prod").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let reclaimed = support::daemon::sample(
+        &metrics,
+        "etcd_sentinel_defrag_reclaimed_bytes_total",
+        "prod",
+    )
+    .unwrap();
+    assert!(reclaimed > 3.0 * 4.0 * 1024.0 * 1024.0, "{metrics}");
+    assert!(
+        metrics.contains("etcd_sentinel_defrag_in_progress{cluster=\"prod\""),
+        "{metrics}"
+    );
+    let status = daemon.json("/api/v1/clusters/prod/defrag").await;
+    let started_by = status["status"]["last_run"]["result"].clone();
+    assert_eq!(started_by, "success", "{status:#}");
+    // Crossed again at once: within min_interval, no second run.
+    fragment(&mut client, 100).await;
+    wait_for(
+        "a poll that sees the new free space",
+        Duration::from_secs(20),
+        || async {
+            let v = daemon.json("/api/v1/clusters/prod").await;
+            let free = v["endpoints"][0]["db_fragmented_bytes"].as_u64()?;
+            (free > 4 << 20).then_some(())
+        },
+    )
+    .await;
+    let seen = polls(&daemon.metrics().await);
+    wait_for("three more polls", Duration::from_secs(20), || async {
+        (polls(&daemon.metrics().await) >= seen + 3.0).then_some(())
+    })
+    .await;
+    let metrics = daemon.metrics().await;
+    let all: f64 = ["success", "failed", "refused", "stopped"]
+        .iter()
+        .map(|r| runs(&metrics, r))
+        .sum();
+    assert_eq!(all, 1.0, "{metrics}");
+    let events = daemon.json("/api/v1/clusters/prod/events").await;
+    let started = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "defrag_started")
+        .count();
+    assert_eq!(started, 1, "{events:#}");
+}
+
+#[tokio::test]
+async fn the_api_plans_starts_and_stops_a_run() {
+    let cluster = EtcdCluster::start(3).await;
+    let mut client = cluster.client(0).await;
+    fragment(&mut client, 20).await;
+    let (daemon, _token) = daemon_with(&cluster, "wait_between = \"3s\"\n");
+    daemon.wait_ready().await;
+    let path = "/api/v1/clusters/prod/defrag";
+    assert_eq!(daemon.post(path, None).await.0, 401);
+    let (code, body) = daemon.delete(path, TOKEN).await;
+    assert_eq!(code, 409, "nothing to stop: {body}");
+    let (code, body) = daemon
+        .post(&format!("{path}?dry_run=true"), Some(TOKEN))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let plan: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(plan["plan"]["result"], "dry_run");
+    assert_eq!(
+        members_by_action(&plan["plan"], "would_defragment").len(),
+        3,
+        "{body}"
+    );
+    assert_eq!(plan["plan"]["members"][2]["role"], "leader");
+    let (code, body) = daemon.post(path, Some(TOKEN)).await;
+    assert_eq!(code, 202, "{body}");
+    wait_for("the first member done", Duration::from_secs(30), || async {
+        let events = daemon.json("/api/v1/clusters/prod/events").await;
+        events["events"]
+            .as_array()?
+            .iter()
+            .any(|e| e["kind"] == "defrag_member")
+            .then_some(())
+    })
+    .await;
+    let (code, body) = daemon.post(path, Some(TOKEN)).await;
+    assert_eq!(code, 409, "a second run while one is under way: {body}");
+    let (code, body) = daemon.delete(path, TOKEN).await;
+    assert_eq!(code, 202, "{body}");
+    let status = wait_for("the stopped run", Duration::from_secs(30), || async {
+        let v = daemon.json(path).await;
+        v["status"]["running_since"].is_null().then_some(v)
+    })
+    .await;
+    let report = &status["status"]["last_run"];
+    assert_eq!(report["result"], "stopped", "{status:#}");
+    assert_eq!(
+        members_by_action(report, "defragmented").len(),
+        1,
+        "{status:#}"
+    );
+    assert_eq!(
+        members_by_action(report, "not_reached").len(),
+        2,
+        "{status:#}"
+    );
+    let metrics = daemon.metrics().await;
+    assert_eq!(runs(&metrics, "stopped"), 1.0, "{metrics}");
+    for m in &cluster.members {
+        let line = format!(
+            "etcd_sentinel_defrag_in_progress{{cluster=\"prod\",member=\"{}\"}} 1",
+            m.name
+        );
+        assert!(!metrics.contains(&line), "{metrics}");
+    }
 }

@@ -19,8 +19,8 @@ use etcd_sentinel::maintenance::defrag::{
     self, DefragOptions, DefragReport, MemberAction, MemberTimeout, SnapshotBefore, Worth,
 };
 use etcd_sentinel::maintenance::lock::{self, LockSettings};
-use etcd_sentinel::maintenance::rule::Rule;
 use etcd_sentinel::probe::poller::ClusterPoller;
+use etcd_sentinel::rule::Rule;
 use etcd_sentinel::units::{human_bytes, parse_bytes};
 
 use super::{CliError, ConnectionArgs, WriteOut, parse_duration, write_out};

@@ -86,6 +86,8 @@ fn from_flags(args: &RunArgs) -> Result<Config, CliError> {
             thresholds: target.thresholds,
             password_file: None,
             snapshot: None,
+            defrag: None,
+            lock_prefix: etcd_sentinel::maintenance::lock::DEFAULT_PREFIX.into(),
         }],
         api_token_file: None,
         api_token: None,

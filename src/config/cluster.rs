@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::raw::{RawCluster, RawMetricsUrls, RawS3, RawSnapshot, RawThresholds, RawTls, Source};
+use super::raw::{
+    RawCluster, RawDefrag, RawMetricsUrls, RawS3, RawSnapshot, RawThresholds, RawTls, Source,
+};
 use super::{
     ClusterConfig, Compression, ConfigError, DEFAULT_INTERVAL, DEFAULT_UNRESPONSIVE_AFTER,
-    KeepPeriods, MIN_INTERVAL, MIN_UNRESPONSIVE_AFTER, S3Config, S3CredentialFiles, SnapshotConfig,
-    valid_name,
+    DefragConfig, KeepPeriods, MIN_INTERVAL, MIN_UNRESPONSIVE_AFTER, S3Config, S3CredentialFiles,
+    SnapshotConfig, valid_name,
 };
 use crate::etcd::connect::ConnectSettings;
 use crate::etcd::endpoint::Endpoint;
@@ -45,6 +47,21 @@ pub(super) fn parse(
         ));
     }
     let connect = connect_settings(src, keys, c)?;
+    let snapshot = c
+        .snapshot
+        .as_ref()
+        .map(|s| snapshot(src, keys, s))
+        .transpose()?;
+    let defrag = c
+        .defrag
+        .as_ref()
+        .map(|d| defrag(src, keys, d, snapshot.is_some()))
+        .transpose()?;
+    let lock_prefix = match &c.lock_prefix {
+        None => crate::settings::DEFAULT_LOCK_PREFIX.to_string(),
+        Some(p) => crate::settings::check_lock_prefix(p.get_ref())
+            .map_err(|e| src.invalid(p, keys.key("lock_prefix"), e))?,
+    };
     Ok(ClusterConfig {
         name,
         // As etcdctl: with TLS settings, an endpoint written without a scheme is spoken to over TLS. The same rule
@@ -69,12 +86,108 @@ pub(super) fn parse(
             Some(t) => thresholds(src, keys, t)?,
         },
         password_file: password_file(src, keys, c)?,
-        snapshot: c
-            .snapshot
-            .as_ref()
-            .map(|s| snapshot(src, keys, s))
-            .transpose()?,
+        snapshot,
+        defrag,
+        lock_prefix,
         connect,
+    })
+}
+
+fn defrag(
+    src: &Source,
+    keys: &Keys,
+    raw: &Spanned<RawDefrag>,
+    has_snapshot: bool,
+) -> Result<DefragConfig, ConfigError> {
+    let key = |name: &str| keys.key(&format!("defrag.{name}"));
+    let d = raw.get_ref();
+    if let Some(s) = &d.schedule {
+        crate::schedule::check(s.get_ref()).map_err(|e| src.invalid(s, key("schedule"), e))?;
+    }
+    let rule = |raw: &Option<Spanned<String>>, name: &str| match raw {
+        None => Ok(None),
+        Some(r) => crate::rule::Rule::parse(r.get_ref())
+            .map(Some)
+            .map_err(|e| src.invalid(r, key(name), e.to_string())),
+    };
+    let trigger = rule(&d.trigger, "trigger")?;
+    if let (Some(t), Some(written)) = (&trigger, &d.trigger)
+        && t.is_always()
+    {
+        return Err(src.invalid(
+            written,
+            key("trigger"),
+            "an empty trigger would start a run on every poll; give a rule, e.g. \"dbQuotaUsage > 0.8\"",
+        ));
+    }
+    let duration = |raw: &Option<Spanned<String>>, name: &str, default: Duration| match raw {
+        None => Ok(default),
+        Some(v) => src.duration(v, key(name)),
+    };
+    // A wait may be zero; the other durations may not.
+    let wait = |raw: &Option<Spanned<String>>, name: &str| match raw {
+        Some(v) if humantime::parse_duration(v.get_ref().trim()) == Ok(Duration::ZERO) => {
+            Ok(Duration::ZERO)
+        }
+        other => duration(other, name, Duration::ZERO),
+    };
+    let bytes = |raw: &Option<Spanned<String>>, name: &str, default: u64| match raw {
+        None => Ok(default),
+        Some(v) => crate::units::parse_bytes(v.get_ref()).map_err(|e| src.invalid(v, key(name), e)),
+    };
+    let threshold = match &d.disalarm_threshold {
+        None => 0.9,
+        Some(t) if *t.get_ref() > 0.0 && *t.get_ref() <= 1.0 => *t.get_ref(),
+        Some(t) => {
+            return Err(src.invalid(
+                t,
+                key("disalarm_threshold"),
+                format!(
+                    "{}: a fraction of the quota, above 0 and at most 1",
+                    t.get_ref()
+                ),
+            ));
+        }
+    };
+    let compaction_keep_revisions = match &d.compaction_keep_revisions {
+        None => None,
+        Some(n) => Some(u64::try_from(*n.get_ref()).map_err(|_| {
+            src.invalid(n, key("compaction_keep_revisions"), "0 or more revisions")
+        })?),
+    };
+    if d.snapshot_before && !has_snapshot {
+        return Err(src.invalid(
+            raw,
+            key("snapshot_before"),
+            "needs [cluster.snapshot] (its dir is where the snapshot goes)",
+        ));
+    }
+    Ok(DefragConfig {
+        schedule: d.schedule.as_ref().map(|s| s.get_ref().trim().to_string()),
+        trigger,
+        min_interval: duration(&d.min_interval, "min_interval", Duration::from_secs(3600))?,
+        rule: rule(&d.rule, "rule")?.unwrap_or_else(crate::rule::Rule::always),
+        move_leader: d.move_leader,
+        snapshot_before: d.snapshot_before,
+        compaction_keep_revisions,
+        wait_between: wait(&d.wait_between, "wait_between")?,
+        continue_on_error: d.continue_on_error,
+        disalarm_threshold: d.auto_disalarm.unwrap_or(true).then_some(threshold),
+        storage_quota_bytes: bytes(&d.storage_quota_bytes, "storage_quota_bytes", 2 << 30)?,
+        min_reclaim: bytes(&d.min_reclaim, "min_reclaim", 0)?,
+        member_timeout: duration(&d.member_timeout, "member_timeout", Duration::from_secs(60))?,
+        member_timeout_per_gib: duration(
+            &d.member_timeout_per_gib,
+            "member_timeout_per_gib",
+            Duration::from_secs(60),
+        )?,
+        catch_up_timeout: duration(
+            &d.catch_up_timeout,
+            "catch_up_timeout",
+            Duration::from_secs(120),
+        )?,
+        allow_single_member: d.allow_single_member,
+        lock_wait: wait(&d.lock_wait, "lock_wait")?,
     })
 }
 

@@ -65,6 +65,38 @@ pub struct ClusterConfig {
     pub password_file: Option<(String, PathBuf)>,
     /// Scheduled snapshots, when `[cluster.snapshot]` is configured.
     pub snapshot: Option<SnapshotConfig>,
+    /// Rolling defragmentation, when `[cluster.defrag]` is configured.
+    pub defrag: Option<DefragConfig>,
+    /// Where the maintenance lock lives in the cluster (shared by snapshots and defragmentation, and with every
+    /// other runner: other daemons, a CronJob).
+    pub lock_prefix: String,
+}
+
+/// `[cluster.defrag]`: when the daemon defragments (a cron schedule, a rule on every poll, or only when asked
+/// through the API) and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefragConfig {
+    pub schedule: Option<String>,
+    /// Evaluated on every complete poll, per member: a run starts when it holds for any member.
+    pub trigger: Option<crate::rule::Rule>,
+    /// At most one run per this, whatever starts it (a refused run counts: it is retried after this).
+    pub min_interval: Duration,
+    /// Which members a run defragments (empty: all).
+    pub rule: crate::rule::Rule,
+    pub move_leader: bool,
+    /// A verified snapshot into `[cluster.snapshot]`'s `dir` first.
+    pub snapshot_before: bool,
+    pub compaction_keep_revisions: Option<u64>,
+    pub wait_between: Duration,
+    pub continue_on_error: bool,
+    pub disalarm_threshold: Option<f64>,
+    pub storage_quota_bytes: u64,
+    pub min_reclaim: u64,
+    pub member_timeout: Duration,
+    pub member_timeout_per_gib: Duration,
+    pub catch_up_timeout: Duration,
+    pub allow_single_member: bool,
+    pub lock_wait: Duration,
 }
 
 /// `[cluster.snapshot]`: when and where the daemon saves verified snapshots, how many it keeps, and whether it
@@ -528,6 +560,28 @@ cp-1 = "http://10.0.0.1:2381/metrics"
         );
     }
 
+    #[test]
+    fn a_defrag_table_with_its_defaults() {
+        let config = parse(
+            "s.toml",
+            "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.snapshot]\nschedule = \"@daily\"\ndir = \"/b\"\n\
+             [cluster.defrag]\nschedule = \"14 9 * * 1-5\"\nrule = \"dbQuotaUsage > 0.8 || dbSizeFree > 200*1024*1024\"\n\
+             move_leader = true\nsnapshot_before = true\nmin_reclaim = \"64MiB\"\n",
+        )
+        .unwrap();
+        let c = &config.clusters[0];
+        let d = c.defrag.as_ref().unwrap();
+        assert_eq!(d.schedule.as_deref(), Some("14 9 * * 1-5"));
+        assert!(d.trigger.is_none());
+        assert_eq!(d.min_interval, Duration::from_secs(3600));
+        assert!(d.move_leader && d.snapshot_before && !d.continue_on_error);
+        assert_eq!(d.min_reclaim, 64 << 20);
+        assert_eq!(d.disalarm_threshold, Some(0.9));
+        assert_eq!(d.storage_quota_bytes, 2 << 30);
+        assert_eq!(d.lock_wait, Duration::ZERO);
+        assert_eq!(c.lock_prefix, "/etcd-sentinel/maintenance");
+    }
+
     fn error_of(text: &str) -> String {
         parse("s.toml", text).unwrap_err().to_string()
     }
@@ -603,6 +657,34 @@ cp-1 = "http://10.0.0.1:2381/metrics"
             (
                 "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.snapshot]\nschedule = \"@daily\"\ndir = \"/b\"\nkeep_weekly = 4\nmax_age = \"30d\"\n",
                 "s.toml:8: cluster[0].snapshot.max_age: max_age cannot be combined with keep_hourly",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.defrag]\nrule = \"dbQuotaUsage > 0.8 || dbSizeFre > 1\"\n",
+                "s.toml:5: cluster[0].defrag.rule: \"dbQuotaUsage > 0.8 || dbSizeFre > 1\": at column 23: unknown name \"dbSizeFre\"",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.defrag]\ntrigger = \" \"\n",
+                "s.toml:5: cluster[0].defrag.trigger: an empty trigger would start a run on every poll",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.defrag]\nsnapshot_before = true\n",
+                "cluster[0].defrag.snapshot_before: needs [cluster.snapshot]",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.defrag]\nschedule = \"every day\"\n",
+                "s.toml:5: cluster[0].defrag.schedule",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.defrag]\nmin_reclaim = \"lots\"\n",
+                "s.toml:5: cluster[0].defrag.min_reclaim",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.defrag]\ndisalarm_threshold = 1.5\n",
+                "s.toml:5: cluster[0].defrag.disalarm_threshold: 1.5",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\nlock_prefix = \"locks\"\n",
+                "s.toml:4: cluster[0].lock_prefix",
             ),
         ];
         for (text, expected) in cases {

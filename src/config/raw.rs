@@ -40,6 +40,36 @@ pub(super) struct RawCluster {
     pub(super) user: Option<Spanned<String>>,
     pub(super) password_file: Option<Spanned<String>>,
     pub(super) snapshot: Option<Spanned<RawSnapshot>>,
+    pub(super) defrag: Option<Spanned<RawDefrag>>,
+    pub(super) lock_prefix: Option<Spanned<String>>,
+}
+
+/// `[cluster.defrag]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDefrag {
+    pub(super) schedule: Option<Spanned<String>>,
+    pub(super) trigger: Option<Spanned<String>>,
+    pub(super) min_interval: Option<Spanned<String>>,
+    pub(super) rule: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) move_leader: bool,
+    #[serde(default)]
+    pub(super) snapshot_before: bool,
+    pub(super) compaction_keep_revisions: Option<Spanned<i64>>,
+    pub(super) wait_between: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) continue_on_error: bool,
+    pub(super) auto_disalarm: Option<bool>,
+    pub(super) disalarm_threshold: Option<Spanned<f64>>,
+    pub(super) storage_quota_bytes: Option<Spanned<String>>,
+    pub(super) min_reclaim: Option<Spanned<String>>,
+    pub(super) member_timeout: Option<Spanned<String>>,
+    pub(super) member_timeout_per_gib: Option<Spanned<String>>,
+    pub(super) catch_up_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) allow_single_member: bool,
+    pub(super) lock_wait: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::maintenance::{self, GateOptions};
 use crate::schedule;
 
+use super::defrag_job::DefragJob;
 use super::snapshot_job::SnapshotJob;
 use crate::state::LatestView;
 use crate::view::ClusterView;
@@ -46,7 +47,41 @@ fn until_next(job: Option<&SnapshotJob>) -> (Duration, Option<SystemTime>) {
     }
 }
 
-/// The next snapshot asked for through the API; never, without a way to ask.
+/// The time left until the next scheduled defragmentation, and that time; a year (never) without a schedule.
+fn until_next_defrag(job: Option<&DefragJob>) -> (Duration, Option<SystemTime>) {
+    let never = Duration::from_secs(365 * 86_400);
+    let Some((job, schedule)) = job.and_then(|j| Some((j, j.config.schedule.as_ref()?))) else {
+        return (never, None);
+    };
+    let now = SystemTime::now();
+    match schedule::next_run(schedule, now) {
+        Ok(at) => {
+            job.set_next_run(Some(at));
+            (at.duration_since(now).unwrap_or_default(), Some(at))
+        }
+        Err(e) => {
+            tracing::error!(cluster = job.cluster, "defrag schedule: {e}");
+            job.set_next_run(None);
+            (never, None)
+        }
+    }
+}
+
+/// The jobs of one cluster's maintenance task, each with the requests the API sends it.
+pub struct Jobs {
+    pub snapshots: Option<(SnapshotJob, mpsc::Receiver<()>)>,
+    pub defrag: Option<(DefragJob, mpsc::Receiver<()>)>,
+}
+
+/// Drops requests that slipped in while a run of the same job was under way: they asked for the run that just
+/// happened (the API refuses every other with 409).
+fn drain(requests: &mut Option<mpsc::Receiver<()>>) {
+    if let Some(r) = requests.as_mut() {
+        while r.try_recv().is_ok() {}
+    }
+}
+
+/// The next run asked for through the API; never, without a way to ask.
 async fn next_request(requests: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
     match requests {
         Some(r) => r.recv().await,
@@ -60,16 +95,19 @@ pub async fn run(
     check_every: Duration,
     mut views: LatestView,
     complete: watch::Sender<Option<Arc<ClusterView>>>,
-    snapshots: Option<(SnapshotJob, mpsc::Receiver<()>)>,
+    jobs: Jobs,
     cancel: CancellationToken,
 ) {
-    // The job, and the snapshots asked for through the API.
-    let (snapshots, mut requests) = snapshots.unzip();
+    // Each job, and the runs of it asked for through the API.
+    let (snapshots, mut requests) = jobs.snapshots.unzip();
+    let (defrag, mut defrag_requests) = jobs.defrag.unzip();
     let mut was_ready: Option<bool> = None;
     let mut ticker = tokio::time::interval(check_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut wait, mut next) = until_next(snapshots.as_ref());
     let mut due = Box::pin(tokio::time::sleep(wait));
+    let (defrag_wait, mut defrag_next) = until_next_defrag(defrag.as_ref());
+    let mut defrag_due = Box::pin(tokio::time::sleep(defrag_wait));
     loop {
         tokio::select! {
             // Idle: nothing in flight, so any moment is a safe point.
@@ -89,11 +127,22 @@ pub async fn run(
                     let view = complete.borrow().clone();
                     job.run_once(view).await;
                 }
-                // A request that slipped in between this one being taken and the run being marked would be a
-                // second run of the same moment: the API refuses every other with 409.
-                if let Some(r) = requests.as_mut() {
-                    while r.try_recv().is_ok() {}
+                drain(&mut requests);
+            }
+            () = &mut defrag_due, if defrag_next.is_some() => {
+                if let Some(job) = &defrag {
+                    job.run_once("the schedule".into(), &cancel).await;
                 }
+                drain(&mut defrag_requests);
+                let (wait, next) = until_next_defrag(defrag.as_ref());
+                defrag_next = next;
+                defrag_due.as_mut().reset(tokio::time::Instant::now() + wait);
+            }
+            Some(()) = next_request(&mut defrag_requests) => {
+                if let Some(job) = &defrag {
+                    job.run_once("a request through the API".into(), &cancel).await;
+                }
+                drain(&mut defrag_requests);
             }
             changed = views.changed() => {
                 if changed.is_err() {
@@ -102,7 +151,14 @@ pub async fn run(
                 }
                 let view = views.borrow_and_update().clone();
                 if let Some(view) = view.filter(|v| !is_interim(v)) {
-                    complete.send_replace(Some(view));
+                    complete.send_replace(Some(view.clone()));
+                    // The trigger is judged on complete polls only: an interim view is partly the last poll's.
+                    if let Some(job) = &defrag
+                        && let Some(why) = job.triggered(&view)
+                    {
+                        job.run_once(why, &cancel).await;
+                        drain(&mut defrag_requests);
+                    }
                 }
             }
             _ = ticker.tick() => {}
@@ -151,7 +207,10 @@ mod tests {
             Duration::from_secs(3600),
             views,
             complete,
-            None,
+            Jobs {
+                snapshots: None,
+                defrag: None,
+            },
             cancel.clone(),
         ));
         let (_, mut probes) = three();

@@ -3,6 +3,7 @@
 //! everything: at once when nothing is in flight, after the step in flight (bounded by `tasks::STOP_GRACE`)
 //! when maintenance is running.
 
+pub mod defrag_job;
 pub mod maintenance_task;
 pub mod poll_task;
 pub mod snapshot_job;
@@ -26,7 +27,8 @@ use crate::export::{http, server as http_server};
 use crate::maintenance::GateOptions;
 use crate::secret::Secret;
 use crate::state::{
-    ApiToken, ClusterEntry, History, Shared, SnapshotControl, SnapshotStatus, TokenChange,
+    ApiToken, ClusterEntry, DefragControl, DefragStatus, History, Shared, SnapshotControl,
+    SnapshotStatus, TokenChange,
 };
 use tasks::{STOP_GRACE, TaskGroup};
 
@@ -108,30 +110,61 @@ impl Daemon {
             metrics: self.metrics.clone(),
             log: history.log.clone(),
             status: status_tx,
+            lock: crate::maintenance::lock::LockSettings {
+                prefix: config.lock_prefix.clone(),
+                ..Default::default()
+            },
         });
         let control = snapshots
             .is_some()
             .then_some(SnapshotControl { status, trigger });
         let snapshots = snapshots.map(|job| (job, requests));
+        let gate = GateOptions::for_interval(config.interval);
+        let (defrag, defrag_control) = match &config.defrag {
+            None => (None, None),
+            Some(d) => {
+                let (status_tx, status) = watch::channel(DefragStatus::default());
+                let (requests_tx, requests) = tokio::sync::mpsc::channel(1);
+                let stop = Arc::new(std::sync::Mutex::new(None));
+                let options =
+                    defrag_job::options(d, config.snapshot.as_ref(), &config.lock_prefix, gate);
+                let job = defrag_job::DefragJob::new(
+                    config.name.clone(),
+                    d.clone(),
+                    options.clone(),
+                    config.target(),
+                    connector.clone(),
+                    self.metrics.clone(),
+                    history.log.clone(),
+                    status_tx,
+                    stop.clone(),
+                );
+                let control = DefragControl {
+                    status,
+                    requests: requests_tx,
+                    stop,
+                    options,
+                };
+                (Some((job, requests)), Some(control))
+            }
+        };
         self.shared.insert(ClusterEntry {
             config: config.clone(),
             view: view.clone(),
             history: history.clone(),
             complete,
             snapshots: control,
+            defrag: defrag_control,
         });
         let mut tasks = TaskGroup::child_of(&self.shutdown);
         let (poll_config, metrics) = (config.clone(), self.metrics.clone());
         tasks.spawn("poll", move |cancel| {
             poll_task::run(poll_config, connector, publish, history, metrics, cancel)
         });
-        let (name, gate, every) = (
-            config.name.clone(),
-            GateOptions::for_interval(config.interval),
-            config.interval,
-        );
+        let (name, every) = (config.name.clone(), config.interval);
+        let jobs = maintenance_task::Jobs { snapshots, defrag };
         tasks.spawn("maintenance", move |cancel| {
-            maintenance_task::run(name, gate, every, view, complete_tx, snapshots, cancel)
+            maintenance_task::run(name, gate, every, view, complete_tx, jobs, cancel)
         });
         tracing::info!(
             cluster = config.name,

@@ -11,6 +11,8 @@ use crate::etcd::connect::Connector;
 use crate::etcd::endpoint::Endpoint;
 use crate::events::{Event, EventKind, EventLog};
 use crate::export::metrics::{Metrics, SnapshotOutcome};
+use crate::maintenance::defrag::run::healthy_clients;
+use crate::maintenance::lock::{LockError, LockSettings, MaintenanceLock, Owner};
 use crate::maintenance::plan::snapshot_source;
 use crate::maintenance::retention::{self, Policy};
 use crate::maintenance::snapshot::{self, SaveRequest};
@@ -30,6 +32,9 @@ pub struct SnapshotJob {
     pub log: Arc<Mutex<EventLog>>,
     /// What the API shows: running, next run, the last success, failure and drill.
     pub status: watch::Sender<SnapshotStatus>,
+    /// The cluster's maintenance lock: two replicas of the daemon never snapshot it at once, nor while a
+    /// defragmentation (of any runner) is under way.
+    pub lock: LockSettings,
 }
 
 fn run_record(
@@ -88,8 +93,19 @@ impl SnapshotJob {
             .send_modify(|s| s.running_since = Some(SystemTime::now()));
         // A panic in a library (object_store panics on some inputs) must not take the maintenance task, and with
         // it every later snapshot, down: it is this run's failure.
+        let lock = match self.take_lock(view.as_deref()).await {
+            Ok(lock) => lock,
+            Err(()) => {
+                self.status.send_modify(|s| s.running_since = None);
+                return;
+            }
+        };
         let run = std::panic::AssertUnwindSafe(self.save_prune_drill(view));
-        if let Err(panic) = run.catch_unwind().await {
+        let outcome = run.catch_unwind().await;
+        if let Some(lock) = lock {
+            lock.release().await;
+        }
+        if let Err(panic) = outcome {
             let what = panic
                 .downcast_ref::<String>()
                 .map(String::as_str)
@@ -101,6 +117,27 @@ impl SnapshotJob {
             );
         }
         self.status.send_modify(|s| s.running_since = None);
+    }
+
+    /// The maintenance lock for this run. A cluster that refuses writes (NOSPACE) takes no lock, from anyone:
+    /// the snapshot, a read, goes on without it. `Err` (recorded as a failure) when another runner holds it.
+    async fn take_lock(&self, view: Option<&ClusterView>) -> Result<Option<MaintenanceLock>, ()> {
+        let Some(view) = view else {
+            return Ok(None);
+        };
+        let clients = healthy_clients(view, &self.connector).await;
+        let owner = Owner::me(&format!("snapshot of {}", self.cluster));
+        match MaintenanceLock::acquire(clients, &self.lock, owner).await {
+            Ok(lock) => Ok(Some(lock)),
+            Err(e @ LockError::NoSpace { .. }) => {
+                tracing::warn!(cluster = self.cluster, "{e}: snapshot without the lock");
+                Ok(None)
+            }
+            Err(e) => {
+                self.failed("lock", e.to_string());
+                Err(())
+            }
+        }
     }
 
     async fn save_prune_drill(&self, view: Option<Arc<ClusterView>>) {

@@ -1,6 +1,8 @@
 //! The daemon's HTTP server: /metrics, the JSON API, /healthz and /readyz, read-only; and mutating endpoints
-//! (`POST /api/v1/reload` today; defragmentation and snapshots later) that are only ever served when an API token
+//! (`POST /api/v1/reload`, snapshots and defragmentation) that are only ever served when an API token
 //! is configured. Read handlers only read the latest published views; none waits for a poll.
+
+mod defrag;
 
 use std::sync::Arc;
 
@@ -65,6 +67,10 @@ pub fn router(state: ApiState) -> Router {
     let mutating = Router::new()
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/clusters/{name}/snapshots", post(take_snapshot))
+        .route(
+            "/api/v1/clusters/{name}/defrag",
+            post(defrag::start).delete(defrag::stop),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/metrics", get(metrics))
@@ -78,6 +84,7 @@ pub fn router(state: ApiState) -> Router {
             get(cluster_maintenance),
         )
         .route("/api/v1/clusters/{name}/snapshots", get(list_snapshots))
+        .route("/api/v1/clusters/{name}/defrag", get(defrag::status))
         .merge(mutating)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such resource".into()) })
         .method_not_allowed_fallback(|| async {

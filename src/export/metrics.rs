@@ -17,6 +17,9 @@ use thiserror::Error;
 
 use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType, Quantile, Summary};
 
+mod defrag;
+
+use crate::maintenance::defrag::DefragReport;
 use crate::units::unix_seconds;
 use crate::view::{ClusterView, EndpointHealth, EndpointState, QuorumState, WarningKind};
 use crate::vitals::Vitals;
@@ -43,6 +46,7 @@ pub struct Metrics {
     leader_changes: IntCounterVec,
     leaderless: HistogramVec,
     snapshots: SnapshotFamilies,
+    defrag: defrag::DefragFamilies,
     /// Endpoints with histogram series per cluster, so series of endpoints no longer probed can be removed.
     endpoints_seen: Mutex<BTreeMap<String, BTreeSet<String>>>,
 }
@@ -97,6 +101,7 @@ impl Metrics {
         registry.register(Box::new(leader_changes.clone()))?;
         registry.register(Box::new(leaderless.clone()))?;
         let snapshots = SnapshotFamilies::new(&registry)?;
+        let defrag = defrag::DefragFamilies::new(&registry)?;
         Ok(Metrics {
             registry,
             probe_duration,
@@ -105,6 +110,7 @@ impl Metrics {
             leader_changes,
             leaderless,
             snapshots,
+            defrag,
             endpoints_seen: Mutex::new(BTreeMap::new()),
         })
     }
@@ -173,6 +179,22 @@ impl Metrics {
         let _ = self.leader_changes.remove_label_values(&[cluster]);
         let _ = self.leaderless.remove_label_values(&[cluster]);
         self.snapshots.forget(cluster);
+        self.defrag.forget(cluster);
+    }
+
+    /// A cluster whose defragmentation is configured: its run counters exist at 0 from the start.
+    pub fn init_defrag(&self, cluster: &str) {
+        self.defrag.init(cluster);
+    }
+
+    /// Whether the sentinel is defragmenting this member right now.
+    pub fn observe_defrag_member(&self, cluster: &str, member: &str, active: bool) {
+        self.defrag.member(cluster, member, active);
+    }
+
+    /// A rolling defragmentation ended (or was refused).
+    pub fn observe_defrag_run(&self, report: &DefragReport, ended: std::time::SystemTime) {
+        self.defrag.finished(report, ended);
     }
 
     /// Records a scheduled snapshot: saved (size, revision, duration) or failed (by reason).
@@ -248,7 +270,7 @@ impl Metrics {
 
 /// The `reason` label values of `snapshot_failures_total`: a closed set, each present at 0 once a cluster has a
 /// schedule, so that an alert on its rate needs no `absent()`.
-pub const SNAPSHOT_FAILURE_REASONS: [&str; 10] = [
+pub const SNAPSHOT_FAILURE_REASONS: [&str; 11] = [
     "no_view",
     "no_source",
     "connect",
@@ -259,6 +281,7 @@ pub const SNAPSHOT_FAILURE_REASONS: [&str; 10] = [
     "verify",
     "drill",
     "internal",
+    "lock",
 ];
 
 /// The `reason` label values of `snapshot_upload_failures_total` (the S3 failure kinds).
@@ -329,7 +352,7 @@ impl SnapshotFamilies {
             Opts::new(
                 name("snapshot_failures_total"),
                 "Scheduled snapshots that failed, by reason (no_view, no_source, connect, destination, stream, write, \
-                 disk_full, verify, drill).",
+                 disk_full, verify, drill, internal, lock).",
             ),
             &["cluster", "reason"],
         )?;

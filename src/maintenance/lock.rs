@@ -26,7 +26,7 @@ pub struct LockSettings {
     pub wait: Duration,
 }
 
-pub const DEFAULT_PREFIX: &str = "/etcd-sentinel/maintenance";
+pub const DEFAULT_PREFIX: &str = crate::settings::DEFAULT_LOCK_PREFIX;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
 impl Default for LockSettings {

@@ -14,7 +14,6 @@ pub mod lock;
 pub mod plan;
 pub mod restore_plan;
 pub mod retention;
-pub mod rule;
 pub mod snapshot;
 pub mod store;
 

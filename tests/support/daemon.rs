@@ -97,6 +97,18 @@ impl Daemon {
         }
     }
 
+    /// DELETE with a bearer token: (status, body).
+    pub async fn delete(&self, path: &str, token: &str) -> (u16, String) {
+        let request = reqwest::Client::new()
+            .delete(self.url(path))
+            .timeout(Duration::from_secs(10))
+            .bearer_auth(token);
+        match request.send().await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    }
+
     pub async fn json(&self, path: &str) -> Value {
         let (code, body) = self.get(path).await;
         assert_eq!(code, 200, "GET {path}: {body}");

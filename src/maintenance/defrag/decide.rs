@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::id::Id;
 use crate::maintenance::plan::CAUGHT_UP;
-use crate::maintenance::rule::{Rule, RuleInputs};
+use crate::rule::{Rule, RuleInputs};
 use crate::view::{ClusterView, EndpointHealth, EndpointState};
 
 /// What is done with one member, decided from a view.
@@ -58,6 +58,16 @@ pub struct Worth {
     pub exclude_localhost: bool,
 }
 
+/// A member's figures from its probe; the quota is its own (read from its /metrics), `fallback_quota` only
+/// when that could not be read. `None` when the member did not report its sizes.
+pub fn inputs_of(endpoint: &EndpointState, fallback_quota: u64) -> Option<RuleInputs> {
+    Some(RuleInputs::new(
+        endpoint.db_size_bytes?,
+        endpoint.db_size_in_use_bytes?,
+        endpoint.db_quota_bytes.unwrap_or(fallback_quota),
+    ))
+}
+
 /// The endpoint row of a member: healthy ones first.
 pub fn member_row(view: &ClusterView, member: Id) -> Option<&EndpointState> {
     let rows = || {
@@ -99,7 +109,7 @@ pub fn decide(view: &ClusterView, member: Id, worth: &Worth) -> Decision {
             inputs: None,
         };
     }
-    let Some(inputs) = RuleInputs::of(row, worth.fallback_quota) else {
+    let Some(inputs) = inputs_of(row, worth.fallback_quota) else {
         return Decision::Skip {
             reason: "its database size is unknown".into(),
             inputs: None,

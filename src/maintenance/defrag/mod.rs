@@ -17,8 +17,8 @@ use crate::id::Id;
 use crate::maintenance::gate::{self, GateOptions, Refusal};
 use crate::maintenance::lock::LockSettings;
 use crate::maintenance::plan::{Role, rolling_order};
-use crate::maintenance::rule::RuleInputs;
 use crate::names::serialize_as_name;
+use crate::rule::RuleInputs;
 use crate::view::ClusterView;
 pub use decide::{Decision, MemberTimeout, Worth};
 pub use run::run;
@@ -264,7 +264,7 @@ pub fn plan(view: &ClusterView, now: SystemTime, options: &DefragOptions) -> Def
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::maintenance::rule::Rule;
+    use crate::rule::Rule;
     use crate::testing::*;
     use crate::view;
 

@@ -450,9 +450,8 @@ impl Run<'_, '_> {
             m.endpoint = Some(endpoint.clone());
             m.size_before = Some(size_before);
             m.in_use_before = Some(before.raft_used_db_size().max(0) as u64);
-            m.values = decide::member_row(view, id).and_then(|r| {
-                crate::maintenance::rule::RuleInputs::of(r, self.options.worth.fallback_quota)
-            });
+            m.values = decide::member_row(view, id)
+                .and_then(|r| decide::inputs_of(r, self.options.worth.fallback_quota));
         }
         (self.observe)(Progress::MemberStarted(&self.report.members[i]));
         let limit = self.options.member_timeout.for_size(size_before);

@@ -1,4 +1,4 @@
-//! etcd-defrag's rule language (pure): an expression over one member's database figures that says whether the
+//! etcd-defrag's rule language (pure; below the configuration, which checks rules when it reads them): an expression over one member's database figures that says whether the
 //! member is worth defragmenting, e.g. `dbQuotaUsage > 0.8 || dbSizeFree > 200*1024*1024`.
 //!
 //! Evaluation is evalexpr's; what it accepts is narrowed here to arithmetic, comparisons and `&&`/`||`/`!` over
@@ -10,8 +10,6 @@ use evalexpr::{
     Context, ContextWithMutableVariables, DefaultNumericTypes, HashMapContext, Node, Value,
 };
 use serde::Serialize;
-
-use crate::view::EndpointState;
 
 /// The variables a rule may name, as etcd-defrag spells them.
 pub const VARIABLES: [&str; 5] = [
@@ -61,16 +59,6 @@ impl RuleInputs {
         }
     }
 
-    /// A member's figures from its probe; the quota is its own (read from its /metrics), `fallback_quota` only
-    /// when that could not be read. `None` when the member did not report its sizes.
-    pub fn of(endpoint: &EndpointState, fallback_quota: u64) -> Option<Self> {
-        Some(Self::new(
-            endpoint.db_size_bytes?,
-            endpoint.db_size_in_use_bytes?,
-            endpoint.db_quota_bytes.unwrap_or(fallback_quota),
-        ))
-    }
-
     fn context(&self) -> HashMapContext<DefaultNumericTypes> {
         let mut context = HashMapContext::new();
         // Set on a fresh context: neither call can fail (no variable is typed yet; builtins are only switched off).
@@ -85,6 +73,13 @@ impl RuleInputs {
             let _ = context.set_value(name.to_string(), Value::Float(value));
         }
         context
+    }
+}
+
+/// Two rules are the same when they are written the same (a reload compares configurations).
+impl PartialEq for Rule {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
     }
 }
 
