@@ -111,8 +111,8 @@ impl Rule {
         if text.trim().is_empty() {
             return Ok(Rule::always());
         }
-        scan(text).map_err(|(column, message)| fail(column, message))?;
-        let tree = evalexpr::build_operator_tree::<DefaultNumericTypes>(text)
+        let floats = scan(text).map_err(|(column, message)| fail(column, message))?;
+        let tree = evalexpr::build_operator_tree::<DefaultNumericTypes>(&floats)
             .map_err(|e| fail(text.trim_end().chars().count(), e.to_string()))?;
         // A sample member: 1 GiB of 2 GiB in use, quota 8 GiB. Only the type of the answer matters here.
         let sample = RuleInputs::new(2 << 30, 1 << 30, 8 << 30);
@@ -143,20 +143,43 @@ impl Rule {
 }
 
 /// Checks what evalexpr would accept more widely than a rule should, with the column of the first fault:
-/// characters outside arithmetic and comparison, unknown names, assignment, unbalanced parentheses.
-fn scan(text: &str) -> Result<(), (usize, String)> {
+/// characters outside arithmetic and comparison, unknown names, assignment, unbalanced parentheses, `^` (XOR in
+/// etcd-defrag's language, a power in evalexpr's: refused rather than read one way or the other). Returns the
+/// rule with every number written as a float (`200` → `200.0`): the variables are floats, and evalexpr would
+/// otherwise divide integers as integers (`1/2` is 0) and never find a float equal to an integer.
+fn scan(text: &str) -> Result<String, (usize, String)> {
     let chars: Vec<char> = text.chars().collect();
     let mut open: Vec<usize> = Vec::new();
+    let mut out = String::with_capacity(text.len() + 8);
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
         let column = i + 1;
+        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
+                i += 1;
+            }
+            let number: String = chars[start..i].iter().collect();
+            if number.matches('.').count() > 1 || number.ends_with('.') {
+                return Err((start + 1, format!("{number:?} is not a number")));
+            }
+            if number.starts_with('.') {
+                out.push('0');
+            }
+            out.push_str(&number);
+            if !number.contains('.') {
+                out.push_str(".0");
+            }
+            continue;
+        }
         if c.is_ascii_alphabetic() || c == '_' {
             let start = i;
             while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
                 i += 1;
             }
             let name: String = chars[start..i].iter().collect();
+            out.push_str(&name);
             if !VARIABLES.contains(&name.as_str()) && name != "true" && name != "false" {
                 return Err((
                     start + 1,
@@ -183,8 +206,14 @@ fn scan(text: &str) -> Result<(), (usize, String)> {
                     return Err((column, "'=' assigns; compare with '=='".into()));
                 }
             }
-            c if c.is_whitespace() || c.is_ascii_digit() => {}
-            '.' | '+' | '-' | '*' | '/' | '%' | '^' | '<' | '>' | '!' | '&' | '|' => {}
+            '^' => {
+                return Err((
+                    column,
+                    "'^' is XOR in etcd-defrag's rules and a power elsewhere: write the product out".into(),
+                ));
+            }
+            c if c.is_whitespace() => {}
+            '+' | '-' | '*' | '/' | '%' | '<' | '>' | '!' | '&' | '|' => {}
             other => {
                 return Err((
                     column,
@@ -192,11 +221,12 @@ fn scan(text: &str) -> Result<(), (usize, String)> {
                 ));
             }
         }
+        out.push(c);
         i += 1;
     }
     match open.pop() {
         Some(column) => Err((column, "'(' is never closed".into())),
-        None => Ok(()),
+        None => Ok(out),
     }
 }
 
@@ -272,7 +302,9 @@ mod tests {
         assert_eq!(column_of("dbSize = 5").0, 8);
         // A stray character.
         let (col, msg) = column_of("dbSize > 5;");
-        assert_eq!(col, 11);
+        assert_eq!(col, 11, "{msg}");
+        let (col, msg) = column_of("dbSize > 5 ; 1");
+        assert_eq!(col, 12);
         assert!(msg.contains("';'"), "{msg}");
         // Unbalanced parentheses, at the one that does not match.
         assert_eq!(column_of("(dbSize > 5").0, 1);
@@ -301,8 +333,22 @@ mod tests {
     }
 
     #[test]
-    fn an_overflow_is_refused_not_taken_for_true() {
-        // Integer arithmetic that overflows fails on the sample figures already: refused when read.
-        assert!(Rule::parse("dbSize > 9223372036854775807 * 2 || true").is_err());
+    fn numbers_are_floats_like_the_variables() {
+        // 1/2 is a half, not integer division's 0.
+        let half = Rule::parse("dbSizeFree / dbSize > 1/2").unwrap();
+        assert!(!half.holds(&member(100, 90, 1000)).unwrap());
+        assert!(half.holds(&member(100, 10, 1000)).unwrap());
+        // A float variable equals an integer literal of the same value.
+        let quota = Rule::parse("dbQuota == 8589934592 && dbQuota != 1").unwrap();
+        assert!(quota.holds(&member(1, 0, 8 << 30)).unwrap());
+        assert!(
+            Rule::parse("dbQuotaUsage > .5")
+                .unwrap()
+                .holds(&member(6, 0, 10))
+                .unwrap()
+        );
+        assert_eq!(column_of("dbSize > 1.2.3").0, 10);
+        // '^' means different things in different languages: refused.
+        assert_eq!(column_of("dbSize > 2 ^ 10").0, 12);
     }
 }

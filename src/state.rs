@@ -25,6 +25,9 @@ pub type CompleteView = watch::Receiver<Option<Arc<ClusterView>>>;
 pub struct History {
     pub log: Arc<Mutex<EventLog>>,
     pub tracker: Arc<Mutex<Tracker>>,
+    /// When the last defragmentation was started (or refused): the trigger's `min_interval` runs from there,
+    /// across reloads.
+    pub defrag_started: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 impl History {
@@ -32,6 +35,7 @@ impl History {
         History {
             log: Arc::new(Mutex::new(EventLog::new(EventLog::DEFAULT_CAPACITY))),
             tracker: Arc::new(Mutex::new(Tracker::default())),
+            defrag_started: Arc::new(Mutex::new(None)),
         }
     }
 }

@@ -179,6 +179,11 @@ pub mod unix_seconds_serde {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
         let secs = f64::deserialize(d)?;
-        Ok(UNIX_EPOCH + Duration::from_secs_f64(secs.max(0.0)))
+        // Read from files and from etcd, which anyone may have written: a time out of range is an error, not a
+        // panic.
+        Duration::try_from_secs_f64(secs.max(0.0))
+            .ok()
+            .and_then(|d| UNIX_EPOCH.checked_add(d))
+            .ok_or_else(|| serde::de::Error::custom(format!("{secs}: not a time")))
     }
 }

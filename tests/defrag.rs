@@ -162,7 +162,17 @@ async fn a_fragmented_database_shrinks_on_every_member_the_leader_last() {
 async fn a_false_rule_skips_every_member_and_shows_the_values() {
     let cluster = EtcdCluster::start(3).await;
     let before = sizes(&cluster).await;
-    let (code, report, out) = defrag(&cluster, &["--defrag-rule", "dbSizeFree > 1024*1024*1024"]);
+    let snapshots = tempfile::tempdir().unwrap();
+    let (code, report, out) = defrag(
+        &cluster,
+        &[
+            "--defrag-rule",
+            "dbSizeFree > 1024*1024*1024",
+            "--snapshot-before",
+            "--snapshot-dir",
+            snapshots.path().to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{out}");
     assert_eq!(report["result"], "success");
     assert_eq!(members_by_action(&report, "skipped").len(), 3, "{out}");
@@ -174,6 +184,9 @@ async fn a_false_rule_skips_every_member_and_shows_the_values() {
     for m in &cluster.members {
         assert!(defrag_finished_at(&m.log_text()).is_none());
     }
+    // Nothing to defragment, so no snapshot was needed.
+    assert!(report["snapshot"].is_null(), "{out}");
+    assert!(support::files_in(snapshots.path()).is_empty());
     // The table shows the values too.
     let endpoints = cluster.endpoints();
     let out = sentinel(
@@ -393,8 +406,23 @@ async fn a_nospace_alarm_is_cleared_once_defragmentation_frees_the_quota() {
         .compact(revision, Some(CompactionOptions::new().with_physical()))
         .await
         .unwrap();
+    // No lock can be written under NOSPACE: refused, saying how to go on, unless this runner is the only one.
     let (code, report, out) = defrag(&cluster, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(report["result"], "refused", "{out}");
+    assert!(
+        report["message"]
+            .as_str()
+            .unwrap()
+            .contains("--nospace-without-lock"),
+        "{out}"
+    );
+    let (code, report, out) = defrag(&cluster, &["--nospace-without-lock"]);
     assert_eq!(code, 0, "{out}");
+    assert!(
+        report["lock"].as_str().unwrap().starts_with("not held"),
+        "{out}"
+    );
     let said = report["nospace"].as_str().unwrap_or_default();
     assert!(said.contains("NOSPACE alarm disarmed"), "{out}");
     let alarms = client
@@ -499,7 +527,12 @@ async fn sigterm_stops_the_run_before_the_next_member_never_during_one() {
     let cluster = EtcdCluster::start(3).await;
     let mut client = cluster.client(0).await;
     fragment(&mut client, 20).await;
-    let (child, stderr) = spawn_until(&cluster, &["--wait-between-defrags", "3s"], "defragmented ");
+    // Sent while the first member is being defragmented: it finishes, and nothing after it starts.
+    let (child, stderr) = spawn_until(
+        &cluster,
+        &["--wait-between-defrags", "3s"],
+        "defragmenting m",
+    );
     // SAFETY: kill(2) on our own child process.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
@@ -604,8 +637,15 @@ async fn the_trigger_fires_once_when_crossed_and_not_again_within_min_interval()
         "{metrics}"
     );
     let status = daemon.json("/api/v1/clusters/prod/defrag").await;
-    let started_by = status["status"]["last_run"]["result"].clone();
-    assert_eq!(started_by, "success", "{status:#}");
+    assert_eq!(
+        status["status"]["last_run"]["result"], "success",
+        "{status:#}"
+    );
+    let started_by = status["status"]["started_by"].as_str().unwrap();
+    assert!(
+        started_by.contains("dbSizeFree > 4*1024*1024"),
+        "{status:#}"
+    );
     // Crossed again at once: within min_interval, no second run.
     fragment(&mut client, 100).await;
     wait_for(
@@ -644,7 +684,8 @@ async fn the_api_plans_starts_and_stops_a_run() {
     let cluster = EtcdCluster::start(3).await;
     let mut client = cluster.client(0).await;
     fragment(&mut client, 20).await;
-    let (daemon, _token) = daemon_with(&cluster, "wait_between = \"3s\"\n");
+    // A long wait between members: the kill switch is pulled during it, and it ends the wait at once.
+    let (daemon, _token) = daemon_with(&cluster, "wait_between = \"20s\"\n");
     daemon.wait_ready().await;
     let path = "/api/v1/clusters/prod/defrag";
     assert_eq!(daemon.post(path, None).await.0, 401);
@@ -664,6 +705,8 @@ async fn the_api_plans_starts_and_stops_a_run() {
     assert_eq!(plan["plan"]["members"][2]["role"], "leader");
     let (code, body) = daemon.post(path, Some(TOKEN)).await;
     assert_eq!(code, 202, "{body}");
+    let accepted: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(accepted["plan"]["result"], "planned", "{body}");
     wait_for("the first member done", Duration::from_secs(30), || async {
         let events = daemon.json("/api/v1/clusters/prod/events").await;
         events["events"]
@@ -677,11 +720,16 @@ async fn the_api_plans_starts_and_stops_a_run() {
     assert_eq!(code, 409, "a second run while one is under way: {body}");
     let (code, body) = daemon.delete(path, TOKEN).await;
     assert_eq!(code, 202, "{body}");
+    let started = std::time::Instant::now();
     let status = wait_for("the stopped run", Duration::from_secs(30), || async {
         let v = daemon.json(path).await;
         v["status"]["running_since"].is_null().then_some(v)
     })
     .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the wait was cut short"
+    );
     let report = &status["status"]["last_run"];
     assert_eq!(report["result"], "stopped", "{status:#}");
     assert_eq!(

@@ -29,6 +29,34 @@ pub fn run(args: CheckConfigArgs) -> Result<ExitCode, CliError> {
             humantime::format_duration(c.connect.dial_timeout),
             humantime::format_duration(c.connect.command_timeout),
         );
+        if let Some(s) = &c.snapshot {
+            println!("    snapshots: {:?} into {}", s.schedule, s.dir.display());
+        }
+        if let Some(d) = &c.defrag {
+            let when: Vec<String> = [
+                d.schedule.as_ref().map(|s| format!("schedule {s:?}")),
+                d.trigger.as_ref().map(|t| {
+                    format!(
+                        "trigger {:?} (at most every {})",
+                        t.text(),
+                        humantime::format_duration(d.min_interval)
+                    )
+                }),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            println!(
+                "    defrag: {}; rule {:?}; lock {}",
+                if when.is_empty() {
+                    "only when asked through the API".to_string()
+                } else {
+                    when.join(", ")
+                },
+                d.rule.text(),
+                c.lock_prefix
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

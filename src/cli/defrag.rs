@@ -49,8 +49,8 @@ pub struct DefragArgs {
     #[arg(long, env = "ETCD_SENTINEL_COMPACTION", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub compaction: bool,
 
-    /// How many revisions a compaction keeps behind the newest
-    #[arg(long, value_name = "N", default_value = "10000")]
+    /// How many revisions a compaction keeps behind the newest (at least 1)
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = clap::value_parser!(u64).range(1..))]
     pub compaction_keep_revisions: u64,
 
     /// Hand leadership to a defragmented follower before the leader's turn
@@ -118,6 +118,11 @@ pub struct DefragArgs {
     #[arg(long, value_parser = parse_wait, value_name = "DURATION", default_value = "0s")]
     pub lock_wait: Duration,
 
+    /// Under NOSPACE etcd refuses every write, a lock's included: defragment without the lock. Only when no
+    /// other runner (a daemon, another CronJob) can act on this cluster now
+    #[arg(long)]
+    pub nospace_without_lock: bool,
+
     /// The cluster's name in the report and the snapshot's file name
     #[arg(long, env = "ETCD_SENTINEL_NAME", default_value = "default")]
     pub name: String,
@@ -179,6 +184,7 @@ impl DefragArgs {
             ttl: lock::DEFAULT_TTL,
             wait: self.lock_wait,
         };
+        options.nospace_without_lock = self.nospace_without_lock;
         if self.snapshot_before {
             let dir = self.snapshot_dir.clone().unwrap_or_default();
             if !dir.is_dir() {
@@ -206,11 +212,10 @@ pub async fn run(args: DefragArgs) -> Result<ExitCode, CliError> {
     let format = write_out(args.write_out)?;
     let options = args.options()?;
     let settings = args.connection.settings()?;
-    let mut target = args.connection.target(&args.name, &settings)?;
-    // Every step reads each member's own quota afresh.
-    target.vitals_interval = None;
+    let target = defrag::run_target(args.connection.target(&args.name, &settings)?);
     let connector = Arc::new(Connector::new(settings).map_err(|e| CliError::Usage(e.to_string()))?);
-    let mut poller = ClusterPoller::new(target, connector.clone()).one_shot();
+    // Connections kept from one poll to the next: a run polls once per member.
+    let mut poller = ClusterPoller::new(target, connector.clone());
     let cancel = CancellationToken::new();
     // SIGTERM (a CronJob's pod deleted) and ^C stop the run before the next member, never during one.
     let stopper = tokio::spawn({
@@ -225,8 +230,16 @@ pub async fn run(args: DefragArgs) -> Result<ExitCode, CliError> {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminate.recv() => {}
             }
-            eprintln!("asked to stop: the run ends before the next member");
+            eprintln!(
+                "asked to stop: the run ends before the next member (again to quit now; etcd finishes a \
+                 defragmentation under way regardless, and the lock goes with its lease)"
+            );
             cancel.cancel();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            std::process::exit(130);
         }
     });
     let report = defrag::run(

@@ -151,9 +151,22 @@ fn defrag(
     };
     let compaction_keep_revisions = match &d.compaction_keep_revisions {
         None => None,
-        Some(n) => Some(u64::try_from(*n.get_ref()).map_err(|_| {
-            src.invalid(n, key("compaction_keep_revisions"), "0 or more revisions")
-        })?),
+        Some(n) => Some(
+            u64::try_from(*n.get_ref())
+                .ok()
+                .filter(|&k| k >= 1)
+                .ok_or_else(|| {
+                    src.invalid(
+                        n,
+                        key("compaction_keep_revisions"),
+                        format!(
+                            "{}: at least 1 (compacting to the newest revision drops all history and makes \
+                             Kubernetes watchers re-list)",
+                            n.get_ref()
+                        ),
+                    )
+                })?,
+        ),
     };
     if d.snapshot_before && !has_snapshot {
         return Err(src.invalid(
@@ -188,6 +201,7 @@ fn defrag(
         )?,
         allow_single_member: d.allow_single_member,
         lock_wait: wait(&d.lock_wait, "lock_wait")?,
+        nospace_without_lock: d.nospace_without_lock,
     })
 }
 

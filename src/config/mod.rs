@@ -79,7 +79,8 @@ pub struct DefragConfig {
     pub schedule: Option<String>,
     /// Evaluated on every complete poll, per member: a run starts when it holds for any member.
     pub trigger: Option<crate::rule::Rule>,
-    /// At most one run per this, whatever starts it (a refused run counts: it is retried after this).
+    /// The trigger starts a run only this long after the last run of any kind started (a refused run counts: it
+    /// is retried after this). The schedule and the API are not held back by it.
     pub min_interval: Duration,
     /// Which members a run defragments (empty: all).
     pub rule: crate::rule::Rule,
@@ -97,6 +98,9 @@ pub struct DefragConfig {
     pub catch_up_timeout: Duration,
     pub allow_single_member: bool,
     pub lock_wait: Duration,
+    /// Under NOSPACE (no lock can be written), defragment without it: only for a daemon that is the cluster's
+    /// only maintenance runner.
+    pub nospace_without_lock: bool,
 }
 
 /// `[cluster.snapshot]`: when and where the daemon saves verified snapshots, how many it keeps, and whether it
@@ -261,6 +265,8 @@ impl ClusterConfig {
         );
         note(self.thresholds != old.thresholds, "thresholds");
         note(self.snapshot != old.snapshot, "snapshot");
+        note(self.defrag != old.defrag, "defrag");
+        note(self.lock_prefix != old.lock_prefix, "lock_prefix");
         out
     }
 

@@ -70,6 +70,8 @@ pub(super) struct RawDefrag {
     #[serde(default)]
     pub(super) allow_single_member: bool,
     pub(super) lock_wait: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) nospace_without_lock: bool,
 }
 
 #[derive(Debug, Deserialize)]

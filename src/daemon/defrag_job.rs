@@ -39,8 +39,9 @@ pub struct DefragJob {
     pub log: Arc<Mutex<EventLog>>,
     pub status: watch::Sender<DefragStatus>,
     pub stop: Arc<Mutex<Option<CancellationToken>>>,
-    /// When the last run started (or was refused): the trigger waits `min_interval` after it.
-    last_started: Mutex<Option<Instant>>,
+    /// When the last run started (or was refused): the trigger waits `min_interval` after it. The cluster's
+    /// history keeps it, so a reload does not reset it.
+    last_started: Arc<Mutex<Option<Instant>>>,
 }
 
 /// What a run of this configuration is told.
@@ -77,6 +78,7 @@ pub fn options(
         ttl: lock::DEFAULT_TTL,
         wait: config.lock_wait,
     };
+    options.nospace_without_lock = config.nospace_without_lock;
     options.snapshot_before = snapshot
         .filter(|_| config.snapshot_before)
         .map(|s| SnapshotBefore {
@@ -92,27 +94,26 @@ impl DefragJob {
         cluster: String,
         config: DefragConfig,
         options: DefragOptions,
-        mut target: Target,
+        target: Target,
         connector: Arc<Connector>,
         metrics: Arc<Metrics>,
         log: Arc<Mutex<EventLog>>,
         status: watch::Sender<DefragStatus>,
         stop: Arc<Mutex<Option<CancellationToken>>>,
+        last_started: Arc<Mutex<Option<Instant>>>,
     ) -> Self {
-        // Each step judges each member's own quota afresh.
-        target.vitals_interval = None;
         metrics.init_defrag(&cluster);
         DefragJob {
             cluster,
             config,
             options,
-            target,
+            target: defrag::run_target(target),
             connector,
             metrics,
             log,
             status,
             stop,
-            last_started: Mutex::new(None),
+            last_started,
         }
     }
 
@@ -173,13 +174,24 @@ impl DefragJob {
             s.stop_requested = false;
             s.member = None;
         });
-        let run = std::panic::AssertUnwindSafe(self.run(&kill))
-            .catch_unwind()
-            .await;
+        let run = std::panic::AssertUnwindSafe(self.run(&kill)).catch_unwind();
+        tokio::pin!(run);
+        let mut flagged = false;
+        // The run itself looks at the kill switch between members; the API shows at once that it was pulled.
+        let run = loop {
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                () = kill.cancelled(), if !flagged => {
+                    flagged = true;
+                    self.status.send_modify(|s| s.stop_requested = true);
+                }
+            }
+        };
         *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let report = match run {
             Ok(report) => Some(report),
             Err(_) => {
+                self.metrics.observe_defrag_abort(&self.cluster);
                 self.record(
                     EventKind::DefragFailed,
                     "the defragmentation stopped on an internal error".into(),

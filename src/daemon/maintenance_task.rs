@@ -110,6 +110,8 @@ pub async fn run(
     let mut defrag_due = Box::pin(tokio::time::sleep(defrag_wait));
     loop {
         tokio::select! {
+            // A shutdown wins over a run that is due at the same moment.
+            biased;
             // Idle: nothing in flight, so any moment is a safe point.
             () = cancel.cancelled() => return,
             () = &mut due, if next.is_some() => {

@@ -138,6 +138,7 @@ impl Daemon {
                     history.log.clone(),
                     status_tx,
                     stop.clone(),
+                    history.defrag_started.clone(),
                 );
                 let control = DefragControl {
                     status,

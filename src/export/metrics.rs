@@ -192,6 +192,11 @@ impl Metrics {
         self.defrag.member(cluster, member, active);
     }
 
+    /// A run that ended on a panic: counted as failed, and no member is shown in progress any more.
+    pub fn observe_defrag_abort(&self, cluster: &str) {
+        self.defrag.aborted(cluster);
+    }
+
     /// A rolling defragmentation ended (or was refused).
     pub fn observe_defrag_run(&self, report: &DefragReport, ended: std::time::SystemTime) {
         self.defrag.finished(report, ended);

@@ -8,7 +8,10 @@
 //! If the lease is lost while held (the keep-alives stopped reaching etcd for a whole TTL), the holder must stop
 //! before its next step: another runner may have the lock by now.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use etcd_client::{Client, GetOptions, LockOptions, PutOptions, SortOrder, SortTarget};
 use serde::{Deserialize, Serialize};
@@ -115,6 +118,9 @@ pub struct MaintenanceLock {
     lease: i64,
     key: Vec<u8>,
     lost: watch::Receiver<Option<String>>,
+    /// When the last renewal etcd confirmed was sent (the lease runs from there).
+    renewed: Arc<Mutex<Instant>>,
+    ttl: Duration,
     stop_keeping: CancellationToken,
 }
 
@@ -235,11 +241,15 @@ impl MaintenanceLock {
         let patience = settings.wait.max(Duration::from_secs(5));
         let stop_keeping = CancellationToken::new();
         let (lost_tx, lost) = watch::channel(None);
+        // Granted just now (a little before: the grant's round trip is not counted).
+        let renewed = Arc::new(Mutex::new(Instant::now()));
+        let ttl = Duration::from_secs(ttl as u64);
         // The lease must outlive a long wait: keep it alive from now on.
         tokio::spawn(keep_alive(
             clients.clone(),
             lease,
-            Duration::from_secs(ttl as u64),
+            ttl,
+            renewed.clone(),
             lost_tx,
             stop_keeping.clone(),
         ));
@@ -254,6 +264,8 @@ impl MaintenanceLock {
                 lease,
                 key: response.key().to_vec(),
                 lost,
+                renewed,
+                ttl,
                 stop_keeping,
             }),
             Ok(Err(e)) => {
@@ -279,9 +291,25 @@ impl MaintenanceLock {
         String::from_utf8_lossy(&self.key).into_owned()
     }
 
-    /// Why the lock was lost, once it has been: the lease expired, or could not be renewed for a whole TTL.
+    /// Why the lock may be lost: etcd said the lease expired, or no renewal was confirmed for five sixths of the
+    /// TTL (the lease may run out before the next step ends: another runner could have the lock by then).
     pub fn lost(&self) -> Option<String> {
-        self.lost.borrow().clone()
+        if let Some(why) = self.lost.borrow().clone() {
+            return Some(why);
+        }
+        let since = self
+            .renewed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed();
+        (since > self.ttl - self.ttl / 6).then(|| {
+            format!(
+                "the lock's lease {:x} was not renewed for {}s (TTL {}s)",
+                self.lease,
+                since.as_secs(),
+                self.ttl.as_secs()
+            )
+        })
     }
 
     /// Lets go: the lock's key and the owner record go with the lease.
@@ -294,45 +322,50 @@ impl MaintenanceLock {
     }
 }
 
-/// Renews the lease every third of its TTL, through whichever member answers; reports it lost when etcd says it
-/// expired, or when no renewal got through for a whole TTL.
+/// Renews the lease every third of its TTL, through whichever member answers: an attempt that fails or stalls
+/// (the member it went to is being defragmented, or died) is retried at once through the next member, each
+/// bounded by a sixth of the TTL. Records when the last renewal that etcd confirmed was sent, and reports the
+/// lease lost when etcd says it expired.
 async fn keep_alive(
     clients: Vec<Client>,
     lease: i64,
     ttl: Duration,
+    renewed: Arc<Mutex<Instant>>,
     lost: watch::Sender<Option<String>>,
     stop: CancellationToken,
 ) {
     let every = ttl / 3;
-    let mut last_renewed = tokio::time::Instant::now();
+    let attempt_limit = ttl / 6;
     let mut next_client = 0usize;
+    let mut wait = every;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep(wait) => {}
         }
         let mut client = clients[next_client % clients.len()].clone();
-        let renewed = tokio::time::timeout(every, async {
+        let sent = Instant::now();
+        let answer = tokio::time::timeout(attempt_limit, async {
             let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
             keeper.keep_alive().await?;
             Ok::<_, etcd_client::Error>(stream.message().await?.map(|r| r.ttl()))
         })
         .await;
-        match renewed {
-            Ok(Ok(Some(left))) if left > 0 => last_renewed = tokio::time::Instant::now(),
+        match answer {
+            Ok(Ok(Some(left))) if left > 0 => {
+                *renewed.lock().unwrap_or_else(|p| p.into_inner()) = sent;
+                wait = every;
+            }
             Ok(Ok(_)) => {
                 lost.send_replace(Some(format!("the lock's lease {lease:x} expired")));
                 return;
             }
-            // Try the next member next time.
-            Ok(Err(_)) | Err(_) => next_client += 1,
-        }
-        if last_renewed.elapsed() >= ttl {
-            lost.send_replace(Some(format!(
-                "the lock's lease {lease:x} could not be renewed for {}",
-                humantime::format_duration(ttl)
-            )));
-            return;
+            Ok(Err(_)) | Err(_) => {
+                // Through the next member, at once (a short pause so that a cluster that is down is not
+                // hammered).
+                next_client += 1;
+                wait = Duration::from_millis(200);
+            }
         }
     }
 }

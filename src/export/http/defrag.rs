@@ -72,6 +72,10 @@ pub(super) async fn start(
             if query.dry_run {
                 return Some(Ok((StatusCode::OK, plan)));
             }
+            if plan.result == defrag::RunResult::Refused {
+                // A run now would be refused at once: say why instead of queueing it.
+                return Some(Ok((StatusCode::CONFLICT, plan)));
+            }
             if let Some(since) = control.status.borrow().running_since {
                 return Some(Err(ApiError(
                     StatusCode::CONFLICT,
@@ -96,15 +100,21 @@ pub(super) async fn start(
         .ok_or_else(|| unknown(&name))?
         .ok_or_else(|| no_defrag(&name))?;
     let (code, plan) = outcome?;
-    Ok((
-        code,
-        axum::Json(json!({
-            "accepted": code == StatusCode::ACCEPTED,
-            "dry_run": query.dry_run,
-            "plan": plan,
-        })),
-    )
-        .into_response())
+    let mut plan = serde_json::to_value(&plan)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if code == StatusCode::ACCEPTED {
+        // What will be tried, judged on the last complete poll; the run judges each member again.
+        plan["result"] = json!("planned");
+    }
+    let mut body = json!({
+        "accepted": code == StatusCode::ACCEPTED,
+        "dry_run": query.dry_run,
+        "plan": plan,
+    });
+    if code == StatusCode::CONFLICT {
+        body["error"] = plan["message"].clone();
+    }
+    Ok((code, axum::Json(body)).into_response())
 }
 
 /// The kill switch: 202 when a run was under way (it stops before its next member), 409 when none is.

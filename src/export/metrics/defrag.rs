@@ -121,6 +121,22 @@ impl DefragFamilies {
         }
     }
 
+    pub(super) fn aborted(&self, cluster: &str) {
+        self.runs
+            .with_label_values(&[cluster, RunResult::Failed.as_str()])
+            .inc();
+        let seen = self
+            .members_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(cluster)
+            .cloned()
+            .unwrap_or_default();
+        for member in seen {
+            self.member(cluster, &member, false);
+        }
+    }
+
     pub(super) fn forget(&self, cluster: &str) {
         for result in RunResult::iter() {
             let _ = self.runs.remove_label_values(&[cluster, result.as_str()]);

@@ -161,6 +161,8 @@ pub struct DefragOptions {
     /// Disarm NOSPACE alarms after the run when every member is under this fraction of its quota.
     pub disalarm_threshold: Option<f64>,
     pub lock: LockSettings,
+    /// Under NOSPACE no lock can be written: go on without it. Only for a runner known to be the only one.
+    pub nospace_without_lock: bool,
     pub snapshot_before: Option<SnapshotBefore>,
 }
 
@@ -179,6 +181,7 @@ impl DefragOptions {
             compaction_keep: None,
             disalarm_threshold: Some(0.9),
             lock: LockSettings::default(),
+            nospace_without_lock: false,
             snapshot_before: None,
         }
     }
@@ -214,6 +217,15 @@ fn member_report(
         reclaimed_bytes: None,
         seconds: None,
     }
+}
+
+/// The target a run polls: the cluster's, with members' /metrics read at the run's first poll only. The rule's
+/// `dbQuota` comes from there, and a quota changes only with a restart of its member, which the gate before the
+/// next member sees; sizes and indexes come from Status at every poll. A poll of three members without /metrics
+/// is a few milliseconds, and a run polls once per member.
+pub fn run_target(mut target: crate::settings::Target) -> crate::settings::Target {
+    target.vitals_interval = Some(Duration::from_secs(24 * 3600));
+    target
 }
 
 /// What a run would do from `view` at `now`: refused with the gate's reasons, or every member in the order it

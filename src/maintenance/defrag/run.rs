@@ -39,8 +39,9 @@ pub struct Cluster<'a> {
     pub connector: &'a Arc<Connector>,
 }
 
-/// How often a wait for a member (catch-up, a new leader) polls again.
-const RECHECK: Duration = Duration::from_millis(500);
+/// How often a wait for a member (catch-up, a new leader) polls again: a member usually catches up within a
+/// few heartbeats of its defragmentation, and a poll of a healthy cluster takes milliseconds.
+const RECHECK: Duration = Duration::from_millis(100);
 
 /// One rolling defragmentation, start to end. The report says how it went, member by member; its `result` is
 /// never `success` unless every member was defragmented or skipped by the rule.
@@ -59,23 +60,45 @@ pub async fn run(
     }
     let clients = healthy_clients(&view, cluster.connector).await;
     let owner = Owner::me(&format!("defrag of {}", view.cluster));
-    let lock = match MaintenanceLock::acquire(clients, &options.lock, owner).await {
+    let refuse = |report: &mut DefragReport, message: String| {
+        report.result = RunResult::Refused;
+        report.message = Some(message);
+        report.seconds = started.elapsed().as_secs_f64();
+    };
+    // A stop asked for while the lock is waited for is a stop before the first member.
+    let acquired = tokio::select! {
+        acquired = MaintenanceLock::acquire(clients, &options.lock, owner) => acquired,
+        () = cancel.cancelled() => {
+            refuse(&mut report, "not started: asked to stop while waiting for the lock".into());
+            return report;
+        }
+    };
+    let lock = match acquired {
         Ok(lock) => Some(lock),
-        // A full cluster takes no writes, a lock's included, and defragmentation is what frees it: the run goes
-        // on without the lock (nobody else can take one either), and says so. A lock taken before the cluster
-        // filled up is still honoured (`Held`).
-        Err(e @ LockError::NoSpace { .. }) => {
+        // A full cluster takes no writes, a lock's included, from anyone: defragmentation is what frees it, but
+        // without a lock nothing keeps two runners apart. Only when the operator said this runner is the only
+        // one does the run go on without it, and say so. A lock taken before the cluster filled up is still
+        // honoured (`Held`).
+        Err(e @ LockError::NoSpace { .. }) if options.nospace_without_lock => {
             tracing::warn!(
                 cluster = view.cluster,
-                "{e}: defragmenting without the lock"
+                "{e}: defragmenting without the lock (nospace_without_lock)"
             );
             report.lock = Some(format!("not held: {e}"));
             None
         }
+        Err(e @ LockError::NoSpace { .. }) => {
+            refuse(
+                &mut report,
+                format!(
+                    "not started: {e}; if no other runner (daemon replica, CronJob) can act on this cluster \
+                     now, run with --nospace-without-lock (nospace_without_lock = true)"
+                ),
+            );
+            return report;
+        }
         Err(e) => {
-            report.result = RunResult::Refused;
-            report.message = Some(format!("not started: {e}"));
-            report.seconds = started.elapsed().as_secs_f64();
+            refuse(&mut report, format!("not started: {e}"));
             return report;
         }
     };
@@ -90,6 +113,7 @@ pub async fn run(
         observe,
         lock: lock.as_ref(),
         report: &mut report,
+        fresh: None,
     };
     run.steps(view).await;
     if let Some(lock) = lock {
@@ -131,6 +155,9 @@ struct Run<'a, 'b> {
     observe: &'a (dyn Fn(Progress<'_>) + Send + Sync),
     lock: Option<&'a MaintenanceLock>,
     report: &'a mut DefragReport,
+    /// The poll that showed the last member caught up, when nothing was waited for since: the next member's
+    /// checks judge it rather than poll again a moment later.
+    fresh: Option<Arc<ClusterView>>,
 }
 
 /// Why the run ends before a member.
@@ -163,9 +190,17 @@ impl Run<'_, '_> {
 
     async fn steps(&mut self, first: ClusterView) {
         let mut expected_leader = first.leader_id;
-        if let Err(s) = self.before_first_member().await {
-            return self.end(s, 0);
+        let age = SystemTime::now()
+            .duration_since(first.polled_at)
+            .unwrap_or(Duration::MAX);
+        if age < Duration::from_secs(1) {
+            // Only the lock was taken, at once, since the first poll: it serves the first member's checks.
+            self.fresh = Some(Arc::new(first));
         }
+        // The snapshot and the compaction come before the first member that is actually defragmented (the rule
+        // is judged afresh before each, so which one is first is known only then).
+        let mut prepared =
+            self.options.snapshot_before.is_none() && self.options.compaction_keep.is_none();
         let mut done: Vec<Id> = Vec::new();
         for i in 0..self.report.members.len() {
             if self.report.members[i].action == MemberAction::Skipped
@@ -174,21 +209,29 @@ impl Run<'_, '_> {
                 // No figures (no endpoint reaches it, or excluded): nothing will change before its turn.
                 continue;
             }
-            let view = match self.check_before(i, expected_leader).await {
+            let mut view = match self.check_before(i, expected_leader).await {
                 Ok(v) => v,
                 Err(s) => return self.end(s, i),
             };
             let id = self.report.members[i].member_id;
-            if let Decision::Skip { reason, inputs } =
-                decide::decide(&view, id, &self.options.worth)
-            {
-                let m = &mut self.report.members[i];
-                m.action = MemberAction::Skipped;
-                m.reason = Some(reason);
-                m.values = inputs;
+            if self.spared(i, &view) {
                 continue;
             }
-            let mut view = view;
+            if !prepared {
+                prepared = true;
+                if let Err(s) = self.before_first_member(i).await {
+                    return self.end(s, i);
+                }
+                // The snapshot may have taken minutes: this member is judged again on a fresh poll.
+                self.fresh = None;
+                view = match self.check_before(i, expected_leader).await {
+                    Ok(v) => v,
+                    Err(s) => return self.end(s, i),
+                };
+                if self.spared(i, &view) {
+                    continue;
+                }
+            }
             if Some(id) == view.leader_id && self.options.move_leader {
                 match self.move_leadership(&view, id, &done).await {
                     Ok(Some(new_leader)) => {
@@ -238,6 +281,21 @@ impl Run<'_, '_> {
         self.disarm_nospace().await;
     }
 
+    /// Whether the rule (or the floor) spares member `i` in `view`; if so it is marked skipped with the figures.
+    fn spared(&mut self, i: usize, view: &ClusterView) -> bool {
+        let id = self.report.members[i].member_id;
+        match decide::decide(view, id, &self.options.worth) {
+            Decision::Defragment { .. } => false,
+            Decision::Skip { reason, inputs } => {
+                let m = &mut self.report.members[i];
+                m.action = MemberAction::Skipped;
+                m.reason = Some(reason);
+                m.values = inputs;
+                true
+            }
+        }
+    }
+
     /// Ends the run before member `from`: the members not yet reached stay untouched, and say why.
     fn end(&mut self, s: Stop, from: usize) {
         let from = from.min(self.report.members.len());
@@ -250,18 +308,22 @@ impl Run<'_, '_> {
         self.report.message = Some(s.message);
     }
 
-    /// The snapshot and the compaction: once, before the first member.
-    async fn before_first_member(&mut self) -> Result<(), Stop> {
-        if !self
-            .report
-            .members
-            .iter()
-            .any(|m| m.action == MemberAction::NotReached)
-        {
-            // The rule spares every member: no snapshot is needed and nothing is compacted.
-            return Ok(());
-        }
+    /// The snapshot and the compaction: once, before the first member defragmented (member `i`), each only if no
+    /// stop was asked for meanwhile.
+    async fn before_first_member(&mut self, i: usize) -> Result<(), Stop> {
+        let name = self.report.members[i].member.clone();
+        let stop_asked = |what: &str| {
+            stop(
+                RunResult::Stopped,
+                format!(
+                    "asked to stop (kill switch or SIGTERM) before {what}, before member {name}"
+                ),
+            )
+        };
         if let Some(before) = &self.options.snapshot_before {
+            if self.cancel.is_cancelled() {
+                return Err(stop_asked("the snapshot"));
+            }
             let view = self.poll().await;
             let failed = |e: String| {
                 stop(
@@ -279,6 +341,9 @@ impl Run<'_, '_> {
             self.report.snapshot = Some(saved.path);
         }
         if let Some(keep) = self.options.compaction_keep {
+            if self.cancel.is_cancelled() {
+                return Err(stop_asked("the compaction"));
+            }
             self.report.compaction = Some(self.compact(keep).await?);
         }
         Ok(())
@@ -356,7 +421,10 @@ impl Run<'_, '_> {
                 ),
             ));
         }
-        let view = self.poll().await;
+        let view = match self.fresh.take() {
+            Some(v) => v,
+            None => self.poll().await,
+        };
         let id = self.report.members[i].member_id;
         if let Err(refusals) = gate::may_touch(&view, id, SystemTime::now(), &self.options.gate) {
             let reasons: Vec<&str> = refusals.iter().map(|r| r.message.as_str()).collect();
@@ -496,6 +564,9 @@ impl Run<'_, '_> {
         loop {
             let view = self.poll().await;
             if decide::caught_up(&view, id) {
+                if self.options.wait_between.is_zero() {
+                    self.fresh = Some(view);
+                }
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -519,7 +590,11 @@ impl Run<'_, '_> {
         let Some(threshold) = self.options.disalarm_threshold else {
             return;
         };
-        let view = self.poll().await;
+        // The poll that showed the last member caught up is the cluster after the run; without it, poll.
+        let view = match self.fresh.take() {
+            Some(v) => v,
+            None => self.poll().await,
+        };
         match decide::nospace_to_disarm(&view, threshold, self.options.worth.fallback_quota) {
             Ok(alarmed) if alarmed.is_empty() => {}
             Err(why) => {
