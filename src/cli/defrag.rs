@@ -11,14 +11,14 @@ use clap::Args;
 use comfy_table::{ContentArrangement, Table};
 use tokio_util::sync::CancellationToken;
 
-use etcd_sentinel::config::Compression;
+use etcd_sentinel::config::{Compression, DefragConfig};
 use etcd_sentinel::etcd::connect::Connector;
 use etcd_sentinel::maintenance::GateOptions;
 use etcd_sentinel::maintenance::defrag::run::{Cluster, Progress};
 use etcd_sentinel::maintenance::defrag::{
-    self, DefragOptions, DefragReport, MemberAction, MemberTimeout, SnapshotBefore, Worth,
+    self, DefragOptions, DefragReport, MemberAction, SnapshotBefore,
 };
-use etcd_sentinel::maintenance::lock::{self, LockSettings};
+use etcd_sentinel::maintenance::lock;
 use etcd_sentinel::probe::poller::ClusterPoller;
 use etcd_sentinel::rule::Rule;
 use etcd_sentinel::units::{human_bytes, parse_bytes};
@@ -150,54 +150,53 @@ fn parse_ratio(text: &str) -> Result<f64, String> {
 }
 
 impl DefragArgs {
+    /// The flags as the daemon's `[cluster.defrag]` table, so that both runs are told the same way.
     fn options(&self) -> Result<DefragOptions, CliError> {
         let rule = Rule::parse(&self.defrag_rule)
             .map_err(|e| CliError::Usage(format!("--defrag-rule {e}")))?;
-        let gate = GateOptions {
-            allow_single_member: self.allow_single_member,
-            // Each step polls afresh: a view older than this was not taken by this run.
-            max_view_age: Duration::from_secs(60),
-        };
-        let mut options = DefragOptions::new(
-            Worth {
-                rule,
-                fallback_quota: self.etcd_storage_quota_bytes,
-                min_reclaim: self.min_reclaim,
-                exclude_localhost: self.exclude_localhost,
-            },
-            gate,
-        );
-        options.dry_run = self.dry_run;
-        options.move_leader = self.move_leader;
-        options.continue_on_error = self.continue_on_error;
-        options.wait_between = self.wait_between_defrags;
-        options.member_timeout = MemberTimeout {
-            base: self.member_timeout,
-            per_gib: self.member_timeout_per_gib,
-        };
-        options.catch_up_timeout = self.catch_up_timeout;
-        options.compaction_keep = self.compaction.then_some(self.compaction_keep_revisions);
-        options.disalarm_threshold = self.auto_disalarm.then_some(self.disalarm_threshold);
-        options.lock = LockSettings {
-            prefix: etcd_sentinel::settings::check_lock_prefix(&self.lock_prefix)
-                .map_err(|e| CliError::Usage(format!("--lock-prefix: {e}")))?,
-            ttl: lock::DEFAULT_TTL,
-            wait: self.lock_wait,
-        };
-        options.nospace_without_lock = self.nospace_without_lock;
-        if self.snapshot_before {
-            let dir = self.snapshot_dir.clone().unwrap_or_default();
-            if !dir.is_dir() {
+        let lock_prefix = etcd_sentinel::settings::check_lock_prefix(&self.lock_prefix)
+            .map_err(|e| CliError::Usage(format!("--lock-prefix: {e}")))?;
+        let snapshot = match (&self.snapshot_dir, self.snapshot_before) {
+            (Some(dir), true) if !dir.is_dir() => {
                 return Err(CliError::Usage(format!(
                     "--snapshot-dir {}: not a directory (create it first)",
                     dir.display()
                 )));
             }
-            options.snapshot_before = Some(SnapshotBefore {
-                dir,
+            (Some(dir), true) => Some(SnapshotBefore {
+                dir: dir.clone(),
                 compression: Compression::None,
-            });
-        }
+            }),
+            _ => None,
+        };
+        let config = DefragConfig {
+            schedule: None,
+            trigger: None,
+            min_interval: Duration::ZERO,
+            rule,
+            move_leader: self.move_leader,
+            snapshot_before: self.snapshot_before,
+            compaction_keep_revisions: self.compaction.then_some(self.compaction_keep_revisions),
+            wait_between: self.wait_between_defrags,
+            continue_on_error: self.continue_on_error,
+            disalarm_threshold: self.auto_disalarm.then_some(self.disalarm_threshold),
+            storage_quota_bytes: self.etcd_storage_quota_bytes,
+            min_reclaim: self.min_reclaim,
+            member_timeout: self.member_timeout,
+            member_timeout_per_gib: self.member_timeout_per_gib,
+            catch_up_timeout: self.catch_up_timeout,
+            allow_single_member: self.allow_single_member,
+            lock_wait: self.lock_wait,
+            nospace_without_lock: self.nospace_without_lock,
+        };
+        // Each step polls afresh: a view older than this was not taken by this run.
+        let gate = GateOptions {
+            allow_single_member: false,
+            max_view_age: Duration::from_secs(60),
+        };
+        let mut options = DefragOptions::from_config(&config, snapshot, &lock_prefix, gate);
+        options.dry_run = self.dry_run;
+        options.worth.exclude_localhost = self.exclude_localhost;
         Ok(options)
     }
 }

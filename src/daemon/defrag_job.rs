@@ -9,24 +9,19 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DefragConfig, SnapshotConfig};
+use crate::config::DefragConfig;
 use crate::etcd::connect::Connector;
-use crate::events::{Event, EventKind, EventLog};
+use crate::events::{EventKind, EventLog};
 use crate::export::metrics::Metrics;
-use crate::maintenance::GateOptions;
 use crate::maintenance::defrag::run::{Cluster, Progress};
-use crate::maintenance::defrag::{
-    self, DefragOptions, DefragReport, MemberAction, MemberTimeout, RunResult, SnapshotBefore,
-    Worth,
-};
-use crate::maintenance::lock::{self, LockSettings};
+use crate::maintenance::defrag::{self, DefragOptions, DefragReport, MemberAction, RunResult};
 use crate::probe::poller::ClusterPoller;
 use crate::settings::Target;
 use crate::state::DefragStatus;
 use crate::units::human_bytes;
 use crate::view::ClusterView;
 
-use super::poll_task::log_event;
+use super::poll_task::record_maintenance;
 
 pub struct DefragJob {
     pub cluster: String,
@@ -42,50 +37,6 @@ pub struct DefragJob {
     /// When the last run started (or was refused): the trigger waits `min_interval` after it. The cluster's
     /// history keeps it, so a reload does not reset it.
     last_started: Arc<Mutex<Option<Instant>>>,
-}
-
-/// What a run of this configuration is told.
-pub fn options(
-    config: &DefragConfig,
-    snapshot: Option<&SnapshotConfig>,
-    lock_prefix: &str,
-    gate: GateOptions,
-) -> DefragOptions {
-    let mut options = DefragOptions::new(
-        Worth {
-            rule: config.rule.clone(),
-            fallback_quota: config.storage_quota_bytes,
-            min_reclaim: config.min_reclaim,
-            exclude_localhost: false,
-        },
-        GateOptions {
-            allow_single_member: config.allow_single_member,
-            ..gate
-        },
-    );
-    options.move_leader = config.move_leader;
-    options.continue_on_error = config.continue_on_error;
-    options.wait_between = config.wait_between;
-    options.member_timeout = MemberTimeout {
-        base: config.member_timeout,
-        per_gib: config.member_timeout_per_gib,
-    };
-    options.catch_up_timeout = config.catch_up_timeout;
-    options.compaction_keep = config.compaction_keep_revisions;
-    options.disalarm_threshold = config.disalarm_threshold;
-    options.lock = LockSettings {
-        prefix: lock_prefix.to_string(),
-        ttl: lock::DEFAULT_TTL,
-        wait: config.lock_wait,
-    };
-    options.nospace_without_lock = config.nospace_without_lock;
-    options.snapshot_before = snapshot
-        .filter(|_| config.snapshot_before)
-        .map(|s| SnapshotBefore {
-            dir: s.dir.clone(),
-            compression: s.compression,
-        });
-    options
 }
 
 impl DefragJob {
@@ -118,13 +69,7 @@ impl DefragJob {
     }
 
     fn record(&self, kind: EventKind, message: String) {
-        let event = Event::maintenance(SystemTime::now(), kind, message);
-        log_event(&self.cluster, &event);
-        // A poisoned lock means a task panicked while appending; the log itself is still consistent.
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend([event]);
+        record_maintenance(&self.cluster, &self.log, kind, message);
     }
 
     pub fn set_next_run(&self, at: Option<SystemTime>) {

@@ -25,6 +25,7 @@ use crate::etcd::connect::{ConnectError, Connector};
 use crate::export::metrics::{Metrics, MetricsError};
 use crate::export::{http, server as http_server};
 use crate::maintenance::GateOptions;
+use crate::maintenance::defrag::{DefragOptions, SnapshotBefore};
 use crate::secret::Secret;
 use crate::state::{
     ApiToken, ClusterEntry, DefragControl, DefragStatus, History, Shared, SnapshotControl,
@@ -126,8 +127,12 @@ impl Daemon {
                 let (status_tx, status) = watch::channel(DefragStatus::default());
                 let (requests_tx, requests) = tokio::sync::mpsc::channel(1);
                 let stop = Arc::new(std::sync::Mutex::new(None));
+                let snapshot_before = config.snapshot.as_ref().map(|s| SnapshotBefore {
+                    dir: s.dir.clone(),
+                    compression: s.compression,
+                });
                 let options =
-                    defrag_job::options(d, config.snapshot.as_ref(), &config.lock_prefix, gate);
+                    DefragOptions::from_config(d, snapshot_before, &config.lock_prefix, gate);
                 let job = defrag_job::DefragJob::new(
                     config.name.clone(),
                     d.clone(),

@@ -18,6 +18,21 @@ use crate::view::ClusterView;
 
 use crate::state::History;
 
+/// A maintenance job's event (a snapshot, a defragmentation): logged, and added to the cluster's event log.
+pub(super) fn record_maintenance(
+    cluster: &str,
+    log: &std::sync::Mutex<crate::events::EventLog>,
+    kind: crate::events::EventKind,
+    message: String,
+) {
+    let event = Event::maintenance(std::time::SystemTime::now(), kind, message);
+    log_event(cluster, &event);
+    // A poisoned lock means a task panicked while appending; the log itself is still consistent.
+    log.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend([event]);
+}
+
 pub(super) fn log_event(cluster: &str, e: &Event) {
     let member = e.member_id.map(|m| m.to_string()).unwrap_or_default();
     let endpoint = e.endpoint.as_deref().unwrap_or("");

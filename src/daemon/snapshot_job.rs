@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use crate::config::SnapshotConfig;
 use crate::etcd::connect::Connector;
 use crate::etcd::endpoint::Endpoint;
-use crate::events::{Event, EventKind, EventLog};
+use crate::events::{EventKind, EventLog};
 use crate::export::metrics::{Metrics, SnapshotOutcome};
 use crate::maintenance::defrag::run::healthy_clients;
 use crate::maintenance::lock::{LockError, LockSettings, MaintenanceLock, Owner};
@@ -22,7 +22,7 @@ use crate::state::{RunRecord, SnapshotStatus};
 use crate::view::ClusterView;
 use tokio::sync::watch;
 
-use super::poll_task::log_event;
+use super::poll_task::record_maintenance;
 
 pub struct SnapshotJob {
     pub cluster: String,
@@ -58,13 +58,7 @@ fn file_name(path: &std::path::Path) -> Option<String> {
 
 impl SnapshotJob {
     fn record(&self, kind: EventKind, message: String) {
-        let event = Event::maintenance(SystemTime::now(), kind, message);
-        log_event(&self.cluster, &event);
-        // A poisoned lock means a task panicked while appending; the log itself is still consistent.
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend([event]);
+        record_maintenance(&self.cluster, &self.log, kind, message);
     }
 
     fn failed(&self, reason: &'static str, message: String) {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::config::Compression;
+use crate::config::{Compression, DefragConfig};
 use crate::id::Id;
 use crate::maintenance::gate::{self, GateOptions, Refusal};
 use crate::maintenance::lock::LockSettings;
@@ -184,6 +184,48 @@ impl DefragOptions {
             nospace_without_lock: false,
             snapshot_before: None,
         }
+    }
+}
+
+impl DefragOptions {
+    /// What a run of this configuration is told: the daemon's `[cluster.defrag]`, and the `defrag` command's
+    /// flags made into the same table. `snapshot` is where `snapshot_before` writes.
+    pub fn from_config(
+        config: &DefragConfig,
+        snapshot: Option<SnapshotBefore>,
+        lock_prefix: &str,
+        gate: GateOptions,
+    ) -> Self {
+        let mut options = DefragOptions::new(
+            Worth {
+                rule: config.rule.clone(),
+                fallback_quota: config.storage_quota_bytes,
+                min_reclaim: config.min_reclaim,
+                exclude_localhost: false,
+            },
+            GateOptions {
+                allow_single_member: config.allow_single_member,
+                ..gate
+            },
+        );
+        options.move_leader = config.move_leader;
+        options.continue_on_error = config.continue_on_error;
+        options.wait_between = config.wait_between;
+        options.member_timeout = MemberTimeout {
+            base: config.member_timeout,
+            per_gib: config.member_timeout_per_gib,
+        };
+        options.catch_up_timeout = config.catch_up_timeout;
+        options.compaction_keep = config.compaction_keep_revisions;
+        options.disalarm_threshold = config.disalarm_threshold;
+        options.lock = LockSettings {
+            prefix: lock_prefix.to_string(),
+            ttl: crate::maintenance::lock::DEFAULT_TTL,
+            wait: config.lock_wait,
+        };
+        options.nospace_without_lock = config.nospace_without_lock;
+        options.snapshot_before = snapshot.filter(|_| config.snapshot_before);
+        options
     }
 }
 
