@@ -33,6 +33,7 @@ pub fn healthy_probe(i: usize, members: &[Member], leader: usize) -> ProbeResult
             raft_term: 2,
             raft_index: 100 - i as u64,
             raft_applied_index: 100 - i as u64,
+            revision: 50,
             db_size: 1000,
             db_size_in_use: 600,
             db_quota: None,

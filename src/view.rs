@@ -28,6 +28,8 @@ pub struct StatusInfo {
     pub raft_term: u64,
     pub raft_index: u64,
     pub raft_applied_index: u64,
+    /// The key-value store's revision in the response's header.
+    pub revision: i64,
     pub db_size: u64,
     pub db_size_in_use: u64,
     /// Reported by Status from etcd 3.6 on; `None` before (then /metrics tells).
@@ -203,6 +205,8 @@ pub struct EndpointState {
     pub raft_applied_index: Option<u64>,
     /// How many raft entries this member is behind the leader's index.
     pub raft_index_lag: Option<u64>,
+    /// The key-value store's revision this member answered with.
+    pub revision: Option<i64>,
     pub db_size_bytes: Option<u64>,
     pub db_size_in_use_bytes: Option<u64>,
     pub db_quota_bytes: Option<u64>,
@@ -723,6 +727,7 @@ fn endpoint_state(
             (Some(s), Some(l), false) => Some(l.saturating_sub(s.raft_index)),
             _ => None,
         },
+        revision: status.map(|s| s.revision),
         db_size_bytes: db_size,
         db_size_in_use_bytes: db_in_use,
         db_quota_bytes: quota,

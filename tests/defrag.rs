@@ -752,3 +752,60 @@ async fn the_api_plans_starts_and_stops_a_run() {
         assert!(!metrics.contains(&line), "{metrics}");
     }
 }
+
+#[tokio::test]
+async fn compaction_by_time_window_keeps_the_revisions_of_the_window() {
+    let cluster = EtcdCluster::start(3).await;
+    let (daemon, _token) = daemon_with(&cluster, "compaction_keep_window = \"3s\"\n");
+    daemon.wait_ready().await;
+    let mut client = cluster.client(0).await;
+    // Six seconds of writes, five a second, each revision noted with its time.
+    let mut written = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        let put = client.put("clock", "tick", None).await.unwrap();
+        written.push((std::time::Instant::now(), put.header().unwrap().revision()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let asked = std::time::Instant::now();
+    let (code, body) = daemon
+        .post("/api/v1/clusters/prod/defrag", Some(TOKEN))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let status = wait_for("the run's report", Duration::from_secs(30), || async {
+        let v = daemon.json("/api/v1/clusters/prod/defrag").await;
+        (v["status"]["running_since"].is_null() && !v["status"]["last_run"].is_null()).then_some(v)
+    })
+    .await;
+    let report = &status["status"]["last_run"];
+    assert_eq!(report["result"], "success", "{status:#}");
+    let compacted = report["compaction"]["revision"]
+        .as_i64()
+        .expect("a compaction");
+    assert_eq!(report["compaction"]["kept_seconds"], 3.0);
+    // Compacted to a revision the cluster had at least three seconds before the run: no newer.
+    let three_before = written
+        .iter()
+        .filter(|(at, _)| *at + Duration::from_secs(3) <= asked)
+        .map(|&(_, rev)| rev)
+        .max()
+        .unwrap();
+    assert!(compacted <= three_before, "{compacted} > {three_before}");
+    assert!(
+        compacted > written[0].1,
+        "nothing old was compacted: {compacted}"
+    );
+    let older = client
+        .get(
+            "clock",
+            Some(GetOptions::new().with_revision(compacted - 1)),
+        )
+        .await;
+    assert!(older.unwrap_err().to_string().contains("compacted"));
+    // The window's revisions are still there.
+    let last = written.last().unwrap().1;
+    client
+        .get("clock", Some(GetOptions::new().with_revision(last - 5)))
+        .await
+        .unwrap();
+}

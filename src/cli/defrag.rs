@@ -177,6 +177,8 @@ impl DefragArgs {
             move_leader: self.move_leader,
             snapshot_before: self.snapshot_before,
             compaction_keep_revisions: self.compaction.then_some(self.compaction_keep_revisions),
+            // A window needs the revisions seen over time: the daemon's.
+            compaction_keep_window: None,
             wait_between: self.wait_between_defrags,
             continue_on_error: self.continue_on_error,
             disalarm_threshold: self.auto_disalarm.then_some(self.disalarm_threshold),

@@ -168,6 +168,18 @@ fn defrag(
                 })?,
         ),
     };
+    let compaction_keep_window = d
+        .compaction_keep_window
+        .as_ref()
+        .map(|w| src.duration(w, key("compaction_keep_window")))
+        .transpose()?;
+    if let (Some(w), Some(_)) = (&d.compaction_keep_window, &d.compaction_keep_revisions) {
+        return Err(src.invalid(
+            w,
+            key("compaction_keep_window"),
+            "give compaction_keep_revisions or compaction_keep_window, not both",
+        ));
+    }
     if d.snapshot_before && !has_snapshot {
         return Err(src.invalid(
             raw,
@@ -183,6 +195,7 @@ fn defrag(
         move_leader: d.move_leader,
         snapshot_before: d.snapshot_before,
         compaction_keep_revisions,
+        compaction_keep_window,
         wait_between: wait(&d.wait_between, "wait_between")?,
         continue_on_error: d.continue_on_error,
         disalarm_threshold: d.auto_disalarm.unwrap_or(true).then_some(threshold),

@@ -88,6 +88,8 @@ pub struct DefragConfig {
     /// A verified snapshot into `[cluster.snapshot]`'s `dir` first.
     pub snapshot_before: bool,
     pub compaction_keep_revisions: Option<u64>,
+    /// Or compact to the revision the cluster was at this long ago, as the daemon's polls saw it.
+    pub compaction_keep_window: Option<Duration>,
     pub wait_between: Duration,
     pub continue_on_error: bool,
     pub disalarm_threshold: Option<f64>,
@@ -687,6 +689,14 @@ cp-1 = "http://10.0.0.1:2381/metrics"
             (
                 "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.defrag]\ndisalarm_threshold = 1.5\n",
                 "s.toml:5: cluster[0].defrag.disalarm_threshold: 1.5",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.defrag]\ncompaction_keep_revisions = 5\ncompaction_keep_window = \"1h\"\n",
+                "s.toml:6: cluster[0].defrag.compaction_keep_window: give compaction_keep_revisions or compaction_keep_window, not both",
+            ),
+            (
+                "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n[cluster.defrag]\ncompaction_keep_revisions = 0\n",
+                "s.toml:5: cluster[0].defrag.compaction_keep_revisions: 0: at least 1",
             ),
             (
                 "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\nlock_prefix = \"locks\"\n",

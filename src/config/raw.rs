@@ -57,6 +57,7 @@ pub(super) struct RawDefrag {
     #[serde(default)]
     pub(super) snapshot_before: bool,
     pub(super) compaction_keep_revisions: Option<Spanned<i64>>,
+    pub(super) compaction_keep_window: Option<Spanned<String>>,
     pub(super) wait_between: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) continue_on_error: bool,

@@ -80,6 +80,20 @@ impl DefragJob {
         });
     }
 
+    /// Remembers the revision a complete poll saw, for a compaction that keeps a time window.
+    pub fn observe(&self, view: &ClusterView) {
+        let Some((window, history)) = &self.options.compaction_window else {
+            return;
+        };
+        if let Some(revision) = view.endpoints.iter().filter_map(|e| e.revision).max() {
+            history.lock().unwrap_or_else(|p| p.into_inner()).record(
+                view.polled_at,
+                revision,
+                *window,
+            );
+        }
+    }
+
     /// Why the trigger starts a run now, from a complete view: the rule holds for a member, and the last run
     /// started at least `min_interval` ago. `None` otherwise.
     pub fn triggered(&self, view: &ClusterView) -> Option<String> {

@@ -154,6 +154,9 @@ pub async fn run(
                 let view = views.borrow_and_update().clone();
                 if let Some(view) = view.filter(|v| !is_interim(v)) {
                     complete.send_replace(Some(view.clone()));
+                    if let Some(job) = &defrag {
+                        job.observe(&view);
+                    }
                     // The trigger is judged on complete polls only: an interim view is partly the last poll's.
                     if let Some(job) = &defrag
                         && let Some(why) = job.triggered(&view)

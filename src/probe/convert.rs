@@ -16,6 +16,7 @@ pub(super) fn status_info(s: &etcd_client::StatusResponse) -> Outcome<StatusInfo
         raft_term: s.raft_term(),
         raft_index: s.raft_index(),
         raft_applied_index: s.raft_applied_index(),
+        revision: header.revision(),
         db_size: s.db_size().max(0) as u64,
         db_size_in_use: s.raft_used_db_size().max(0) as u64,
         db_quota: Some(s.db_size_quota()).filter(|q| *q > 0).map(|q| q as u64),

@@ -5,9 +5,11 @@
 //! does it, asking the gate and the rule again before every member.
 
 pub mod decide;
+pub mod revisions;
 pub mod run;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -21,6 +23,7 @@ use crate::names::serialize_as_name;
 use crate::rule::RuleInputs;
 use crate::view::ClusterView;
 pub use decide::{Decision, MemberTimeout, Worth};
+pub use revisions::RevisionHistory;
 pub use run::run;
 
 /// How a run ended: the `result` label of `defrag_runs_total` and the report's `result`.
@@ -92,7 +95,9 @@ pub struct CompactionReport {
     /// The revision compacted to, or none when there was nothing old enough.
     pub revision: Option<i64>,
     pub newest_revision: i64,
-    pub kept_revisions: u64,
+    /// What was asked to be kept: a number of revisions, or the revisions of a time window.
+    pub kept_revisions: Option<u64>,
+    pub kept_seconds: Option<f64>,
     pub message: String,
 }
 
@@ -158,6 +163,9 @@ pub struct DefragOptions {
     pub gate: GateOptions,
     /// Compact once before the first member, keeping this many revisions behind the newest.
     pub compaction_keep: Option<u64>,
+    /// Or keeping the revisions of this long: compacted to the revision the cluster was at then, as `revisions`
+    /// (the daemon's polls) saw it.
+    pub compaction_window: Option<(Duration, Arc<Mutex<RevisionHistory>>)>,
     /// Disarm NOSPACE alarms after the run when every member is under this fraction of its quota.
     pub disalarm_threshold: Option<f64>,
     pub lock: LockSettings,
@@ -179,6 +187,7 @@ impl DefragOptions {
             catch_up_timeout: Duration::from_secs(120),
             gate,
             compaction_keep: None,
+            compaction_window: None,
             disalarm_threshold: Some(0.9),
             lock: LockSettings::default(),
             nospace_without_lock: false,
@@ -217,6 +226,9 @@ impl DefragOptions {
         };
         options.catch_up_timeout = config.catch_up_timeout;
         options.compaction_keep = config.compaction_keep_revisions;
+        options.compaction_window = config
+            .compaction_keep_window
+            .map(|w| (w, Arc::new(Mutex::new(RevisionHistory::default()))));
         options.disalarm_threshold = config.disalarm_threshold;
         options.lock = LockSettings {
             prefix: lock_prefix.to_string(),

@@ -199,8 +199,9 @@ impl Run<'_, '_> {
         }
         // The snapshot and the compaction come before the first member that is actually defragmented (the rule
         // is judged afresh before each, so which one is first is known only then).
-        let mut prepared =
-            self.options.snapshot_before.is_none() && self.options.compaction_keep.is_none();
+        let mut prepared = self.options.snapshot_before.is_none()
+            && self.options.compaction_keep.is_none()
+            && self.options.compaction_window.is_none();
         let mut done: Vec<Id> = Vec::new();
         for i in 0..self.report.members.len() {
             if self.report.members[i].action == MemberAction::Skipped
@@ -340,16 +341,16 @@ impl Run<'_, '_> {
                 .map_err(|e| failed(format!("{} ({})", e, e.reason())))?;
             self.report.snapshot = Some(saved.path);
         }
-        if let Some(keep) = self.options.compaction_keep {
+        if self.options.compaction_keep.is_some() || self.options.compaction_window.is_some() {
             if self.cancel.is_cancelled() {
                 return Err(stop_asked("the compaction"));
             }
-            self.report.compaction = Some(self.compact(keep).await?);
+            self.report.compaction = Some(self.compact().await?);
         }
         Ok(())
     }
 
-    async fn compact(&mut self, keep: u64) -> Result<CompactionReport, Stop> {
+    async fn compact(&mut self) -> Result<CompactionReport, Stop> {
         let view = self.poll().await;
         let failed = |e: String| stop(RunResult::Failed, format!("compaction failed: {e}"));
         let leader = view
@@ -363,15 +364,50 @@ impl Run<'_, '_> {
             .map_err(|_| failed("Status timed out".into()))?
             .map_err(|e| failed(describe_etcd_error(&e)))?;
         let newest = status.header().map_or(0, |h| h.revision());
-        let Some(revision) = decide::compaction_revision(newest, keep) else {
-            return Ok(CompactionReport {
-                revision: None,
-                newest_revision: newest,
-                kept_revisions: keep,
-                message: format!(
-                    "nothing to compact: revision {newest} is within {keep} of the first"
-                ),
-            });
+        let keep = self.options.compaction_keep;
+        let window = self.options.compaction_window.as_ref().map(|(w, _)| *w);
+        let report = |revision, message| CompactionReport {
+            revision,
+            newest_revision: newest,
+            kept_revisions: keep,
+            kept_seconds: window.map(|w| w.as_secs_f64()),
+            message,
+        };
+        let (target, kept) = match (&self.options.compaction_window, keep) {
+            (Some((window, history)), _) => {
+                let history = history.lock().unwrap_or_else(|p| p.into_inner());
+                let now = SystemTime::now();
+                let then = history.revision_at(now, *window);
+                let said = humantime::format_duration(*window).to_string();
+                match then {
+                    None => {
+                        let reach = humantime::format_duration(Duration::from_secs(
+                            history.reach(now).as_secs(),
+                        ));
+                        return Ok(report(
+                            None,
+                            format!(
+                                "nothing compacted: the revisions of {said} ago are not known yet (seen for {reach})"
+                            ),
+                        ));
+                    }
+                    Some(r) => (
+                        Some(r).filter(|&r| r > 1 && r < newest),
+                        format!("the revisions of the last {said}"),
+                    ),
+                }
+            }
+            (None, Some(keep)) => (
+                decide::compaction_revision(newest, keep),
+                format!("{keep} revisions"),
+            ),
+            (None, None) => return Ok(report(None, "no compaction asked for".into())),
+        };
+        let Some(revision) = target else {
+            return Ok(report(
+                None,
+                format!("nothing to compact: revision {newest} keeps {kept} already"),
+            ));
         };
         // Physical: the call returns once the compacted revisions are gone from the file, so the
         // defragmentation that follows gives their space back.
@@ -384,19 +420,14 @@ impl Run<'_, '_> {
         .await
         .map_err(|_| failed("the physical compaction did not finish in time".into()))?;
         let message = match compacted {
-            Ok(_) => format!("compacted to revision {revision} (newest {newest}, {keep} kept)"),
+            Ok(_) => format!("compacted to revision {revision} (newest {newest}, {kept} kept)"),
             Err(e) if describe_etcd_error(&e).contains("compacted") => format!(
                 "already compacted past revision {revision}: {}",
                 describe_etcd_error(&e)
             ),
             Err(e) => return Err(failed(describe_etcd_error(&e))),
         };
-        Ok(CompactionReport {
-            revision: Some(revision),
-            newest_revision: newest,
-            kept_revisions: keep,
-            message,
-        })
+        Ok(report(Some(revision), message))
     }
 
     /// The checks before member `i`: not asked to stop, the lock still held, a fresh view in which the gate lets
