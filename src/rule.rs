@@ -20,6 +20,10 @@ pub const VARIABLES: [&str; 5] = [
     "dbQuotaUsage",
 ];
 
+/// The longest rule accepted, and the deepest nesting of parentheses.
+pub const MAX_RULE_CHARS: usize = 512;
+const MAX_DEPTH: usize = 16;
+
 /// A rule that was read and checked. The empty rule holds for every member.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -111,6 +115,14 @@ impl Rule {
         if text.trim().is_empty() {
             return Ok(Rule::always());
         }
+        // evalexpr builds and walks its tree recursively: a rule of thousands of terms overflows a thread's
+        // stack. Real rules are a line.
+        if text.chars().count() > MAX_RULE_CHARS {
+            return Err(fail(
+                MAX_RULE_CHARS + 1,
+                format!("a rule is at most {MAX_RULE_CHARS} characters"),
+            ));
+        }
         let floats = scan(text).map_err(|(column, message)| fail(column, message))?;
         let tree = evalexpr::build_operator_tree::<DefaultNumericTypes>(&floats)
             .map_err(|e| fail(text.trim_end().chars().count(), e.to_string()))?;
@@ -164,6 +176,18 @@ fn scan(text: &str) -> Result<String, (usize, String)> {
             if number.matches('.').count() > 1 || number.ends_with('.') {
                 return Err((start + 1, format!("{number:?} is not a number")));
             }
+            if chars.get(i).is_some_and(|c| matches!(c, 'e' | 'E')) {
+                return Err((
+                    i + 1,
+                    "exponents are not part of a rule: write the number out, or as a product (200*1024*1024)"
+                        .into(),
+                ));
+            }
+            // A literal zero divisor: evalexpr's float division gives infinity, which every `>` would take.
+            let divides = out.trim_end().ends_with(['/', '%']);
+            if divides && number.parse::<f64>().is_ok_and(|n| n == 0.0) {
+                return Err((start + 1, "division by zero".into()));
+            }
             if number.starts_with('.') {
                 out.push('0');
             }
@@ -192,7 +216,12 @@ fn scan(text: &str) -> Result<String, (usize, String)> {
             continue;
         }
         match c {
-            '(' => open.push(column),
+            '(' => {
+                open.push(column);
+                if open.len() > MAX_DEPTH {
+                    return Err((column, format!("parentheses nest at most {MAX_DEPTH} deep")));
+                }
+            }
             ')' => {
                 if open.pop().is_none() {
                     return Err((column, "')' without a matching '('".into()));
@@ -330,6 +359,38 @@ mod tests {
         assert!(rule.holds(&member(1024, 0, 4096)).unwrap());
         assert!(!rule.holds(&member(1023, 0, 4096)).unwrap());
         assert!(Rule::parse("!(dbSize > 1) == true").is_ok());
+    }
+
+    #[test]
+    fn the_largest_rules_accepted_still_evaluate_on_a_small_stack() {
+        // Test threads have 2 MiB of stack, as tokio's workers do.
+        let long = format!("dbSize > {}1", "1+".repeat((MAX_RULE_CHARS - 10) / 2));
+        assert!(long.len() <= MAX_RULE_CHARS);
+        assert!(
+            Rule::parse(&long)
+                .unwrap()
+                .holds(&member(1 << 30, 0, 1 << 31))
+                .unwrap()
+        );
+        let nots = format!("{}true", "!".repeat(MAX_RULE_CHARS - 4));
+        assert!(Rule::parse(&nots).is_ok());
+        let deep = format!("{}dbSize > 1{}", "(".repeat(16), ")".repeat(16));
+        assert!(Rule::parse(&deep).unwrap().holds(&member(2, 0, 4)).unwrap());
+        assert_eq!(
+            column_of(&format!("{}1{}", "(".repeat(17), ")".repeat(17))).0,
+            17
+        );
+        assert_eq!(column_of(&"1+".repeat(300)).0, MAX_RULE_CHARS + 1);
+    }
+
+    #[test]
+    fn exponents_and_zero_divisors_are_refused() {
+        let (col, msg) = column_of("dbSize > 1e9");
+        assert_eq!(col, 11);
+        assert!(msg.contains("exponents"), "{msg}");
+        assert_eq!(column_of("dbSize / 0 > 1").0, 10);
+        assert_eq!(column_of("dbSize % 0.0 > 1").0, 10);
+        assert!(Rule::parse("dbSize / 10 > 1").is_ok());
     }
 
     #[test]

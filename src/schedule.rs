@@ -11,6 +11,14 @@ pub fn check(schedule: &str) -> Result<(), String> {
 }
 
 fn parse(schedule: &str) -> Result<croner::Cron, String> {
+    // croner also reads a seventh field (years); what is documented, and what other cron readers of the same
+    // file would take, is five fields or six with seconds (or an @-nickname).
+    let fields = schedule.split_whitespace().count();
+    if !schedule.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
+        return Err(format!(
+            "{schedule:?}: {fields} fields; cron has 5 (minute hour day month weekday), or 6 with seconds first"
+        ));
+    }
     schedule
         .trim()
         .parse::<croner::Cron>()
@@ -39,6 +47,15 @@ pub fn gap_before(schedule: &str, next: SystemTime) -> Result<std::time::Duratio
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn five_or_six_fields_only() {
+        assert!(check("0 */6 * * *").is_ok());
+        assert!(check("30 0 */6 * * *").is_ok());
+        assert!(check("@daily").is_ok());
+        assert!(check("* * * * * * *").unwrap_err().contains("7 fields"));
+        assert!(check("* * * *").is_err());
+    }
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;

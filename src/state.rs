@@ -25,9 +25,17 @@ pub type CompleteView = watch::Receiver<Option<Arc<ClusterView>>>;
 pub struct History {
     pub log: Arc<Mutex<EventLog>>,
     pub tracker: Arc<Mutex<Tracker>>,
-    /// When the last defragmentation was started (or refused): the trigger's `min_interval` runs from there,
-    /// across reloads.
-    pub defrag_started: Arc<Mutex<Option<std::time::Instant>>>,
+    /// What the defragmentation remembers across reloads.
+    pub defrag: Arc<DefragMemory>,
+}
+
+/// Kept across reloads (a reload that restarts a cluster's tasks stops a run before its next member).
+#[derive(Default)]
+pub struct DefragMemory {
+    /// When the last run was started (or refused): the trigger's `min_interval` runs from there.
+    pub started: Mutex<Option<std::time::Instant>>,
+    /// The last run's report, for the API.
+    pub last_run: Mutex<Option<crate::maintenance::defrag::DefragReport>>,
 }
 
 impl History {
@@ -35,7 +43,7 @@ impl History {
         History {
             log: Arc::new(Mutex::new(EventLog::new(EventLog::DEFAULT_CAPACITY))),
             tracker: Arc::new(Mutex::new(Tracker::default())),
-            defrag_started: Arc::new(Mutex::new(None)),
+            defrag: Arc::new(DefragMemory::default()),
         }
     }
 }

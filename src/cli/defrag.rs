@@ -79,7 +79,7 @@ pub struct DefragArgs {
     pub disalarm_threshold: f64,
 
     /// The quota of a member whose /metrics cannot be read (each member's own quota is used otherwise)
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "2147483648")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_quota, default_value = "2147483648")]
     pub etcd_storage_quota_bytes: u64,
 
     /// Leave a member alone when less than this would be reclaimed (e.g. 64MiB)
@@ -140,6 +140,15 @@ fn parse_wait(text: &str) -> Result<Duration, String> {
     parse_duration(text)
 }
 
+fn parse_quota(text: &str) -> Result<u64, String> {
+    match parse_bytes(text)? {
+        0 => Err(format!(
+            "{text:?}: a quota above 0 (etcd's default is 2GiB)"
+        )),
+        q => Ok(q),
+    }
+}
+
 fn parse_ratio(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
@@ -160,6 +169,17 @@ impl DefragArgs {
             (Some(dir), true) if !dir.is_dir() => {
                 return Err(CliError::Usage(format!(
                     "--snapshot-dir {}: not a directory (create it first)",
+                    dir.display()
+                )));
+            }
+            (Some(dir), true)
+                if tempfile::Builder::new()
+                    .prefix(".etcd-sentinel-check-")
+                    .tempfile_in(dir)
+                    .is_err() =>
+            {
+                return Err(CliError::Usage(format!(
+                    "--snapshot-dir {}: cannot write there",
                     dir.display()
                 )));
             }
@@ -219,8 +239,11 @@ pub async fn run(args: DefragArgs) -> Result<ExitCode, CliError> {
     let mut poller = ClusterPoller::new(target, connector.clone());
     let cancel = CancellationToken::new();
     // SIGTERM (a CronJob's pod deleted) and ^C stop the run before the next member, never during one.
+    // The first signal stops the run before its next member; a second drops it where it is, so that what it
+    // holds is cleaned up on the way out (a snapshot's `.part` removed, the lock's keep-alive stopped).
+    let quit = CancellationToken::new();
     let stopper = tokio::spawn({
-        let cancel = cancel.clone();
+        let (cancel, quit) = (cancel.clone(), quit.clone());
         async move {
             let Ok(mut terminate) =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -240,10 +263,10 @@ pub async fn run(args: DefragArgs) -> Result<ExitCode, CliError> {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminate.recv() => {}
             }
-            std::process::exit(130);
+            quit.cancel();
         }
     });
-    let report = defrag::run(
+    let run = defrag::run(
         Cluster {
             poller: &mut poller,
             connector: &connector,
@@ -251,8 +274,14 @@ pub async fn run(args: DefragArgs) -> Result<ExitCode, CliError> {
         &options,
         &cancel,
         &progress_line,
-    )
-    .await;
+    );
+    let report = tokio::select! {
+        report = run => report,
+        () = quit.cancelled() => {
+            eprintln!("quit: the run was dropped where it was");
+            return Ok(ExitCode::from(130));
+        }
+    };
     stopper.abort();
     match format {
         WriteOut::Json => println!(

@@ -6,7 +6,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::raw::{
-    RawCluster, RawDefrag, RawMetricsUrls, RawS3, RawSnapshot, RawThresholds, RawTls, Source,
+    RawBytes, RawCluster, RawDefrag, RawMetricsUrls, RawS3, RawSnapshot, RawThresholds, RawTls,
+    Source,
 };
 use super::{
     ClusterConfig, Compression, ConfigError, DEFAULT_INTERVAL, DEFAULT_UNRESPONSIVE_AFTER,
@@ -131,9 +132,15 @@ fn defrag(
         }
         other => duration(other, name, Duration::ZERO),
     };
-    let bytes = |raw: &Option<Spanned<String>>, name: &str, default: u64| match raw {
+    let bytes = |raw: &Option<Spanned<RawBytes>>, name: &str, default: u64| match raw {
         None => Ok(default),
-        Some(v) => crate::units::parse_bytes(v.get_ref()).map_err(|e| src.invalid(v, key(name), e)),
+        Some(v) => match v.get_ref() {
+            RawBytes::Bytes(n) => u64::try_from(*n)
+                .map_err(|_| src.invalid(v, key(name), format!("{n}: a size is not negative"))),
+            RawBytes::Text(t) => {
+                crate::units::parse_bytes(t).map_err(|e| src.invalid(v, key(name), e))
+            }
+        },
     };
     let threshold = match &d.disalarm_threshold {
         None => 0.9,
@@ -199,7 +206,21 @@ fn defrag(
         wait_between: wait(&d.wait_between, "wait_between")?,
         continue_on_error: d.continue_on_error,
         disalarm_threshold: d.auto_disalarm.unwrap_or(true).then_some(threshold),
-        storage_quota_bytes: bytes(&d.storage_quota_bytes, "storage_quota_bytes", 2 << 30)?,
+        storage_quota_bytes: match bytes(&d.storage_quota_bytes, "storage_quota_bytes", 2 << 30)? {
+            0 => {
+                let raw = d
+                    .storage_quota_bytes
+                    .as_ref()
+                    .map_or(raw.span(), |q| q.span());
+                return Err(ConfigError::Invalid {
+                    file: src.file.to_string(),
+                    line: src.line_col(raw.start).0,
+                    field: key("storage_quota_bytes"),
+                    message: "a quota above 0 (etcd's default is 2GiB)".into(),
+                });
+            }
+            q => q,
+        },
         min_reclaim: bytes(&d.min_reclaim, "min_reclaim", 0)?,
         member_timeout: duration(&d.member_timeout, "member_timeout", Duration::from_secs(60))?,
         member_timeout_per_gib: duration(

@@ -44,6 +44,14 @@ pub(super) struct RawCluster {
     pub(super) lock_prefix: Option<Spanned<String>>,
 }
 
+/// A size: bytes as an integer, or a string with a unit (`"64MiB"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawBytes {
+    Bytes(i64),
+    Text(String),
+}
+
 /// `[cluster.defrag]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,8 +71,8 @@ pub(super) struct RawDefrag {
     pub(super) continue_on_error: bool,
     pub(super) auto_disalarm: Option<bool>,
     pub(super) disalarm_threshold: Option<Spanned<f64>>,
-    pub(super) storage_quota_bytes: Option<Spanned<String>>,
-    pub(super) min_reclaim: Option<Spanned<String>>,
+    pub(super) storage_quota_bytes: Option<Spanned<RawBytes>>,
+    pub(super) min_reclaim: Option<Spanned<RawBytes>>,
     pub(super) member_timeout: Option<Spanned<String>>,
     pub(super) member_timeout_per_gib: Option<Spanned<String>>,
     pub(super) catch_up_timeout: Option<Spanned<String>>,

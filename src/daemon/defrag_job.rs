@@ -17,7 +17,7 @@ use crate::maintenance::defrag::run::{Cluster, Progress};
 use crate::maintenance::defrag::{self, DefragOptions, DefragReport, MemberAction, RunResult};
 use crate::probe::poller::ClusterPoller;
 use crate::settings::Target;
-use crate::state::DefragStatus;
+use crate::state::{DefragMemory, DefragStatus};
 use crate::units::human_bytes;
 use crate::view::ClusterView;
 
@@ -34,9 +34,9 @@ pub struct DefragJob {
     pub log: Arc<Mutex<EventLog>>,
     pub status: watch::Sender<DefragStatus>,
     pub stop: Arc<Mutex<Option<CancellationToken>>>,
-    /// When the last run started (or was refused): the trigger waits `min_interval` after it. The cluster's
-    /// history keeps it, so a reload does not reset it.
-    last_started: Arc<Mutex<Option<Instant>>>,
+    /// When the last run started (the trigger waits `min_interval` after it) and its report: the cluster's
+    /// history keeps them, so a reload does not reset them.
+    memory: Arc<DefragMemory>,
 }
 
 impl DefragJob {
@@ -51,7 +51,7 @@ impl DefragJob {
         log: Arc<Mutex<EventLog>>,
         status: watch::Sender<DefragStatus>,
         stop: Arc<Mutex<Option<CancellationToken>>>,
-        last_started: Arc<Mutex<Option<Instant>>>,
+        memory: Arc<DefragMemory>,
     ) -> Self {
         metrics.init_defrag(&cluster);
         DefragJob {
@@ -64,7 +64,7 @@ impl DefragJob {
             log,
             status,
             stop,
-            last_started,
+            memory,
         }
     }
 
@@ -98,7 +98,11 @@ impl DefragJob {
     /// started at least `min_interval` ago. `None` otherwise.
     pub fn triggered(&self, view: &ClusterView) -> Option<String> {
         let trigger = self.config.trigger.as_ref()?;
-        let last = *self.last_started.lock().unwrap_or_else(|p| p.into_inner());
+        let last = *self
+            .memory
+            .started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if last.is_some_and(|t| t.elapsed() < self.config.min_interval) {
             return None;
         }
@@ -124,7 +128,11 @@ impl DefragJob {
     /// like the API's kill switch.
     pub async fn run_once(&self, started_by: String, shutdown: &CancellationToken) {
         use futures_util::FutureExt;
-        *self.last_started.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        *self
+            .memory
+            .started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let kill = shutdown.child_token();
         *self.stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(kill.clone());
         self.status.send_modify(|s| {
@@ -160,13 +168,18 @@ impl DefragJob {
         };
         if let Some(report) = &report {
             self.finished(report, &started_by);
+            *self
+                .memory
+                .last_run
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
         }
         self.status.send_modify(|s| {
             s.running_since = None;
             s.member = None;
             s.stop_requested = false;
             if report.is_some() {
-                s.last_run = report;
+                s.last_run = report.clone();
             }
         });
     }
@@ -174,17 +187,24 @@ impl DefragJob {
     async fn run(&self, kill: &CancellationToken) -> DefragReport {
         let mut poller = ClusterPoller::new(self.target.clone(), self.connector.clone());
         let observe = |p: Progress<'_>| match p {
-            Progress::Started(r) => self.record(
-                EventKind::DefragStarted,
-                format!(
-                    "defragmentation started: {} of {} members, the leader last",
-                    r.members
-                        .iter()
-                        .filter(|m| m.action == MemberAction::NotReached)
-                        .count(),
-                    r.members.len()
-                ),
-            ),
+            Progress::Started(r) => {
+                // Every member's series exists, at 0, from the first run on.
+                for m in &r.members {
+                    self.metrics
+                        .observe_defrag_member(&self.cluster, &m.member, false);
+                }
+                self.record(
+                    EventKind::DefragStarted,
+                    format!(
+                        "defragmentation started: {} of {} members, the leader last",
+                        r.members
+                            .iter()
+                            .filter(|m| m.action == MemberAction::NotReached)
+                            .count(),
+                        r.members.len()
+                    ),
+                )
+            }
             Progress::MemberStarted(m) => {
                 self.metrics
                     .observe_defrag_member(&self.cluster, &m.member, true);

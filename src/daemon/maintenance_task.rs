@@ -81,6 +81,30 @@ fn drain(requests: &mut Option<mpsc::Receiver<()>>) {
     }
 }
 
+/// Runs a step while keeping the last complete view current: the API judges maintenance by it, and a run of
+/// minutes must not make it look as if the poller had stopped.
+async fn keeping_views<F: std::future::Future>(
+    step: F,
+    views: &mut LatestView,
+    complete: &watch::Sender<Option<Arc<ClusterView>>>,
+) -> F::Output {
+    tokio::pin!(step);
+    loop {
+        tokio::select! {
+            out = &mut step => return out,
+            changed = views.changed() => {
+                if changed.is_err() {
+                    return step.await;
+                }
+                let view = views.borrow_and_update().clone();
+                if let Some(view) = view.filter(|v| !is_interim(v)) {
+                    complete.send_replace(Some(view));
+                }
+            }
+        }
+    }
+}
+
 /// The next run asked for through the API; never, without a way to ask.
 async fn next_request(requests: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
     match requests {
@@ -118,7 +142,7 @@ pub async fn run(
                 // A step: not raced against the cancellation token, so a shutdown waits for it to end.
                 if let Some(job) = &snapshots {
                     let view = complete.borrow().clone();
-                    job.run_once(view).await;
+                    keeping_views(job.run_once(view), &mut views, &complete).await;
                 }
                 (wait, next) = until_next(snapshots.as_ref());
                 due.as_mut().reset(tokio::time::Instant::now() + wait);
@@ -127,13 +151,13 @@ pub async fn run(
                 // Asked for through the API: a step like a scheduled run; the schedule stays as it is.
                 if let Some(job) = &snapshots {
                     let view = complete.borrow().clone();
-                    job.run_once(view).await;
+                    keeping_views(job.run_once(view), &mut views, &complete).await;
                 }
                 drain(&mut requests);
             }
             () = &mut defrag_due, if defrag_next.is_some() => {
                 if let Some(job) = &defrag {
-                    job.run_once("the schedule".into(), &cancel).await;
+                    keeping_views(job.run_once("the schedule".into(), &cancel), &mut views, &complete).await;
                 }
                 drain(&mut defrag_requests);
                 let (wait, next) = until_next_defrag(defrag.as_ref());
@@ -142,7 +166,7 @@ pub async fn run(
             }
             Some(()) = next_request(&mut defrag_requests) => {
                 if let Some(job) = &defrag {
-                    job.run_once("a request through the API".into(), &cancel).await;
+                    keeping_views(job.run_once("a request through the API".into(), &cancel), &mut views, &complete).await;
                 }
                 drain(&mut defrag_requests);
             }
@@ -161,7 +185,7 @@ pub async fn run(
                     if let Some(job) = &defrag
                         && let Some(why) = job.triggered(&view)
                     {
-                        job.run_once(why, &cancel).await;
+                        keeping_views(job.run_once(why, &cancel), &mut views, &complete).await;
                         drain(&mut defrag_requests);
                     }
                 }

@@ -124,7 +124,17 @@ impl Daemon {
         let (defrag, defrag_control) = match &config.defrag {
             None => (None, None),
             Some(d) => {
-                let (status_tx, status) = watch::channel(DefragStatus::default());
+                // The last report survives a reload that restarted this cluster's tasks.
+                let last_run = history
+                    .defrag
+                    .last_run
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                let (status_tx, status) = watch::channel(DefragStatus {
+                    last_run,
+                    ..DefragStatus::default()
+                });
                 let (requests_tx, requests) = tokio::sync::mpsc::channel(1);
                 let stop = Arc::new(std::sync::Mutex::new(None));
                 let snapshot_before = config.snapshot.as_ref().map(|s| SnapshotBefore {
@@ -143,7 +153,7 @@ impl Daemon {
                     history.log.clone(),
                     status_tx,
                     stop.clone(),
-                    history.defrag_started.clone(),
+                    history.defrag.clone(),
                 );
                 let control = DefragControl {
                     status,

@@ -114,7 +114,9 @@ fn waited_text(waited: Duration) -> String {
 
 /// A held lock. Dropping it without [`release`](MaintenanceLock::release) leaves the lease to expire (the TTL).
 pub struct MaintenanceLock {
-    client: Client,
+    /// Every member's connection, the one the lock was taken through first: the release goes through whichever
+    /// answers.
+    clients: Vec<Client>,
     lease: i64,
     key: Vec<u8>,
     lost: watch::Receiver<Option<String>>,
@@ -195,17 +197,32 @@ impl MaintenanceLock {
                 }
             }
         };
-        let Some(mut client) = clients.first().cloned() else {
-            return Err(fail("no member to reach".into()));
-        };
         let held = |holder: String, waited| LockError::Held {
             key: key.clone(),
             holder,
             waited,
         };
+        // The first member that answers: one may be down, frozen or (for a learner) refuse.
+        let mut chosen = None;
+        let mut last_error = "no member to reach".to_string();
+        for c in &clients {
+            let mut c = c.clone();
+            match tokio::time::timeout(Duration::from_secs(5), holder(&mut c, &settings.prefix))
+                .await
+            {
+                Ok(Ok(h)) => {
+                    chosen = Some((c, h));
+                    break;
+                }
+                Ok(Err(e)) => last_error = e,
+                Err(_) => last_error = "no answer within 5s".into(),
+            }
+        }
+        let Some((mut client, holder_now)) = chosen else {
+            return Err(fail(last_error));
+        };
         // Not waiting: a lock already held is refused before we queue for it. A read, so it works under NOSPACE
         // too: a holder that took the lock before the cluster filled up is still named.
-        let holder_now = holder(&mut client, &settings.prefix).await.map_err(fail)?;
         if let Some(h) = holder_now.clone()
             && settings.wait.is_zero()
         {
@@ -260,7 +277,7 @@ impl MaintenanceLock {
         .await;
         match taken {
             Ok(Ok(response)) => Ok(MaintenanceLock {
-                client,
+                clients: std::iter::once(client).chain(clients).collect(),
                 lease,
                 key: response.key().to_vec(),
                 lost,
@@ -313,12 +330,23 @@ impl MaintenanceLock {
     }
 
     /// Lets go: the lock's key and the owner record go with the lease.
-    pub async fn release(mut self) {
+    /// Lets go: revoking the lease deletes the lock's key and the owner record with it. Through the first member
+    /// that answers (the one the lock was taken through may be the one that died); if none does, the lease
+    /// expires within its TTL.
+    pub async fn release(self) {
         self.stop_keeping.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.client.unlock(self.key.clone()))
-            .await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.client.lease_revoke(self.lease))
-            .await;
+        for client in &self.clients {
+            let mut client = client.clone();
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_secs(2), client.lease_revoke(self.lease)).await
+            {
+                return;
+            }
+        }
+        tracing::warn!(
+            lease = format!("{:x}", self.lease),
+            "the maintenance lock could not be released: no member answered; it goes when its lease expires"
+        );
     }
 }
 

@@ -66,6 +66,16 @@ pub(super) async fn start(
             let Some(view) = c.complete.borrow().clone() else {
                 return Some(Err(not_polled(&name)));
             };
+            if !query.dry_run
+                && let Some(since) = control.status.borrow().running_since {
+                return Some(Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "a defragmentation of {name:?} is under way (since {}); DELETE stops it before its next member",
+                        humantime::format_rfc3339_seconds(since)
+                    ),
+                )));
+            }
             let mut options = control.options.clone();
             options.dry_run = query.dry_run;
             let plan = defrag::plan(&view, SystemTime::now(), &options);
@@ -75,15 +85,6 @@ pub(super) async fn start(
             if plan.result == defrag::RunResult::Refused {
                 // A run now would be refused at once: say why instead of queueing it.
                 return Some(Ok((StatusCode::CONFLICT, plan)));
-            }
-            if let Some(since) = control.status.borrow().running_since {
-                return Some(Err(ApiError(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "a defragmentation of {name:?} is under way (since {}); DELETE stops it before its next member",
-                        humantime::format_rfc3339_seconds(since)
-                    ),
-                )));
             }
             Some(match control.requests.try_send(()) {
                 Ok(()) => Ok((StatusCode::ACCEPTED, plan)),

@@ -11,6 +11,11 @@ use strum::IntoEnumIterator;
 use super::{MetricsError, name};
 use crate::maintenance::defrag::{DefragReport, RunResult};
 
+/// The results a daemon's run can end with (a dry run is only ever a plan the API answers with).
+fn counted() -> impl Iterator<Item = RunResult> {
+    RunResult::iter().filter(|r| *r != RunResult::DryRun)
+}
+
 pub(super) struct DefragFamilies {
     runs: IntCounterVec,
     duration: GaugeVec,
@@ -23,7 +28,7 @@ pub(super) struct DefragFamilies {
 
 impl DefragFamilies {
     pub(super) fn new(registry: &Registry) -> Result<Self, MetricsError> {
-        let results: Vec<&str> = RunResult::iter().map(RunResult::as_str).collect();
+        let results: Vec<&str> = counted().map(RunResult::as_str).collect();
         let runs = IntCounterVec::new(
             Opts::new(
                 name("defrag_runs_total"),
@@ -79,7 +84,7 @@ impl DefragFamilies {
 
     /// Every result's series at 0 and the byte counter, so rate() and increase() work from the first run.
     pub(super) fn init(&self, cluster: &str) {
-        for result in RunResult::iter() {
+        for result in counted() {
             self.runs.with_label_values(&[cluster, result.as_str()]);
         }
         self.reclaimed.with_label_values(&[cluster]);
@@ -100,6 +105,10 @@ impl DefragFamilies {
 
     pub(super) fn finished(&self, report: &DefragReport, ended: std::time::SystemTime) {
         let cluster = report.cluster.as_str();
+        if report.result == RunResult::DryRun {
+            // A plan, not a run.
+            return;
+        }
         self.runs
             .with_label_values(&[cluster, report.result.as_str()])
             .inc();
@@ -138,7 +147,7 @@ impl DefragFamilies {
     }
 
     pub(super) fn forget(&self, cluster: &str) {
-        for result in RunResult::iter() {
+        for result in counted() {
             let _ = self.runs.remove_label_values(&[cluster, result.as_str()]);
         }
         let _ = self.duration.remove_label_values(&[cluster]);

@@ -100,6 +100,14 @@ pub fn decide(view: &ClusterView, member: Id, worth: &Worth) -> Decision {
             inputs: None,
         };
     };
+    if view.member(member).is_some_and(|m| m.is_learner) || row.is_learner {
+        // etcd (3.4, 3.5) answers a learner's Defragment with "rpc not supported for learner": it is
+        // defragmented once promoted.
+        return Decision::Skip {
+            reason: "a learner: etcd refuses to defragment one (\"rpc not supported for learner\") until it is promoted".into(),
+            inputs: None,
+        };
+    }
     if worth.exclude_localhost && is_loopback(&row.endpoint) {
         return Decision::Skip {
             reason: format!(

@@ -134,7 +134,8 @@ pub async fn healthy_clients(view: &ClusterView, connector: &Connector) -> Vec<C
     let mut rows: Vec<_> = view
         .endpoints
         .iter()
-        .filter(|e| e.state == EndpointHealth::Healthy && !view.is_foreign(e))
+        // A learner serves neither the lock nor the lease API.
+        .filter(|e| e.state == EndpointHealth::Healthy && !view.is_foreign(e) && !e.is_learner)
         .collect();
     rows.sort_by_key(|e| e.is_leader);
     let mut clients = Vec::new();
@@ -317,7 +318,7 @@ impl Run<'_, '_> {
             stop(
                 RunResult::Stopped,
                 format!(
-                    "asked to stop (kill switch or SIGTERM) before {what}, before member {name}"
+                    "asked to stop (the kill switch, a reload that restarts the cluster's tasks, or SIGTERM) before {what}, before member {name}"
                 ),
             )
         };
@@ -441,7 +442,9 @@ impl Run<'_, '_> {
         if self.cancel.is_cancelled() {
             return Err(stop(
                 RunResult::Stopped,
-                format!("asked to stop (kill switch or SIGTERM) before member {name}"),
+                format!(
+                    "asked to stop (the kill switch, a reload that restarts the cluster's tasks, or SIGTERM) before member {name}"
+                ),
             ));
         }
         if let Some(why) = self.lock.and_then(MaintenanceLock::lost) {
