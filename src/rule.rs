@@ -184,7 +184,9 @@ fn scan(text: &str) -> Result<String, (usize, String)> {
                 ));
             }
             // A literal zero divisor: evalexpr's float division gives infinity, which every `>` would take.
-            let divides = out.trim_end().ends_with(['/', '%']);
+            let divides = out
+                .trim_end_matches(|c: char| c.is_whitespace() || c == '(' || c == '-' || c == '+')
+                .ends_with(['/', '%']);
             if divides && number.parse::<f64>().is_ok_and(|n| n == 0.0) {
                 return Err((start + 1, "division by zero".into()));
             }
@@ -242,6 +244,10 @@ fn scan(text: &str) -> Result<String, (usize, String)> {
                 ));
             }
             c if c.is_whitespace() => {}
+            // evalexpr reads `//` and `/* */` as comments: a rule would lose what follows without a word.
+            '/' if matches!(chars.get(i + 1), Some('/' | '*')) => {
+                return Err((column, "comments are not part of a rule".into()));
+            }
             '+' | '-' | '*' | '/' | '%' | '<' | '>' | '!' | '&' | '|' => {}
             other => {
                 return Err((
@@ -390,6 +396,10 @@ mod tests {
         assert!(msg.contains("exponents"), "{msg}");
         assert_eq!(column_of("dbSize / 0 > 1").0, 10);
         assert_eq!(column_of("dbSize % 0.0 > 1").0, 10);
+        assert_eq!(column_of("dbSize / (0) > 1").0, 11);
+        assert_eq!(column_of("dbSize / -0 > 1").0, 11);
+        assert_eq!(column_of("dbSizeFree > dbSize//2").0, 20);
+        assert_eq!(column_of("dbSize > 1 /* dbQuota */").0, 12);
         assert!(Rule::parse("dbSize / 10 > 1").is_ok());
     }
 

@@ -16,7 +16,8 @@ fn parse(schedule: &str) -> Result<croner::Cron, String> {
     let fields = schedule.split_whitespace().count();
     if !schedule.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
         return Err(format!(
-            "{schedule:?}: {fields} fields; cron has 5 (minute hour day month weekday), or 6 with seconds first"
+            "{schedule:?}: {fields} fields (expected cron, e.g. \"0 */6 * * *\": 5 fields, minute hour day \
+             month weekday, or 6 with seconds first)"
         ));
     }
     schedule

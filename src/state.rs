@@ -36,6 +36,8 @@ pub struct DefragMemory {
     pub started: Mutex<Option<std::time::Instant>>,
     /// The last run's report, for the API.
     pub last_run: Mutex<Option<crate::maintenance::defrag::DefragReport>>,
+    /// The revisions the polls saw, for a compaction that keeps a time window.
+    pub revisions: Arc<Mutex<crate::maintenance::defrag::RevisionHistory>>,
 }
 
 impl History {

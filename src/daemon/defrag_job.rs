@@ -85,7 +85,8 @@ impl DefragJob {
         let Some((window, history)) = &self.options.compaction_window else {
             return;
         };
-        if let Some(revision) = view.endpoints.iter().filter_map(|e| e.revision).max() {
+        let ours = view.endpoints.iter().filter(|e| !view.is_foreign(e));
+        if let Some(revision) = ours.filter_map(|e| e.revision).max() {
             history.lock().unwrap_or_else(|p| p.into_inner()).record(
                 view.polled_at,
                 revision,

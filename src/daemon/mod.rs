@@ -141,8 +141,12 @@ impl Daemon {
                     dir: s.dir.clone(),
                     compression: s.compression,
                 });
-                let options =
+                let mut options =
                     DefragOptions::from_config(d, snapshot_before, &config.lock_prefix, gate);
+                // The revisions seen so far count after a reload too.
+                if let Some((_, revisions)) = options.compaction_window.as_mut() {
+                    *revisions = history.defrag.revisions.clone();
+                }
                 let job = defrag_job::DefragJob::new(
                     config.name.clone(),
                     d.clone(),

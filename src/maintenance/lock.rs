@@ -261,9 +261,15 @@ impl MaintenanceLock {
         // Granted just now (a little before: the grant's round trip is not counted).
         let renewed = Arc::new(Mutex::new(Instant::now()));
         let ttl = Duration::from_secs(ttl as u64);
-        // The lease must outlive a long wait: keep it alive from now on.
+        // Until the lock is handed over, a drop of this future (a stop asked for while it waits) stops the
+        // keep-alive too, so the lease, and anything queued on it, expires within its TTL.
+        let keeping = stop_keeping.clone().drop_guard();
+        // The lease must outlive a long wait: keep it alive from now on, through the member that answered first.
+        let ordered: Vec<Client> = std::iter::once(client.clone())
+            .chain(clients.iter().cloned())
+            .collect();
         tokio::spawn(keep_alive(
-            clients.clone(),
+            ordered,
             lease,
             ttl,
             renewed.clone(),
@@ -277,13 +283,13 @@ impl MaintenanceLock {
         .await;
         match taken {
             Ok(Ok(response)) => Ok(MaintenanceLock {
+                stop_keeping: keeping.disarm(),
                 clients: std::iter::once(client).chain(clients).collect(),
                 lease,
                 key: response.key().to_vec(),
                 lost,
                 renewed,
                 ttl,
-                stop_keeping,
             }),
             Ok(Err(e)) => {
                 stop_keeping.cancel();
@@ -345,7 +351,8 @@ impl MaintenanceLock {
         }
         tracing::warn!(
             lease = format!("{:x}", self.lease),
-            "the maintenance lock could not be released: no member answered; it goes when its lease expires"
+            "the maintenance lock's lease could not be revoked (no member answered, or it had expired): the lock \
+             goes when the lease does"
         );
     }
 }
