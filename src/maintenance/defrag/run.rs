@@ -39,9 +39,17 @@ pub struct Cluster<'a> {
     pub connector: &'a Arc<Connector>,
 }
 
-/// How often a wait for a member (catch-up, a new leader) polls again: a member usually catches up within a
-/// few heartbeats of its defragmentation, and a poll of a healthy cluster takes milliseconds.
-const RECHECK: Duration = Duration::from_millis(100);
+/// How long a wait for a member (catch-up, a new leader) pauses before its `n`th poll again: a member usually
+/// catches up within milliseconds of its defragmentation, and a poll of a healthy cluster takes a few, so the
+/// first rechecks come quickly and later ones settle at 100 ms.
+fn recheck(n: u32) -> Duration {
+    Duration::from_millis(match n {
+        0 => 5,
+        1 => 20,
+        2 => 50,
+        _ => 100,
+    })
+}
 
 /// One rolling defragmentation, start to end. The report says how it went, member by member; its `result` is
 /// never `success` unless every member was defragmented or skipped by the rule.
@@ -531,7 +539,7 @@ impl Run<'_, '_> {
             if Instant::now() >= deadline {
                 return Err(failed("no poll showed the new leader in time".into()));
             }
-            tokio::time::sleep(RECHECK).await;
+            tokio::time::sleep(recheck(3)).await;
         }
     }
 
@@ -595,6 +603,7 @@ impl Run<'_, '_> {
     async fn wait_caught_up(&mut self, i: usize) -> Result<(), Stop> {
         let id = self.report.members[i].member_id;
         let deadline = Instant::now() + self.options.catch_up_timeout;
+        let mut attempt = 0;
         loop {
             let view = self.poll().await;
             if decide::caught_up(&view, id) {
@@ -614,7 +623,8 @@ impl Run<'_, '_> {
                     ),
                 ));
             }
-            tokio::time::sleep(RECHECK).await;
+            tokio::time::sleep(recheck(attempt)).await;
+            attempt += 1;
         }
     }
 
