@@ -71,6 +71,14 @@ pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A duration as people write it (`500ms`, `2s`, `1m30s`), longer than zero and at most [`MAX_DURATION`]; the
 /// message says which rule was broken. The one parser of the flags and the configuration file.
+/// A wait (between two members, for a lock): as [`parse_duration`], or zero (`0s`: no wait).
+pub fn parse_wait(text: &str) -> Result<Duration, String> {
+    if humantime::parse_duration(text.trim()) == Ok(Duration::ZERO) {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(text)
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.starts_with('-') {

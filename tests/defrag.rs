@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, CompactionOptions, DeleteOptions, GetOptions};
 use serde_json::Value;
-use support::{EtcdCluster, sentinel, wait_for};
+use support::{EtcdCluster, sentinel, sentinel_json, wait_for};
 
 fn defrag(cluster: &EtcdCluster, extra: &[&str]) -> (i32, Value, String) {
     let endpoints = cluster.endpoints();
@@ -24,14 +24,29 @@ fn defrag(cluster: &EtcdCluster, extra: &[&str]) -> (i32, Value, String) {
         "json",
     ];
     args.extend_from_slice(extra);
-    let out = sentinel(&args, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (
-        out.status.code().unwrap_or(-1),
-        serde_json::from_str(&stdout).unwrap_or(Value::Null),
-        format!("{stdout}{stderr}"),
-    )
+    sentinel_json(&args)
+}
+
+/// Deletes every key under `prefix` and compacts, physically, to the revision of the delete.
+async fn delete_and_compact(client: &mut Client, prefix: &str) {
+    let deleted = client
+        .delete(prefix, Some(DeleteOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    let revision = deleted.header().unwrap().revision();
+    client
+        .compact(revision, Some(CompactionOptions::new().with_physical()))
+        .await
+        .unwrap();
+}
+
+/// Nothing of any maintenance lock is left in the cluster.
+async fn assert_no_lock_left(client: &mut Client) {
+    let left = client
+        .get("/etcd-sentinel/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert!(left.kvs().is_empty(), "left in etcd: {:?}", left.kvs());
 }
 
 /// Writes `count` values of 64 KiB, deletes them and compacts (physically): the file keeps its size, most of it
@@ -44,15 +59,7 @@ async fn fragment(client: &mut Client, count: usize) {
             .await
             .unwrap();
     }
-    let deleted = client
-        .delete("frag/", Some(DeleteOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    let revision = deleted.header().unwrap().revision();
-    client
-        .compact(revision, Some(CompactionOptions::new().with_physical()))
-        .await
-        .unwrap();
+    delete_and_compact(client, "frag/").await;
     // bbolt frees the compacted pages for good only when a later write commits: write until the member says
     // most of its file is free.
     wait_for(
@@ -204,7 +211,7 @@ async fn a_false_rule_skips_every_member_and_shows_the_values() {
 }
 
 #[test]
-fn a_bad_rule_is_refused_with_its_column() {
+fn a_bad_rule_or_snapshot_dir_is_refused_before_etcd_is_asked() {
     let out = sentinel(
         &[
             "defrag",
@@ -221,6 +228,26 @@ fn a_bad_rule_is_refused_with_its_column() {
         err.contains("column 23") && err.contains("dbSizeFre"),
         "{err}"
     );
+    // A snapshot directory that is missing, or cannot be written, is refused before anything is asked of etcd.
+    for (dir, cause) in [
+        ("/nonexistent/snapshots", "not a directory"),
+        ("/proc", "cannot create a file there"),
+    ] {
+        let out = sentinel(
+            &[
+                "defrag",
+                "--endpoints",
+                "127.0.0.1:1",
+                "--snapshot-before",
+                "--snapshot-dir",
+                dir,
+            ],
+            &[],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(dir) && err.contains(cause), "{err}");
+    }
 }
 
 #[tokio::test]
@@ -353,12 +380,7 @@ async fn a_member_killed_mid_run_stops_it_and_later_members_are_untouched() {
         );
     }
     // The lock went with the run, through a member that answers.
-    let mut survivor = cluster.client(leader).await;
-    let left = survivor
-        .get("/etcd-sentinel/", Some(GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    assert!(left.kvs().is_empty(), "{:?}", left.kvs());
+    assert_no_lock_left(&mut cluster.client(leader).await).await;
 }
 
 #[tokio::test]
@@ -420,11 +442,7 @@ async fn two_runs_at_once_one_refuses_naming_the_holder_or_waits() {
     let (code, first_report) = report_of(first);
     assert_eq!(code, 0, "{first_report:#}");
     // Nothing is left of either lock.
-    let left = client
-        .get("/etcd-sentinel/", Some(GetOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    assert!(left.kvs().is_empty(), "{:?}", left.kvs());
+    assert_no_lock_left(&mut client).await;
 }
 
 #[tokio::test]
@@ -452,15 +470,7 @@ async fn a_nospace_alarm_is_cleared_once_defragmentation_frees_the_quota() {
     })
     .await;
     // What an operator does first: delete what filled it, and compact.
-    let deleted = client
-        .delete("fill-", Some(DeleteOptions::new().with_prefix()))
-        .await
-        .unwrap();
-    let revision = deleted.header().unwrap().revision();
-    client
-        .compact(revision, Some(CompactionOptions::new().with_physical()))
-        .await
-        .unwrap();
+    delete_and_compact(&mut client, "fill-").await;
     // No lock can be written under NOSPACE: refused, saying how to go on, unless this runner is the only one.
     let (code, report, out) = defrag(&cluster, &[]);
     assert_eq!(code, 1, "{out}");

@@ -31,14 +31,7 @@ fn save_with(cluster: &EtcdCluster, dir: &Path, extra: &[&str]) -> (i32, Value, 
         "json",
     ];
     args.extend_from_slice(extra);
-    let out = sentinel(&args, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (
-        out.status.code().unwrap_or(-1),
-        serde_json::from_str(&stdout).unwrap_or(Value::Null),
-        format!("{stdout}{stderr}"),
-    )
+    support::sentinel_json(&args)
 }
 
 /// Writes `n` keys `<prefix><i>` = `v<i>`.

@@ -19,9 +19,10 @@ use etcd_sentinel::maintenance::defrag::{
     self, DefragOptions, DefragReport, MemberAction, SnapshotBefore,
 };
 use etcd_sentinel::maintenance::lock;
+use etcd_sentinel::maintenance::snapshot::check_destination;
 use etcd_sentinel::probe::poller::ClusterPoller;
 use etcd_sentinel::rule::Rule;
-use etcd_sentinel::units::{human_bytes, parse_bytes};
+use etcd_sentinel::units::{human_bytes, parse_bytes, parse_wait};
 
 use super::{CliError, ConnectionArgs, WriteOut, parse_duration, write_out};
 
@@ -132,14 +133,6 @@ pub struct DefragArgs {
     pub write_out: Option<WriteOut>,
 }
 
-/// A wait that may be zero.
-fn parse_wait(text: &str) -> Result<Duration, String> {
-    if humantime::parse_duration(text.trim()) == Ok(Duration::ZERO) {
-        return Ok(Duration::ZERO);
-    }
-    parse_duration(text)
-}
-
 fn parse_quota(text: &str) -> Result<u64, String> {
     match parse_bytes(text)? {
         0 => Err(format!(
@@ -166,27 +159,15 @@ impl DefragArgs {
         let lock_prefix = etcd_sentinel::settings::check_lock_prefix(&self.lock_prefix)
             .map_err(|e| CliError::Usage(format!("--lock-prefix: {e}")))?;
         let snapshot = match (&self.snapshot_dir, self.snapshot_before) {
-            (Some(dir), true) if !dir.is_dir() => {
-                return Err(CliError::Usage(format!(
-                    "--snapshot-dir {}: not a directory (create it first)",
-                    dir.display()
-                )));
+            (Some(dir), true) => {
+                // Refused before the lock is taken, with the cause (a missing directory, a read-only one, …).
+                check_destination(dir)
+                    .map_err(|e| CliError::Usage(format!("--snapshot-dir: {e}")))?;
+                Some(SnapshotBefore {
+                    dir: dir.clone(),
+                    compression: Compression::None,
+                })
             }
-            (Some(dir), true)
-                if tempfile::Builder::new()
-                    .prefix(".etcd-sentinel-check-")
-                    .tempfile_in(dir)
-                    .is_err() =>
-            {
-                return Err(CliError::Usage(format!(
-                    "--snapshot-dir {}: cannot write there",
-                    dir.display()
-                )));
-            }
-            (Some(dir), true) => Some(SnapshotBefore {
-                dir: dir.clone(),
-                compression: Compression::None,
-            }),
             _ => None,
         };
         let config = DefragConfig {

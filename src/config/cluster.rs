@@ -127,10 +127,8 @@ fn defrag(
     };
     // A wait may be zero; the other durations may not.
     let wait = |raw: &Option<Spanned<String>>, name: &str| match raw {
-        Some(v) if humantime::parse_duration(v.get_ref().trim()) == Ok(Duration::ZERO) => {
-            Ok(Duration::ZERO)
-        }
-        other => duration(other, name, Duration::ZERO),
+        None => Ok(Duration::ZERO),
+        Some(v) => crate::units::parse_wait(v.get_ref()).map_err(|e| src.invalid(v, key(name), e)),
     };
     let bytes = |raw: &Option<Spanned<RawBytes>>, name: &str, default: u64| match raw {
         None => Ok(default),

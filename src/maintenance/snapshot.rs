@@ -267,6 +267,23 @@ impl LaggingHash {
 
 /// Streams a snapshot from `client` (connected to the source member) into `request.dir`, verified. `progress` is
 /// told the bytes written so far (and the total when etcd says it).
+/// Whether snapshots can be written into `dir` now: a directory this process can create files in. For a caller
+/// that must know before it starts anything else (a defragmentation takes its lock first).
+pub fn check_destination(dir: &Path) -> Result<(), SnapshotError> {
+    let destination = |cause: String| SnapshotError::Destination {
+        dir: dir.display().to_string(),
+        cause,
+    };
+    if !dir.is_dir() {
+        return Err(destination("not a directory (create it first)".into()));
+    }
+    tempfile::Builder::new()
+        .prefix(".etcd-sentinel-check-")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| destination(format!("cannot create a file there: {e}")))
+}
+
 pub async fn save(
     client: &etcd_client::Client,
     request: SaveRequest<'_>,

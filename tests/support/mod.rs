@@ -42,6 +42,19 @@ pub fn sentinel(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     cmd.output().expect("run etcd-sentinel")
 }
 
+/// `etcd-sentinel ARGS…` for a command that prints JSON (`-w json`): the exit code, the JSON (`Null` when it
+/// printed none) and everything it printed, stdout then stderr, for the messages of failed assertions.
+pub fn sentinel_json(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = sentinel(args, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null),
+        format!("{stdout}{stderr}"),
+    )
+}
+
 /// `etcd-sentinel ARGS…`: the exit code and everything it printed, stdout then stderr.
 pub fn sentinel_output(args: &[&str]) -> (i32, String) {
     let out = sentinel(args, &[]);
