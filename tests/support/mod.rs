@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod moto;
 pub mod pki;
+pub mod prom;
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Certificates for the compose cluster in ./pki, made with openssl: a CA, one server/peer certificate per member
+# (its service name, localhost and 127.0.0.1), and a client certificate for etcd-sentinel. The cfssl-made
+# certificates of an existing cluster work the same way: put ca.pem, etcdN.pem/etcdN-key.pem and
+# sentinel.pem/sentinel-key.pem here. The files are 0644 because the containers run as other users than
+# yours: fine for a demonstration, not for real keys.
+set -euo pipefail
+cd "$(dirname "$0")"
+mkdir -p pki
+cd pki
+days=825
+
+if [ -f ca.pem ]; then
+  echo "gen-certs: pki/ca.pem exists; remove pki/ to start again" >&2
+  exit 1
+fi
+
+openssl req -x509 -newkey rsa:2048 -nodes -days "$days" -subj "/CN=etcd-sentinel compose CA" \
+  -keyout ca-key.pem -out ca.pem -addext "basicConstraints=critical,CA:TRUE" \
+  -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+
+issue() { # name, extendedKeyUsage, subjectAltName
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$1" -keyout "$1-key.pem" -out "$1.csr" 2>/dev/null
+  openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days "$days" -out "$1.pem" \
+    -extfile <(printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=%s\n%s\n' "$2" "$3") \
+    2>/dev/null
+  rm -f "$1.csr"
+}
+for member in etcd1 etcd2 etcd3; do
+  issue "$member" serverAuth,clientAuth "subjectAltName=DNS:$member,DNS:localhost,IP:127.0.0.1"
+done
+issue sentinel clientAuth ""
+rm -f ca.srl
+chmod 0644 ./*.pem
+echo "gen-certs: CA, etcd1-3 and sentinel certificates in $(pwd)"
