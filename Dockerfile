@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # etcd-sentinel's image: built on Debian 12 with what scripts/install-deps installs for the build
 # (protobuf-compiler, and libprotobuf-dev for Google's well-known .proto files), run as a non-root user on a
-# distroless base with etcd and etcdutl beside it for the restore drill. About 60 MB.
+# distroless base with etcd and etcdutl beside it for the restore drill.
 #   docker build -t etcd-sentinel .
 FROM docker.io/library/rust:1.95-bookworm AS build
 RUN apt-get update \
