@@ -57,7 +57,7 @@ def _targets(queries, instant=False, table=False):
 
 def panel(kind, title, queries, w=8, h=8, unit=None, description="", thresholds=None, mappings=None,
           options=None, custom=None, instant=False, table=False, transformations=None, decimals=None,
-          min_=None, max_=None):
+          min_=None, max_=None, overrides=None):
     defaults = {}
     if unit:
         defaults["unit"] = unit
@@ -77,10 +77,16 @@ def panel(kind, title, queries, w=8, h=8, unit=None, description="", thresholds=
         defaults["custom"] = custom
     p = {"type": kind, "title": title, "id": _new_id(), "gridPos": _place(w, h), "datasource": DS,
          "description": description, "targets": _targets(queries, instant, table),
-         "fieldConfig": {"defaults": defaults, "overrides": []}, "options": options or {}}
+         "fieldConfig": {"defaults": defaults, "overrides": overrides or []}, "options": options or {}}
     if transformations:
         p["transformations"] = transformations
     panels.append(p)
+
+
+def by_name(name, **properties):
+    """A field override: the series or column called `name` gets these properties."""
+    return {"matcher": {"id": "byName", "options": name},
+            "properties": [{"id": k.replace("__", "."), "value": v} for k, v in properties.items()]}
 
 
 def yes_no(yes, no):
@@ -133,14 +139,16 @@ panel("table", "Members", [
               "excludeByName": {"Time": True, "__name__": True, "cluster": True, "job": True, "instance": True,
                                 "Value #G": True},
               "renameByName": {"Value #A": "up", "Value #B": "healthy", "Value #C": "leader",
-                               "Value #D": "learner", "Value #E": "DB size", "Value #F": "index lag"}}}])
+                               "Value #D": "learner", "Value #E": "DB size", "Value #F": "index lag"}}}],
+      overrides=[by_name("DB size", unit="bytes")])
 
 # --- Raft ----------------------------------------------------------------------------------------------------
 row("Raft")
 panel("timeseries", "Leader and term", [
     (f"etcd_sentinel_member_is_leader{{{C}}}", "{{member}} leads"),
     (f"max(etcd_sentinel_raft_term{{{C}}})", "term")], custom=STEPS, options=TS,
-      description="Who led when; the term rises with every election.")
+      description="Who led when (left axis, 0/1); the term (right axis) rises with every election.",
+      overrides=[by_name("term", custom__axisPlacement="right", decimals=0)])
 panel("timeseries", "Elections and time without a leader", [
     (f"increase(etcd_sentinel_cluster_leader_changes_total{{{C}}}[$__rate_interval])", "leader changes"),
     (f"increase(etcd_sentinel_cluster_leaderless_seconds_sum{{{C}}}[$__rate_interval])", "seconds without leader")],
@@ -209,7 +217,12 @@ panel("timeseries", "Poll errors", [
 row("Snapshots")
 panel("stat", "Newest snapshot age", [
     (f"time() - etcd_sentinel_snapshot_last_success_timestamp_seconds{{{C}}}", "")], w=4, h=5, unit="s",
-      options=STAT, thresholds=[(None, "green"), (86400, "orange")])
+      options={**STAT, "colorMode": "none"})
+panel("stat", "Schedule kept", [
+    (f"time() - etcd_sentinel_snapshot_last_success_timestamp_seconds{{{C}}}"
+     f" < bool 1.5 * etcd_sentinel_snapshot_schedule_interval_seconds{{{C}}}", "")], w=4, h=5, options=STAT,
+      mappings=yes_no("on time", "LATE"),
+      description="The newest snapshot is younger than 1.5 scheduled intervals (EtcdSnapshotTooOld otherwise).")
 panel("stat", "Newest snapshot size", [(f"etcd_sentinel_snapshot_last_size_bytes{{{C}}}", "")], w=4, h=5,
       unit="bytes", options={**STAT, "colorMode": "none"})
 panel("stat", "Snapshot duration (mean)", [
@@ -218,7 +231,7 @@ panel("stat", "Snapshot duration (mean)", [
 panel("stat", "Restore drill", [(f"etcd_sentinel_restore_drill_success{{{C}}}", "")], w=4, h=5, options=STAT,
       mappings=yes_no("passed", "FAILED"))
 panel("timeseries", "Snapshot failures", [
-    (f"increase(etcd_sentinel_snapshot_failures_total{{{C}}}[$__rate_interval])", "{{reason}}")], w=8, h=5,
+    (f"increase(etcd_sentinel_snapshot_failures_total{{{C}}}[$__rate_interval])", "{{reason}}")], w=4, h=5,
       custom=BARS, options={**TS, "legend": {"displayMode": "hidden", "placement": "bottom", "calcs": []}})
 row("Defragmentation")
 panel("timeseries", "Defragmentation runs", [

@@ -306,6 +306,11 @@ async fn promtool_finds_nothing_to_complain_about() {
         out.status.success() && report.trim().is_empty(),
         "promtool check metrics:\n{report}"
     );
+    assert_eq!(
+        sample(&text, "etcd_sentinel_cluster_poll_interval_seconds", "prod"),
+        Some(0.5),
+        "the interval the staleness alert compares with"
+    );
     for family in [
         "etcd_sentinel_endpoint_up",
         "etcd_sentinel_endpoint_healthy",

@@ -825,3 +825,68 @@ async fn the_daemon_saves_prunes_and_drills_on_schedule() {
         "the daemon did not stop within 30s of SIGTERM"
     );
 }
+
+/// A restarted daemon still knows its newest snapshot: /metrics shows the newest of this cluster's in the
+/// directory (not another cluster's beside it), so a schedule no longer kept after a restart still ages it
+/// (EtcdSnapshotTooOld) although this process has saved nothing yet.
+#[tokio::test]
+async fn a_restarted_daemon_remembers_the_newest_snapshot_in_its_directory() {
+    use support::daemon::{Daemon, config_for, sample};
+    let cluster = EtcdCluster::start(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, out) = save(&cluster, dir.path());
+    assert_eq!(code, 0, "{out}");
+    put_keys(&cluster, "a", 5).await;
+    let (code, newest, out) = save(&cluster, dir.path());
+    assert_eq!(code, 0, "{out}");
+    // Another cluster's snapshot, newer and of a later revision.
+    put_keys(&cluster, "b", 5).await;
+    let endpoints = cluster.endpoints();
+    let dir_arg = dir.path().to_str().unwrap();
+    let (code, _, out) = support::sentinel_json(&[
+        "snapshot",
+        "save",
+        "--endpoints",
+        &endpoints,
+        "--dir",
+        dir_arg,
+        "--name",
+        "other",
+        "-w",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let snapshot = format!("[cluster.snapshot]\nschedule = \"0 0 1 1 *\"\ndir = {dir_arg:?}\n");
+    let daemon = Daemon::start(&config_for(&[("prod", &cluster, &snapshot)]));
+    daemon.wait_ready().await;
+    let m = daemon.metrics().await;
+    let s = &newest["snapshot"];
+    let prod = "cluster=\"prod\"";
+    assert_eq!(
+        sample(&m, "etcd_sentinel_snapshot_latest_revision", prod),
+        s["revision"].as_f64(),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "etcd_sentinel_snapshot_last_size_bytes", prod),
+        s["size"].as_f64()
+    );
+    let at = sample(
+        &m,
+        "etcd_sentinel_snapshot_last_success_timestamp_seconds",
+        prod,
+    )
+    .unwrap();
+    assert!(
+        (at - s["started_at"].as_f64().unwrap()).abs() < 0.001,
+        "{at} vs {s}"
+    );
+    // Nothing was saved or timed by this process.
+    assert!(
+        matches!(
+            sample(&m, "etcd_sentinel_snapshot_duration_seconds_count", prod),
+            None | Some(0.0)
+        ),
+        "{m}"
+    );
+}

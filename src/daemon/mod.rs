@@ -116,6 +116,10 @@ impl Daemon {
                 ..Default::default()
             },
         });
+        self.metrics.init_poll(&config.name, config.interval);
+        if let Some(job) = &snapshots {
+            job.remember_newest();
+        }
         let control = snapshots
             .is_some()
             .then_some(SnapshotControl { status, trigger });

@@ -57,6 +57,28 @@ fn file_name(path: &std::path::Path) -> Option<String> {
 }
 
 impl SnapshotJob {
+    /// At start (and after a reload), the newest of this cluster's snapshots already in the directory is the
+    /// last success /metrics shows, so that a schedule no longer kept after a restart still ages it. Every file
+    /// with a sidecar there was verified before it got its name. A directory that cannot be read is the first
+    /// run's business.
+    pub fn remember_newest(&self) {
+        let Ok(stored) = store::list(&self.config.dir) else {
+            return;
+        };
+        // Oldest first: the last of this cluster's is the newest.
+        if let Some(newest) = stored.iter().rfind(|s| s.sidecar.cluster == self.cluster) {
+            let s = &newest.sidecar;
+            self.metrics.observe_snapshot(
+                &self.cluster,
+                SnapshotOutcome::Found {
+                    at: s.started_at,
+                    size: s.size,
+                    revision: s.revision,
+                },
+            );
+        }
+    }
+
     fn record(&self, kind: EventKind, message: String) {
         record_maintenance(&self.cluster, &self.log, kind, message);
     }

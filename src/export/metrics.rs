@@ -45,6 +45,7 @@ pub struct Metrics {
     poll_errors: IntCounterVec,
     leader_changes: IntCounterVec,
     leaderless: HistogramVec,
+    poll_interval: GaugeVec,
     snapshots: SnapshotFamilies,
     defrag: defrag::DefragFamilies,
     /// Endpoints with histogram series per cluster, so series of endpoints no longer probed can be removed.
@@ -100,6 +101,14 @@ impl Metrics {
         )?;
         registry.register(Box::new(leader_changes.clone()))?;
         registry.register(Box::new(leaderless.clone()))?;
+        let poll_interval = GaugeVec::new(
+            Opts::new(
+                name("cluster_poll_interval_seconds"),
+                "The configured interval between two polls of the cluster: a poll older than a few of them is stale.",
+            ),
+            &["cluster"],
+        )?;
+        registry.register(Box::new(poll_interval.clone()))?;
         let snapshots = SnapshotFamilies::new(&registry)?;
         let defrag = defrag::DefragFamilies::new(&registry)?;
         Ok(Metrics {
@@ -109,10 +118,18 @@ impl Metrics {
             poll_errors,
             leader_changes,
             leaderless,
+            poll_interval,
             snapshots,
             defrag,
             endpoints_seen: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// A cluster's poller starts (or restarts with a reload): how often it polls.
+    pub fn init_poll(&self, cluster: &str, interval: Duration) {
+        self.poll_interval
+            .with_label_values(&[cluster])
+            .set(interval.as_secs_f64());
     }
 
     /// Records a change of leader, and how long the cluster had no leader when an election ended.
@@ -178,6 +195,7 @@ impl Metrics {
         let _ = self.poll_errors.remove_label_values(&[cluster]);
         let _ = self.leader_changes.remove_label_values(&[cluster]);
         let _ = self.leaderless.remove_label_values(&[cluster]);
+        let _ = self.poll_interval.remove_label_values(&[cluster]);
         self.snapshots.forget(cluster);
         self.defrag.forget(cluster);
     }
@@ -312,6 +330,13 @@ pub enum SnapshotOutcome<'a> {
     Failed {
         reason: &'a str,
     },
+    /// The newest snapshot already in the directory when the job starts (a restart, a reload): the last
+    /// success is not forgotten, so a schedule that stops being kept after a restart is still noticed.
+    Found {
+        at: std::time::SystemTime,
+        size: u64,
+        revision: i64,
+    },
 }
 
 /// The snapshot families: accumulated across runs, so they live in the registry.
@@ -420,21 +445,29 @@ impl SnapshotFamilies {
                 revision,
                 seconds,
             } => {
-                self.last_success
-                    .with_label_values(&[cluster])
-                    .set(unix_seconds(at));
-                self.last_size
-                    .with_label_values(&[cluster])
-                    .set(size.min(i64::MAX as u64) as i64);
-                self.latest_revision
-                    .with_label_values(&[cluster])
-                    .set(revision);
+                self.newest(cluster, at, size, revision);
                 self.duration.with_label_values(&[cluster]).observe(seconds);
+            }
+            SnapshotOutcome::Found { at, size, revision } => {
+                self.newest(cluster, at, size, revision)
             }
             SnapshotOutcome::Failed { reason } => {
                 self.failures.with_label_values(&[cluster, reason]).inc();
             }
         }
+    }
+
+    /// The newest verified snapshot's time, size and revision.
+    fn newest(&self, cluster: &str, at: std::time::SystemTime, size: u64, revision: i64) {
+        self.last_success
+            .with_label_values(&[cluster])
+            .set(unix_seconds(at));
+        self.last_size
+            .with_label_values(&[cluster])
+            .set(size.min(i64::MAX as u64) as i64);
+        self.latest_revision
+            .with_label_values(&[cluster])
+            .set(revision);
     }
 
     fn forget(&self, cluster: &str) {
