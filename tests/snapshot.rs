@@ -889,4 +889,27 @@ async fn a_restarted_daemon_remembers_the_newest_snapshot_in_its_directory() {
         ),
         "{m}"
     );
+    // A reload that removes the schedule removes its series: no snapshot ages (and pages) for ever.
+    std::fs::write(
+        &daemon.config,
+        config_for(&[("prod", &cluster, "interval = \"1s\"")]),
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_for(
+        "the snapshot series gone",
+        Duration::from_secs(10),
+        || async {
+            let m = daemon.metrics().await;
+            (sample(
+                &m,
+                "etcd_sentinel_snapshot_last_success_timestamp_seconds",
+                prod,
+            )
+            .is_none()
+                && sample(&m, "etcd_sentinel_cluster_poll_interval_seconds", prod) == Some(1.0))
+            .then_some(())
+        },
+    )
+    .await;
 }

@@ -18,6 +18,9 @@ work="$(mktemp -d "$(pwd)/pki.tmp.XXXXXX")" || {
   exit 1
 }
 trap 'rm -rf "$work"' EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 log="$work/openssl.log"
 fail() {
   echo "gen-certs: $1 failed:" >&2
@@ -46,6 +49,7 @@ rm -f ca.srl "$log"
 chmod 0644 ./*.pem
 chmod 0755 .  # mktemp made it 0700; the containers read it as other users
 cd ..
-mv "$work" pki
+# -T: if pki/ appeared meanwhile, fail rather than move the new certificates inside it.
+mv -T "$work" pki || exit 1
 trap - EXIT
 echo "gen-certs: CA, etcd1-3 and sentinel certificates in $(pwd)/pki"

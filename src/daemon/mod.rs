@@ -117,8 +117,9 @@ impl Daemon {
             },
         });
         self.metrics.init_poll(&config.name, config.interval);
-        if let Some(job) = &snapshots {
-            job.remember_newest();
+        match &snapshots {
+            Some(job) => job.remember_newest(),
+            None => self.metrics.forget_snapshots(&config.name),
         }
         let control = snapshots
             .is_some()

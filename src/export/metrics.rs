@@ -200,6 +200,12 @@ impl Metrics {
         self.defrag.forget(cluster);
     }
 
+    /// A cluster (re)started without `[cluster.snapshot]`: the snapshot series of an earlier configuration go, or
+    /// the newest snapshot would age for ever on /metrics (and page) after a reload removed the schedule.
+    pub fn forget_snapshots(&self, cluster: &str) {
+        self.snapshots.forget(cluster);
+    }
+
     /// A cluster whose defragmentation is configured: its run counters exist at 0 from the start.
     pub fn init_defrag(&self, cluster: &str) {
         self.defrag.init(cluster);
