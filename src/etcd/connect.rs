@@ -224,7 +224,21 @@ impl Connector {
                     async move {
                         let tcp = TcpStream::connect((address.0.as_str(), address.1)).await?;
                         tcp.set_nodelay(true)?;
-                        let stream = tls.connect(server_name, tcp).await?;
+                        let stream = tls.connect(server_name, tcp).await.map_err(|e| {
+                            // A plain-text server closes on our ClientHello: with it still unread, the close is
+                            // a reset (not an EOF), which says no more than that the handshake was cut.
+                            if e.kind() == std::io::ErrorKind::ConnectionReset {
+                                std::io::Error::new(
+                                    e.kind(),
+                                    format!(
+                                        "{e} during the TLS handshake: if the server does not speak TLS there, \
+                                         use http://"
+                                    ),
+                                )
+                            } else {
+                                e
+                            }
+                        })?;
                         Ok::<_, std::io::Error>(TokioIo::new(stream))
                     }
                 });
