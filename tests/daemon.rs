@@ -424,12 +424,10 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_running_config() {
     };
     assert_eq!(names(daemon.json("/api/v1/clusters").await), vec!["a"]);
 
-    std::fs::write(
-        &daemon.config,
-        config_for(&[("a", &a, "interval = \"300ms\""), ("b", &b, "")]),
-    )
-    .unwrap();
-    daemon.signal(libc::SIGHUP);
+    daemon.reload_with(&config_for(&[
+        ("a", &a, "interval = \"300ms\""),
+        ("b", &b, ""),
+    ]));
     wait_for(
         "cluster b after the reload",
         Duration::from_secs(10),
@@ -438,12 +436,7 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_running_config() {
     .await;
     daemon.wait_ready().await;
 
-    std::fs::write(
-        &daemon.config,
-        "[[cluster]]\nname = \"a\"\nendpoints = [\"nope\"]\n",
-    )
-    .unwrap();
-    daemon.signal(libc::SIGHUP);
+    daemon.reload_with("[[cluster]]\nname = \"a\"\nendpoints = [\"nope\"]\n");
     wait_for(
         "the rejected reload in the log",
         Duration::from_secs(10),

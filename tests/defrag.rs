@@ -574,17 +574,7 @@ async fn a_dry_run_changes_nothing_and_compaction_keeps_revisions() {
     let read = report["compaction"]["newest_revision"].as_i64().unwrap();
     assert!(read >= newest, "{out}");
     assert_eq!(report["compaction"]["revision"], read - 10, "{out}");
-    let old = client
-        .get(
-            "counter",
-            Some(GetOptions::new().with_revision(newest - 40)),
-        )
-        .await;
-    assert!(old.unwrap_err().to_string().contains("compacted"));
-    client
-        .get("counter", Some(GetOptions::new().with_revision(newest - 5)))
-        .await
-        .unwrap();
+    assert_compacted_at(&mut client, "counter", newest - 40, newest - 5).await;
 }
 
 #[tokio::test]
@@ -860,17 +850,22 @@ async fn compaction_by_time_window_keeps_the_revisions_of_the_window() {
         compacted > written[0].1,
         "nothing old was compacted: {compacted}"
     );
-    let older = client
-        .get(
-            "clock",
-            Some(GetOptions::new().with_revision(compacted - 1)),
-        )
-        .await;
-    assert!(older.unwrap_err().to_string().contains("compacted"));
     // The window's revisions are still there.
     let last = written.last().unwrap().1;
+    assert_compacted_at(&mut client, "clock", compacted - 1, last - 5).await;
+}
+
+/// `key` can no longer be read at revision `gone` (compacted away) and still can at `kept`.
+async fn assert_compacted_at(client: &mut etcd_client::Client, key: &str, gone: i64, kept: i64) {
+    let old = client
+        .get(key, Some(GetOptions::new().with_revision(gone)))
+        .await;
+    assert!(
+        old.unwrap_err().to_string().contains("compacted"),
+        "{key} at revision {gone} should be compacted"
+    );
     client
-        .get("clock", Some(GetOptions::new().with_revision(last - 5)))
+        .get(key, Some(GetOptions::new().with_revision(kept)))
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{key} at revision {kept} should be kept: {e}"));
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::daemon::{Daemon, config_for, sample};
-use support::prom::Server;
+use support::server::Server;
 use support::{EtcdCluster, wait_for};
 
 const TOKEN: &str = "e2e-api-token";

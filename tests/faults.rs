@@ -551,12 +551,11 @@ async fn a_reload_in_the_middle_of_an_outage_misses_no_change() {
     )
     .await;
     // A changed cluster section restarts its poller.
-    std::fs::write(
-        &d.config,
-        config_for(&[("f", &c, "interval = \"1s\"\ncommand_timeout = \"3s\"")]),
-    )
-    .unwrap();
-    d.signal(libc::SIGHUP);
+    d.reload_with(&config_for(&[(
+        "f",
+        &c,
+        "interval = \"1s\"\ncommand_timeout = \"3s\"",
+    )]));
     wait_for("the reload", Duration::from_secs(10), || async {
         d.log_text()
             .contains("configuration reloaded")

@@ -890,12 +890,7 @@ async fn a_restarted_daemon_remembers_the_newest_snapshot_in_its_directory() {
         "{m}"
     );
     // A reload that removes the schedule removes its series: no snapshot ages (and pages) for ever.
-    std::fs::write(
-        &daemon.config,
-        config_for(&[("prod", &cluster, "interval = \"1s\"")]),
-    )
-    .unwrap();
-    daemon.signal(libc::SIGHUP);
+    daemon.reload_with(&config_for(&[("prod", &cluster, "interval = \"1s\"")]));
     wait_for(
         "the snapshot series gone",
         Duration::from_secs(10),

@@ -135,6 +135,12 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Rewrites the configuration file and sends SIGHUP: a reload (whose outcome the caller waits for).
+    pub fn reload_with(&self, config: &str) {
+        std::fs::write(&self.config, config).expect("write config");
+        self.signal(libc::SIGHUP);
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child process.
         unsafe {

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod moto;
 pub mod pki;
 pub mod prom;
+pub mod server;
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;

@@ -2,16 +2,12 @@
 //! authentication it accepts any credentials (the S3 round trip); with it, every request needs credentials that
 //! its IAM knows, and none do: what wrong credentials look like.
 
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use super::free_ports;
+use super::server::{Launch, Server};
 
 pub struct Moto {
-    child: Child,
+    /// Held for its drop, which stops moto.
+    server: Server,
     pub endpoint: String,
-    log: tempfile::NamedTempFile,
 }
 
 impl Moto {
@@ -25,63 +21,29 @@ impl Moto {
     }
 
     async fn start_with(auth: bool) -> Moto {
-        // A port taken between choosing it and moto binding it: start again on another.
-        for _ in 0..3 {
-            let port = free_ports(1)[0];
-            let log = tempfile::NamedTempFile::new().expect("moto log");
-            let mut cmd = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/moto-server"));
-            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(log.reopen().expect("log"))
-                .stderr(log.reopen().expect("log"));
-            if auth {
-                cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
-            }
-            // SAFETY: prctl is async-signal-safe; moto dies with the test thread that started it.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let child = cmd
-                .spawn()
-                .expect("start moto (scripts/install-deps installs moto[server])");
-            let mut moto = Moto {
-                child,
-                endpoint: format!("http://127.0.0.1:{port}"),
-                log,
-            };
-            if moto.wait_up().await {
-                return moto;
-            }
+        let launch = Launch {
+            bin: concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/moto-server"),
+            config: None,
+            ready: "/moto-api/",
+            env: if auth {
+                &[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]
+            } else {
+                &[]
+            },
+        };
+        let server = Server::start(launch, |_, port| {
+            vec![
+                "-H".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+            ]
+        })
+        .await;
+        Moto {
+            endpoint: server.url.clone(),
+            server,
         }
-        panic!("moto did not start on three ports");
-    }
-
-    /// Whether it answers (false: it exited, e.g. its port was taken).
-    async fn wait_up(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let client = reqwest::Client::new();
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
-            }
-            if client
-                .get(format!("{}/moto-api/", self.endpoint))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                .is_ok()
-            {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "moto did not answer within 30s:\n{}",
-            std::fs::read_to_string(self.log.path()).unwrap_or_default()
-        );
     }
 
     /// Creates a bucket (path style, unsigned: moto without authentication takes it).
@@ -138,12 +100,5 @@ impl Moto {
         } else {
             None
         }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

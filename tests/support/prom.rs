@@ -1,33 +1,20 @@
-//! Debian's Prometheus and Alertmanager on free loopback ports, in temp dirs named `etcd-sentinel-e2e-*`, killed
-//! with the test (and by the kernel if the test process dies first).
+//! Debian's Prometheus and Alertmanager (started by `support::server`), and their HTTP APIs.
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::free_ports;
-
-/// A Prometheus or an Alertmanager, its URL and its log.
-pub struct Server {
-    child: Child,
-    pub url: String,
-    pub dir: tempfile::TempDir,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use super::server::{Launch, Server};
 
 impl Server {
     /// Prometheus with the given configuration (YAML), reading rules from the paths it names.
     pub async fn prometheus(config: &str) -> Server {
         let bin = std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "prometheus".into());
-        Server::start(&bin, config, "/-/ready", |dir, port| {
+        let launch = Launch {
+            bin: &bin,
+            config: Some(config),
+            ready: "/-/ready",
+            env: &[],
+        };
+        Server::start(launch, |dir, port| {
             vec![
                 format!("--config.file={}", dir.join("config.yml").display()),
                 format!("--storage.tsdb.path={}", dir.join("data").display()),
@@ -41,7 +28,13 @@ impl Server {
     pub async fn alertmanager(config: &str) -> Server {
         let bin =
             std::env::var("ALERTMANAGER_BIN").unwrap_or_else(|_| "prometheus-alertmanager".into());
-        Server::start(&bin, config, "/-/ready", |dir, port| {
+        let launch = Launch {
+            bin: &bin,
+            config: Some(config),
+            ready: "/-/ready",
+            env: &[],
+        };
+        Server::start(launch, |dir, port| {
             vec![
                 format!("--config.file={}", dir.join("config.yml").display()),
                 format!("--storage.path={}", dir.join("data").display()),
@@ -50,75 +43,6 @@ impl Server {
             ]
         })
         .await
-    }
-
-    async fn start(
-        bin: &str,
-        config: &str,
-        ready: &str,
-        args: impl Fn(&Path, u16) -> Vec<String>,
-    ) -> Server {
-        // A port taken between choosing it and the server binding it: start again on another.
-        for _ in 0..3 {
-            let dir = tempfile::Builder::new()
-                .prefix("etcd-sentinel-e2e-")
-                .tempdir()
-                .expect("temp dir");
-            std::fs::write(dir.path().join("config.yml"), config).expect("write config");
-            let port = free_ports(1)[0];
-            let log = dir.path().join("server.log");
-            let mut cmd = Command::new(bin);
-            cmd.args(args(dir.path(), port))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log"));
-            // SAFETY: prctl is async-signal-safe; the server dies with the test thread that started it.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let child = cmd.spawn().unwrap_or_else(|e| {
-                panic!("cannot start {bin} (scripts/install-deps installs it): {e}")
-            });
-            let mut server = Server {
-                child,
-                url: format!("http://127.0.0.1:{port}"),
-                dir,
-                log,
-            };
-            if server.wait_ready(ready).await {
-                return server;
-            }
-        }
-        panic!("{bin} did not start on three ports");
-    }
-
-    /// Whether it became ready (false: it exited, e.g. its port was taken).
-    async fn wait_ready(&mut self, path: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let client = reqwest::Client::new();
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
-            }
-            if let Ok(r) = client
-                .get(format!("{}{path}", self.url))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                && r.status().is_success()
-            {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("not ready within 30s:\n{}", self.log_text());
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// GET a path of its HTTP API as JSON.
