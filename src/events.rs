@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use crate::id::Id;
 use crate::names::serialize_as_name;
-use crate::view::{Alarm, ClusterView, EndpointHealth, EndpointState, Quorum, QuorumState};
+use crate::view::{
+    Alarm, ClusterView, ConsistencyState, EndpointHealth, EndpointState, Quorum, QuorumState,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
@@ -52,6 +54,12 @@ pub enum EventKind {
     DefragFailed,
     /// A run was not started: the cluster could not afford it, or another runner holds the lock.
     DefragRefused,
+    /// A consistency check found members whose KV hashes differ.
+    DataInconsistent,
+    /// A consistency check found the voting members' KV hashes equal (the first check, or after another result).
+    DataConsistent,
+    /// A consistency check could not compare every voting member.
+    ConsistencyUnknown,
 }
 
 impl EventKind {
@@ -72,6 +80,7 @@ impl EventKind {
                 | EventKind::SnapshotFailed
                 | EventKind::RestoreDrillFailed
                 | EventKind::DefragFailed
+                | EventKind::DataInconsistent
         )
     }
 }
@@ -149,7 +158,28 @@ pub fn diff(previous: &ClusterView, current: &ClusterView) -> Vec<Event> {
     alarms(previous, current, &mut out);
     credentials(previous, current, &mut out);
     quorum(previous, current, &mut out);
+    consistency(previous, current, &mut out);
     out.list
+}
+
+/// The result of a consistency check, when its state differs from the one before (or it is the first).
+fn consistency(previous: &ClusterView, current: &ClusterView, out: &mut Events) {
+    let Some(now) = &current.consistency else {
+        return;
+    };
+    if previous.consistency.as_ref().map(|c| c.state) == Some(now.state) {
+        return;
+    }
+    let kind = match now.state {
+        ConsistencyState::Consistent => EventKind::DataConsistent,
+        ConsistencyState::Inconsistent => EventKind::DataInconsistent,
+        ConsistencyState::Unknown => EventKind::ConsistencyUnknown,
+    };
+    let member = match now.differing_members.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    };
+    out.push(kind, now.message.clone(), member, None);
 }
 
 /// Only the member list as read this poll tells who joined or left: an unreachable cluster does not look emptied.

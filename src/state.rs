@@ -38,6 +38,9 @@ pub struct DefragMemory {
     pub last_run: Mutex<Option<crate::maintenance::defrag::DefragReport>>,
     /// The revisions the polls saw, for a compaction that keeps a time window.
     pub revisions: Arc<Mutex<crate::maintenance::defrag::RevisionHistory>>,
+    /// Held by a defragmentation run for the whole run and by a consistency check for the whole check: HashKV
+    /// is never asked of a member this process defragments (it would wait for the rewrite to end).
+    pub member_work: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl History {

@@ -3,7 +3,10 @@
 //! Everything else reads this value: the CLI renders it, the daemon exports it as metrics and JSON, events are
 //! the difference between two of them, and maintenance decides from it whether a member may be touched.
 
+pub mod consistency;
+mod drift;
 mod quorum;
+pub mod versions;
 mod warnings;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +21,8 @@ pub use crate::etcd::error::{FailureKind, Outcome, ProbeError};
 use crate::id::Id;
 use crate::settings::Thresholds;
 use crate::vitals::Vitals;
+pub use consistency::{Consistency, ConsistencyState, MemberHash};
+pub use drift::Drift;
 
 /// Maintenance.Status of one member, as the probe read it.
 #[derive(Debug, Clone, PartialEq)]
@@ -308,6 +313,14 @@ pub enum WarningKind {
     ProposalsPendingGrowing,
     ApplyLag,
     FdsNearLimit,
+    /// The voting members' KV hashes differ at one revision (the last consistency check).
+    DataInconsistent,
+    /// A member's member list differs from the one most members give.
+    MembershipDrift,
+    /// Members run an etcd version with a known defect that endangers the running cluster.
+    KnownBadVersion,
+    /// Members run an etcd version that must be upgraded (patch) before the next minor version.
+    UpgradeNotReady,
 }
 
 impl WarningKind {
@@ -338,7 +351,7 @@ pub struct ClusterView {
     pub cluster: String,
     #[serde(serialize_with = "crate::units::serialize_unix_seconds")]
     pub polled_at: SystemTime,
-    /// The verdict: every endpoint healthy, a leader, quorum, and no alarm.
+    /// The verdict: every endpoint healthy, a leader, quorum, no alarm, and no data inconsistency found.
     pub healthy: bool,
     pub cluster_id: Option<Id>,
     pub leader_id: Option<Id>,
@@ -351,6 +364,11 @@ pub struct ClusterView {
     pub alarms: Vec<Alarm>,
     /// True when no member answered AlarmList this poll (it needs a leader) and `alarms` is the last list read.
     pub alarms_stale: bool,
+    /// The last KV hash consistency check; `null` until one ran.
+    pub consistency: Option<Consistency>,
+    /// Members whose member list differs from the majority's (shown as `membership_drift` warnings).
+    #[serde(skip)]
+    pub membership_drift: Vec<Drift>,
     pub warnings: Vec<Warning>,
 }
 
@@ -375,6 +393,20 @@ impl ClusterView {
 
     pub fn has_warning(&self, kind: WarningKind) -> bool {
         self.warnings.iter().any(|w| w.kind == kind)
+    }
+
+    /// Sets the result of a consistency check, and what follows from it: the warnings and the verdict.
+    pub fn attach_consistency(&mut self, consistency: Consistency, thresholds: &Thresholds) {
+        self.consistency = Some(consistency);
+        self.healthy = self.healthy && !self.data_inconsistent();
+        self.warnings = warnings::collect(self, thresholds);
+    }
+
+    /// The last consistency check found members that hold different data.
+    pub fn data_inconsistent(&self) -> bool {
+        self.consistency
+            .as_ref()
+            .is_some_and(|c| c.state == ConsistencyState::Inconsistent)
     }
 
     /// An endpoint that answered for another cluster id: shown, never merged.
@@ -479,6 +511,8 @@ pub struct BuildContext {
     /// A leader the sentinel could not reach at the last poll while members that served reads named it: a
     /// partition between the sentinel and the leader. It is not declared lost again from an interim view.
     pub unreachable_leader: Option<Id>,
+    /// The last consistency check's result, carried by every view until the next check.
+    pub consistency: Option<Consistency>,
 }
 
 /// Merges the probes of one poll into the cluster's verdict, with the default thresholds.
@@ -551,6 +585,7 @@ pub fn build_with(
         .iter()
         .any(|e| e.auth_error.is_some() || e.state == EndpointHealth::AuthFailed);
 
+    let membership_drift = drift::compare(probes, cluster_id);
     // Any alarm fails the verdict, NOSPACE included: the member still answers reads (so it stays healthy, as
     // etcdctl says) but the cluster refuses writes until the alarm is disarmed. Refused credentials fail it too:
     // what could be checked without them may be fine, but the sentinel cannot do its work.
@@ -560,6 +595,7 @@ pub fn build_with(
         && leader_id.is_some()
         && alarms.is_empty()
         && !auth_failed;
+    let consistency = context.consistency.clone();
     let mut view = ClusterView {
         cluster: cluster.to_string(),
         polled_at,
@@ -572,8 +608,12 @@ pub fn build_with(
         quorum,
         alarms: alarms.into_iter().collect(),
         alarms_stale,
+        consistency,
+        membership_drift,
         warnings: Vec::new(),
     };
+    // Members that hold different data fail the verdict as a CORRUPT alarm does.
+    view.healthy = view.healthy && !view.data_inconsistent();
     view.warnings = warnings::collect(&view, &context.thresholds);
     view
 }

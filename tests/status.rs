@@ -57,19 +57,35 @@ async fn healthy_cluster_is_discovered_from_one_endpoint_and_exits_0() {
     assert_eq!(view["quorum"]["failure_tolerance"], 1);
     assert_eq!(view["members"].as_array().unwrap().len(), 3);
     // Nothing about the cluster's shape or health. Disk warnings depend on this machine's load (status reads the
-    // cumulative fsync and commit latencies), so they are the only ones allowed.
+    // cumulative fsync and commit latencies), so they are the only ones allowed, with what the version table says
+    // of etcd 3.5.1 (the data inconsistency of 3.5.0-3.5.2; two bugs to mend before a 3.6 upgrade).
+    let version = view["endpoints"][0]["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let of_the_version: &[&str] = if version == "3.5.1" {
+        &["known_bad_version", "upgrade_not_ready"]
+    } else {
+        &[]
+    };
     let unexpected: Vec<&Value> = view["warnings"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|w| {
-            !matches!(
-                w["kind"].as_str(),
-                Some("slow_wal_fsync" | "slow_backend_commit")
-            )
+            let kind = w["kind"].as_str().unwrap_or("");
+            !matches!(kind, "slow_wal_fsync" | "slow_backend_commit")
+                && !of_the_version.contains(&kind)
         })
         .collect();
     assert!(unexpected.is_empty(), "{unexpected:#?}");
+    for kind in of_the_version {
+        assert!(
+            warning_kinds(&view).iter().any(|k| k == kind),
+            "etcd {version}: {kind} expected in {:#?}",
+            view["warnings"]
+        );
+    }
 
     // The table says the same at a glance.
     let out = sentinel(&["status", "--endpoints", &cluster.endpoints()], &[]);

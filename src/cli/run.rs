@@ -10,6 +10,7 @@ use clap::Args;
 use etcd_sentinel::config::{self, ClusterConfig, Config, DEFAULT_INTERVAL, ServerLimits};
 use etcd_sentinel::daemon::{self, ConfigSource, DaemonError, ServerOptions};
 use etcd_sentinel::secret::Secret;
+use etcd_sentinel::units::parse_wait;
 
 use super::{CliError, ConnectionArgs, parse_duration};
 
@@ -30,6 +31,11 @@ pub struct RunArgs {
     /// Without --config: how often to poll [default: 10s]
     #[arg(long, env = "ETCD_SENTINEL_INTERVAL", value_parser = parse_duration, value_name = "DURATION", allow_hyphen_values = true)]
     pub interval: Option<Duration>,
+
+    /// Without --config: how often to compare the voting members' KV hashes (HashKV at one pinned revision);
+    /// 0s turns the check off [default: 5m]
+    #[arg(long, env = "ETCD_SENTINEL_CONSISTENCY_INTERVAL", value_parser = parse_wait, value_name = "DURATION")]
+    pub consistency_interval: Option<Duration>,
 
     /// File holding the token that unlocks mutating API endpoints (POST /api/v1/reload); without a token
     /// (here, in ETCD_SENTINEL_API_TOKEN or as the file's api_token_file) they are disabled
@@ -88,6 +94,14 @@ fn from_flags(args: &RunArgs) -> Result<Config, CliError> {
             snapshot: None,
             defrag: None,
             lock_prefix: etcd_sentinel::maintenance::lock::DEFAULT_PREFIX.into(),
+            consistency: config::ConsistencyConfig {
+                interval: match args.consistency_interval {
+                    None => Some(config::ConsistencyConfig::DEFAULT_INTERVAL),
+                    Some(d) if d.is_zero() => None,
+                    Some(d) => Some(d),
+                },
+                ..Default::default()
+            },
         }],
         api_token_file: None,
         api_token: None,

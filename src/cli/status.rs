@@ -1,17 +1,23 @@
-//! `etcd-sentinel status`: one probe of every endpoint, one verdict, exit 0 only when all is well.
+//! `etcd-sentinel status`: one probe of every endpoint, one verdict, exit 0 only when all is well; with
+//! `--consistency`, the members' KV hashes compared as well.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::Args;
 
 use etcd_sentinel::etcd::connect::Connector;
 use etcd_sentinel::export::render::{self, TableOptions};
+use etcd_sentinel::maintenance::{consistency, lock};
+use etcd_sentinel::probe::consistency::ConsistencyOptions;
 use etcd_sentinel::probe::poller::ClusterPoller;
+use etcd_sentinel::units::parse_bytes;
+use etcd_sentinel::view::{Consistency, ConsistencyState};
 
-use super::{CliError, ConnectionArgs, EXIT_UNHEALTHY, WriteOut, write_out};
+use super::{CliError, ConnectionArgs, EXIT_UNHEALTHY, WriteOut, parse_duration, write_out};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -21,6 +27,24 @@ pub struct StatusArgs {
     /// Output format [env: ETCDCTL_WRITE_OUT] [default: table]
     #[arg(short = 'w', long, env = "ETCD_SENTINEL_WRITE_OUT", value_enum)]
     pub write_out: Option<WriteOut>,
+
+    /// Also compare the voting members' KV hashes (HashKV) at one pinned revision, one member after another;
+    /// exit 1 unless they agree. HashKV reads each member's whole database; it needs the root role when
+    /// authentication is on
+    #[arg(long)]
+    pub consistency: bool,
+
+    /// With --consistency: members whose database is larger are not hashed (the result is then unknown)
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "8GiB", requires = "consistency")]
+    pub max_db_size: u64,
+
+    /// With --consistency: how long one member's HashKV may take
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "60s", requires = "consistency")]
+    pub hash_timeout: Duration,
+
+    /// With --consistency: the maintenance lock's key prefix; no hash is asked while a defragmentation holds it
+    #[arg(long, env = "ETCD_SENTINEL_LOCK_PREFIX", value_name = "PREFIX", default_value = lock::DEFAULT_PREFIX)]
+    pub lock_prefix: String,
 }
 
 pub async fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
@@ -30,8 +54,34 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
     // A TLS file that cannot be read is a usage error (exit 2); nothing was tried yet.
     let connector = Connector::new(settings).map_err(|e| CliError::Usage(e.to_string()))?;
 
-    let mut poller = ClusterPoller::new(target, Arc::new(connector)).one_shot();
-    let view = poller.poll().await;
+    let lock_prefix = etcd_sentinel::settings::check_lock_prefix(&args.lock_prefix)
+        .map_err(|e| CliError::Usage(format!("--lock-prefix: {e}")))?;
+    let thresholds = target.thresholds;
+    let connector = Arc::new(connector);
+    let mut poller = ClusterPoller::new(target, connector.clone()).one_shot();
+    let mut view = poller.poll().await;
+    if args.consistency {
+        let options = ConsistencyOptions {
+            max_db_size: Some(args.max_db_size),
+            member_timeout: args.hash_timeout,
+        };
+        let result = match consistency::check_unless_defragmenting(
+            &view,
+            &connector,
+            &options,
+            &lock_prefix,
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(why) => Consistency::unknown(
+                SystemTime::now(),
+                Default::default(),
+                format!("not checked: {why}"),
+            ),
+        };
+        view.attach_consistency(result, &thresholds);
+    }
 
     let terminal = std::io::stdout().is_terminal();
     let text = match format {
@@ -53,7 +103,13 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
             .context("writing to stdout")
             .map_err(CliError::Failed)?,
     }
-    Ok(if view.healthy {
+    // Asked for, consistency must be proven: unknown is no pass.
+    let consistent = !args.consistency
+        || view
+            .consistency
+            .as_ref()
+            .is_some_and(|c| c.state == ConsistencyState::Consistent);
+    Ok(if view.healthy && consistent {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_UNHEALTHY)

@@ -6,13 +6,13 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::raw::{
-    RawBytes, RawCluster, RawDefrag, RawMetricsUrls, RawS3, RawSnapshot, RawThresholds, RawTls,
-    Source,
+    RawBytes, RawCluster, RawConsistency, RawDefrag, RawMetricsUrls, RawS3, RawSnapshot,
+    RawThresholds, RawTls, Source,
 };
 use super::{
-    ClusterConfig, Compression, ConfigError, DEFAULT_INTERVAL, DEFAULT_UNRESPONSIVE_AFTER,
-    DefragConfig, KeepPeriods, MIN_INTERVAL, MIN_UNRESPONSIVE_AFTER, S3Config, S3CredentialFiles,
-    SnapshotConfig, valid_name,
+    ClusterConfig, Compression, ConfigError, ConsistencyConfig, DEFAULT_INTERVAL,
+    DEFAULT_UNRESPONSIVE_AFTER, DefragConfig, KeepPeriods, MIN_INTERVAL, MIN_UNRESPONSIVE_AFTER,
+    S3Config, S3CredentialFiles, SnapshotConfig, valid_name,
 };
 use crate::etcd::connect::ConnectSettings;
 use crate::etcd::endpoint::Endpoint;
@@ -90,7 +90,66 @@ pub(super) fn parse(
         snapshot,
         defrag,
         lock_prefix,
+        consistency: match &c.consistency {
+            None => ConsistencyConfig::default(),
+            Some(raw) => consistency(src, keys, raw)?,
+        },
         connect,
+    })
+}
+
+/// A size written as bytes or with a unit.
+fn bytes(src: &Source, v: &Spanned<RawBytes>, field: String) -> Result<u64, ConfigError> {
+    match v.get_ref() {
+        RawBytes::Bytes(n) => u64::try_from(*n)
+            .map_err(|_| src.invalid(v, field, format!("{n}: a size is not negative"))),
+        RawBytes::Text(t) => crate::units::parse_bytes(t).map_err(|e| src.invalid(v, field, e)),
+    }
+}
+
+fn consistency(
+    src: &Source,
+    keys: &Keys,
+    raw: &RawConsistency,
+) -> Result<ConsistencyConfig, ConfigError> {
+    let key = |name: &str| keys.key(&format!("consistency.{name}"));
+    let positive = |raw: &Option<Spanned<String>>, name: &str, default: Duration| match raw {
+        None => Ok(default),
+        Some(v) => match src.duration(v, key(name))? {
+            d if d.is_zero() => Err(src.invalid(
+                v,
+                key(name),
+                "must be longer than 0 (enabled = false turns the check off)",
+            )),
+            d => Ok(d),
+        },
+    };
+    let interval = positive(
+        &raw.interval,
+        "interval",
+        ConsistencyConfig::DEFAULT_INTERVAL,
+    )?;
+    let max_db_size = match &raw.max_db_size {
+        None => ConsistencyConfig::DEFAULT_MAX_DB_SIZE,
+        Some(v) => match bytes(src, v, key("max_db_size"))? {
+            0 => {
+                return Err(src.invalid(
+                    v,
+                    key("max_db_size"),
+                    "0 would hash no member (enabled = false turns the check off)",
+                ));
+            }
+            n => n,
+        },
+    };
+    Ok(ConsistencyConfig {
+        interval: raw.enabled.unwrap_or(true).then_some(interval),
+        max_db_size,
+        hash_timeout: positive(
+            &raw.hash_timeout,
+            "hash_timeout",
+            ConsistencyConfig::DEFAULT_HASH_TIMEOUT,
+        )?,
     })
 }
 

@@ -70,6 +70,35 @@ pub struct ClusterConfig {
     /// Where the maintenance lock lives in the cluster (shared by snapshots and defragmentation, and with every
     /// other runner: other daemons, a CronJob).
     pub lock_prefix: String,
+    /// The KV hash consistency check (`[cluster.consistency]`; on by default).
+    pub consistency: ConsistencyConfig,
+}
+
+/// `[cluster.consistency]`: how often the voting members' KV hashes are compared, and the bounds of a check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsistencyConfig {
+    /// How often a check runs; `None` when `enabled = false`.
+    pub interval: Option<Duration>,
+    /// A member whose database is larger is not hashed (HashKV reads the whole database).
+    pub max_db_size: u64,
+    /// How long one member's HashKV may take.
+    pub hash_timeout: Duration,
+}
+
+impl ConsistencyConfig {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
+    pub const DEFAULT_MAX_DB_SIZE: u64 = 8 << 30;
+    pub const DEFAULT_HASH_TIMEOUT: Duration = Duration::from_secs(60);
+}
+
+impl Default for ConsistencyConfig {
+    fn default() -> Self {
+        ConsistencyConfig {
+            interval: Some(Self::DEFAULT_INTERVAL),
+            max_db_size: Self::DEFAULT_MAX_DB_SIZE,
+            hash_timeout: Self::DEFAULT_HASH_TIMEOUT,
+        }
+    }
 }
 
 /// `[cluster.defrag]`: when the daemon defragments (a cron schedule, a rule on every poll, or only when asked
@@ -269,6 +298,7 @@ impl ClusterConfig {
         note(self.snapshot != old.snapshot, "snapshot");
         note(self.defrag != old.defrag, "defrag");
         note(self.lock_prefix != old.lock_prefix, "lock_prefix");
+        note(self.consistency != old.consistency, "consistency");
         out
     }
 

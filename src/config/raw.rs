@@ -42,6 +42,17 @@ pub(super) struct RawCluster {
     pub(super) snapshot: Option<Spanned<RawSnapshot>>,
     pub(super) defrag: Option<Spanned<RawDefrag>>,
     pub(super) lock_prefix: Option<Spanned<String>>,
+    pub(super) consistency: Option<RawConsistency>,
+}
+
+/// `[cluster.consistency]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsistency {
+    pub(super) enabled: Option<bool>,
+    pub(super) interval: Option<Spanned<String>>,
+    pub(super) max_db_size: Option<Spanned<RawBytes>>,
+    pub(super) hash_timeout: Option<Spanned<String>>,
 }
 
 /// A size: bytes as an integer, or a string with a unit (`"64MiB"`).

@@ -129,6 +129,11 @@ impl DefragJob {
     /// like the API's kill switch.
     pub async fn run_once(&self, started_by: String, shutdown: &CancellationToken) {
         use futures_util::FutureExt;
+        // A consistency check in progress ends first (bounded by its hash timeouts).
+        let _exclusive = tokio::select! {
+            guard = self.memory.member_work.lock() => guard,
+            () = shutdown.cancelled() => return,
+        };
         *self
             .memory
             .started

@@ -3,6 +3,7 @@
 //! everything: at once when nothing is in flight, after the step in flight (bounded by `tasks::STOP_GRACE`)
 //! when maintenance is running.
 
+pub mod consistency_job;
 pub mod defrag_job;
 pub mod maintenance_task;
 pub mod poll_task;
@@ -26,6 +27,7 @@ use crate::export::metrics::{Metrics, MetricsError};
 use crate::export::{http, server as http_server};
 use crate::maintenance::GateOptions;
 use crate::maintenance::defrag::{DefragOptions, SnapshotBefore};
+use crate::probe::consistency::ConsistencyOptions;
 use crate::secret::Secret;
 use crate::state::{
     ApiToken, ClusterEntry, DefragControl, DefragStatus, History, Shared, SnapshotControl,
@@ -177,14 +179,41 @@ impl Daemon {
             config: config.clone(),
             view: view.clone(),
             history: history.clone(),
-            complete,
+            complete: complete.clone(),
             snapshots: control,
             defrag: defrag_control,
         });
         let mut tasks = TaskGroup::child_of(&self.shutdown);
+        let (consistency_tx, consistency) = watch::channel(None);
+        if let Some(every) = config.consistency.interval {
+            let job = consistency_job::ConsistencyJob {
+                cluster: config.name.clone(),
+                every,
+                options: ConsistencyOptions {
+                    max_db_size: Some(config.consistency.max_db_size),
+                    member_timeout: config.consistency.hash_timeout,
+                },
+                lock_prefix: config.lock_prefix.clone(),
+                connector: connector.clone(),
+                member_work: history.defrag.member_work.clone(),
+                publish: consistency_tx,
+            };
+            let complete = complete.clone();
+            tasks.spawn("consistency", move |cancel| {
+                consistency_job::run(job, complete, cancel)
+            });
+        }
         let (poll_config, metrics) = (config.clone(), self.metrics.clone());
         tasks.spawn("poll", move |cancel| {
-            poll_task::run(poll_config, connector, publish, history, metrics, cancel)
+            poll_task::run(
+                poll_config,
+                connector,
+                publish,
+                history,
+                metrics,
+                consistency,
+                cancel,
+            )
         });
         let (name, every) = (config.name.clone(), config.interval);
         let jobs = maintenance_task::Jobs { snapshots, defrag };

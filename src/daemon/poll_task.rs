@@ -14,7 +14,7 @@ use crate::etcd::connect::Connector;
 use crate::events::Event;
 use crate::export::metrics::Metrics;
 use crate::probe::poller::{ClusterPoller, Progress};
-use crate::view::ClusterView;
+use crate::view::{ClusterView, Consistency};
 
 use crate::state::History;
 
@@ -95,6 +95,7 @@ pub async fn run(
     publish: watch::Sender<Option<Arc<ClusterView>>>,
     history: History,
     metrics: Arc<Metrics>,
+    mut consistency: watch::Receiver<Option<Consistency>>,
     cancel: CancellationToken,
 ) {
     let mut poller = ClusterPoller::new(config.target(), connector);
@@ -115,6 +116,23 @@ pub async fn run(
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = ticker.tick() => {}
+            // A consistency check ended: shown at once, on the last view, not only from the next poll on.
+            Ok(()) = consistency.changed() => {
+                let result = consistency.borrow_and_update().clone();
+                poller.set_consistency(result.clone());
+                // The tracker's lock is released before `record` takes it again.
+                let last = history
+                    .tracker
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .last_view();
+                if let (Some(result), Some(last)) = (result, last) {
+                    let mut view = ClusterView::clone(&last);
+                    view.attach_consistency(result, &config.thresholds);
+                    record(cluster, view, &history, &publish, &metrics);
+                }
+                continue;
+            }
         }
         let started = Instant::now();
         // While the poll runs, each finished endpoint (and each member overdue) is published at once: a dead

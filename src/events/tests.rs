@@ -343,3 +343,45 @@ fn quorum_at_risk_has_one_definition_for_warnings_and_events() {
     assert_eq!(v.quorum.state, crate::view::QuorumState::Ok);
     assert!(v.healthy);
 }
+
+#[test]
+fn a_consistency_check_is_an_event_when_its_state_changes() {
+    use crate::settings::Thresholds;
+    use crate::view::MemberHash;
+    use crate::view::consistency::judge;
+    let (_, probes) = three();
+    let check = |hashes: [u32; 3]| {
+        let members = hashes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                (
+                    crate::id::Id(i as u64 + 1),
+                    MemberHash::answered(*h, 5, 0.1),
+                )
+            })
+            .collect();
+        judge(40, members, |id| id.to_string(), UNIX_EPOCH, 0.2)
+    };
+    let with = |hashes: [u32; 3], at: u64| {
+        let mut v = view_of(&probes, at);
+        v.attach_consistency(check(hashes), &Thresholds::default());
+        v
+    };
+    let none = view_of(&probes, 1);
+    let agree = with([7, 7, 7], 2);
+    assert_eq!(kinds(&diff(&none, &agree)), vec![EventKind::DataConsistent]);
+    assert!(
+        diff(&agree, &with([7, 7, 7], 3)).is_empty(),
+        "no news, no event"
+    );
+    let odd = diff(&agree, &with([7, 7, 8], 4));
+    assert_eq!(kinds(&odd), vec![EventKind::DataInconsistent]);
+    assert_eq!(odd[0].member_id, Some(crate::id::Id(3)));
+    assert!(EventKind::DataInconsistent.is_bad());
+    assert!(
+        odd[0].message.contains("KV hashes differ at revision 40"),
+        "{}",
+        odd[0].message
+    );
+}

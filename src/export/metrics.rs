@@ -21,7 +21,10 @@ mod defrag;
 
 use crate::maintenance::defrag::DefragReport;
 use crate::units::unix_seconds;
-use crate::view::{ClusterView, EndpointHealth, EndpointState, QuorumState, WarningKind};
+use crate::view::{
+    ClusterView, Consistency, ConsistencyState, EndpointHealth, EndpointState, QuorumState,
+    WarningKind,
+};
 use crate::vitals::Vitals;
 
 const PREFIX: &str = "etcd_sentinel";
@@ -707,6 +710,10 @@ struct ClusterFamilies {
     tolerance: IntGaugeVec,
     warnings: IntGaugeVec,
     last_poll: GaugeVec,
+    kv_consistent: IntGaugeVec,
+    member_kv_consistent: IntGaugeVec,
+    consistency_checked: GaugeVec,
+    consistency_seconds: GaugeVec,
 }
 
 impl ClusterFamilies {
@@ -750,6 +757,28 @@ impl ClusterFamilies {
                 "Unix time of the latest completed poll.",
                 c,
             )?,
+            kv_consistent: s.int_gauge(
+                "cluster_kv_consistent",
+                "1 when the voting members' KV hashes agreed at one pinned revision at the last check, 0 when \
+                 they differed; absent while unknown (a member could not be compared) or never checked.",
+                c,
+            )?,
+            member_kv_consistent: s.int_gauge(
+                "member_kv_consistent",
+                "1 when the member's KV hash agreed with the majority's at the last check, 0 when it differed; \
+                 absent for a member not compared.",
+                &["cluster", "member", "member_id"],
+            )?,
+            consistency_checked: s.gauge(
+                "cluster_kv_consistency_check_timestamp_seconds",
+                "Unix time of the last KV hash consistency check, whatever its result.",
+                c,
+            )?,
+            consistency_seconds: s.gauge(
+                "cluster_kv_consistency_check_duration_seconds",
+                "How long the last KV hash consistency check took (every voting member, one after another).",
+                c,
+            )?,
         })
     }
 
@@ -789,6 +818,37 @@ impl ClusterFamilies {
         self.last_poll
             .with_label_values(&cluster)
             .set(unix_seconds(view.polled_at));
+        if let Some(c) = &view.consistency {
+            self.observe_consistency(view, c);
+        }
+    }
+
+    fn observe_consistency(&self, view: &ClusterView, c: &Consistency) {
+        let cluster = view.cluster.as_str();
+        self.consistency_checked
+            .with_label_values(&[cluster])
+            .set(unix_seconds(c.checked_at));
+        self.consistency_seconds
+            .with_label_values(&[cluster])
+            .set(c.seconds);
+        let verdict = match c.state {
+            ConsistencyState::Consistent => Some(true),
+            ConsistencyState::Inconsistent => Some(false),
+            ConsistencyState::Unknown => None,
+        };
+        let Some(consistent) = verdict else { return };
+        self.kv_consistent
+            .with_label_values(&[cluster])
+            .set(flag(consistent));
+        for (id, m) in &c.members {
+            if m.hash.is_none() {
+                continue;
+            }
+            let name = view.member(*id).map(|m| m.name.clone()).unwrap_or_default();
+            self.member_kv_consistent
+                .with_label_values(&[cluster, name.as_str(), id.to_string().as_str()])
+                .set(flag(!c.differs(*id)));
+        }
     }
 }
 

@@ -6,7 +6,7 @@ mod wrap;
 
 use comfy_table::{Cell, ContentArrangement, Table};
 
-use crate::view::{ClusterView, EndpointState};
+use crate::view::{ClusterView, EndpointState, WarningKind};
 use columns::{COLUMNS, Column};
 
 /// No borders, one line under the header: compact, and still easy to read in a terminal or a log. Only the header
@@ -207,6 +207,17 @@ pub fn table(view: &ClusterView, options: &TableOptions) -> String {
         "  ",
     );
     add(&mut lines, &format!("leader {leader}, {quorum}"), "", "  ");
+    if let Some(c) = &view.consistency {
+        add(
+            &mut lines,
+            &format!("consistency {}: {}", c.state.as_str(), c.message),
+            "",
+            "  ",
+        );
+    }
+    if let Some(line) = upgrade_line(view) {
+        add(&mut lines, &line, "", "  ");
+    }
 
     let layout = layout(&view.endpoints, options);
     let grid = grid(view, &layout, options.color);
@@ -250,6 +261,39 @@ pub fn table(view: &ClusterView, options: &TableOptions) -> String {
     let mut out = lines.join("\n");
     out.push('\n');
     out
+}
+
+/// Whether the cluster may be upgraded to the next minor version, in one line: what stands in the way (the
+/// warnings say the details), or `ready` with the version every member runs. `None` when no version is known.
+fn upgrade_line(view: &ClusterView) -> Option<String> {
+    let versions: std::collections::BTreeSet<&str> = view
+        .endpoints
+        .iter()
+        .filter(|e| !view.is_foreign(e))
+        .filter_map(|e| e.version.as_deref())
+        .collect();
+    let first = *versions.iter().next()?;
+    let mut blockers: Vec<&str> = Vec::new();
+    for w in &view.warnings {
+        let what = match w.kind {
+            WarningKind::KnownBadVersion => "a version with a known defect",
+            WarningKind::UpgradeNotReady => "a version to upgrade (patch) before the next minor",
+            WarningKind::VersionSkew => "members on different versions",
+            WarningKind::LearnerPresent => "a learner not promoted",
+            _ => continue,
+        };
+        if !blockers.contains(&what) {
+            blockers.push(what);
+        }
+    }
+    Some(if blockers.is_empty() {
+        format!("upgrade readiness: ready (every member runs {first})")
+    } else {
+        format!(
+            "upgrade readiness: not ready: {} (see warnings)",
+            blockers.join(", ")
+        )
+    })
 }
 
 pub fn json(view: &ClusterView) -> String {

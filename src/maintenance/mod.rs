@@ -7,6 +7,7 @@
 
 pub mod bolt;
 pub mod compress;
+pub mod consistency;
 pub mod defrag;
 pub mod drill;
 pub mod gate;

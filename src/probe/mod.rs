@@ -2,6 +2,7 @@
 //! (`poller`).
 
 mod calls;
+pub mod consistency;
 mod convert;
 mod deadline;
 mod diagnose;

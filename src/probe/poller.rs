@@ -36,6 +36,8 @@ pub struct ClusterPoller {
     last_metrics_read: Option<Instant>,
     /// Keep each endpoint's connection for the next poll (a daemon), or close it when its probe ends (one shot).
     keep_connections: bool,
+    /// The last consistency check's result, carried into every view built (the check runs on its own schedule).
+    consistency: Option<crate::view::Consistency>,
 }
 
 /// How many endpoints of one poll are probed at once (see `probe_all`).
@@ -64,6 +66,7 @@ impl ClusterPoller {
             discovered: Vec::new(),
             last_metrics_read: None,
             keep_connections: true,
+            consistency: None,
         }
     }
 
@@ -71,11 +74,18 @@ impl ClusterPoller {
     /// alarms and an unreachable leader survive, so a reload in the middle of an outage forgets nothing.
     pub fn resume_from(&mut self, view: &ClusterView) {
         self.remember(view);
+        // The last consistency check stays shown until the restarted cluster's first check replaces it.
+        self.consistency = view.consistency.clone();
         // And the members found through the member list: a reload while the configured seed is down must go on
         // probing the members, not start again from a seed that does not answer.
         if self.target.discovery == Discovery::Members {
             self.discovered = client_endpoints(&view.members);
         }
+    }
+
+    /// The result of the latest consistency check, shown by every view built from now on.
+    pub fn set_consistency(&mut self, consistency: Option<crate::view::Consistency>) {
+        self.consistency = consistency;
     }
 
     /// For a one-shot probe (`status`): connections are closed as soon as each probe ends.
@@ -114,6 +124,7 @@ impl ClusterPoller {
             known_members: self.known_members.clone(),
             known_alarms: self.known_alarms.clone(),
             unreachable_leader: self.unreachable_leader,
+            consistency: self.consistency.clone(),
         };
         view::build_with(&self.target.name, probes, SystemTime::now(), &context)
     }

@@ -704,3 +704,222 @@ fn a_dead_member_without_client_urls_in_the_list_is_named_from_an_earlier_poll()
     let v = build("prod", &probes, UNIX_EPOCH);
     assert_eq!(v.endpoints[1].member_name.as_deref(), Some("m1"));
 }
+
+/// What each member's list says: `lists[i]` is the list endpoint i answers with.
+fn with_lists(lists: Vec<Vec<Member>>) -> ClusterView {
+    let (_, mut probes) = three();
+    for (p, list) in probes.iter_mut().zip(lists) {
+        p.members = Ok(list);
+    }
+    build("prod", &probes, UNIX_EPOCH)
+}
+
+#[test]
+fn member_lists_that_agree_are_no_drift() {
+    let (members, _) = three();
+    // The order of the list and of a member's URLs is not a difference.
+    let mut reordered = members.clone();
+    reordered.reverse();
+    let v = with_lists(vec![members.clone(), reordered, members.clone()]);
+    assert!(
+        !v.has_warning(WarningKind::MembershipDrift),
+        "{:?}",
+        v.warnings
+    );
+    assert!(v.membership_drift.is_empty());
+}
+
+#[test]
+fn a_learner_promotion_missing_from_one_member_is_drift() {
+    // Recorded shape of etcd 3.5 before 3.5.20 after a promotion: m2 still lists m2 as a learner.
+    let (members, _) = three();
+    let mut stale = members.clone();
+    stale[2].is_learner = true;
+    let v = with_lists(vec![members.clone(), members.clone(), stale]);
+    let drift: Vec<&Warning> = v
+        .warnings
+        .iter()
+        .filter(|w| w.kind == WarningKind::MembershipDrift)
+        .collect();
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(drift[0].member_id, Some(Id(3)));
+    assert!(
+        drift[0]
+            .message
+            .contains("member m2: a learner here, a voter for the majority"),
+        "{}",
+        drift[0].message
+    );
+    assert!(
+        drift[0].message.contains("2 of 3 members"),
+        "{}",
+        drift[0].message
+    );
+    // Membership drift is a warning, not a failed verdict: the cluster serves.
+    assert!(v.healthy);
+}
+
+#[test]
+fn missing_extra_and_changed_members_are_named() {
+    let (members, _) = three();
+    let mut odd = members.clone();
+    odd.remove(1);
+    odd[0].peer_urls = vec!["http://10.0.0.9:2380".into()];
+    odd.push(Member::new(
+        Id(9),
+        "zombie".into(),
+        vec!["http://127.0.0.1:2490".into()],
+        vec!["http://127.0.0.1:2489".into()],
+        false,
+    ));
+    let v = with_lists(vec![odd, members.clone(), members.clone()]);
+    let d = &v.membership_drift;
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].member_id, Id(1));
+    let all = d[0].differences.join("; ");
+    assert!(all.contains("lacks member m1 (0000000000000002)"), "{all}");
+    assert!(
+        all.contains("lists member zombie (0000000000000009) that the majority does not"),
+        "{all}"
+    );
+    assert!(
+        all.contains("member m0: peer URLs http://10.0.0.9:2380 here, http://127.0.0.1:2380"),
+        "{all}"
+    );
+}
+
+#[test]
+fn stale_rows_are_not_compared() {
+    // The last poll's list of a member still probing may predate a change the others applied.
+    let (members, mut probes) = three();
+    let mut old = members.clone();
+    old.pop();
+    probes[2].members = Ok(old);
+    probes[2].stale = true;
+    let v = build("prod", &probes, UNIX_EPOCH);
+    assert!(
+        !v.has_warning(WarningKind::MembershipDrift),
+        "{:?}",
+        v.warnings
+    );
+}
+
+fn on_version(version: &str) -> ClusterView {
+    let (_, mut probes) = three();
+    for p in &mut probes {
+        if let Ok(s) = &mut p.status {
+            s.version = version.into();
+        }
+    }
+    build("prod", &probes, UNIX_EPOCH)
+}
+
+#[test]
+fn known_bad_versions_are_warned_of_with_the_reference() {
+    let v = on_version("3.5.1");
+    let bad: Vec<&Warning> = v
+        .warnings
+        .iter()
+        .filter(|w| w.kind == WarningKind::KnownBadVersion)
+        .collect();
+    assert_eq!(bad.len(), 1, "one warning naming every member: {bad:?}");
+    assert!(
+        bad[0]
+            .message
+            .starts_with("m0 (3.5.1), m1 (3.5.1), m2 (3.5.1)"),
+        "{}",
+        bad[0].message
+    );
+    assert!(
+        bad[0].message.contains("etcd-io/etcd/issues/13766"),
+        "{}",
+        bad[0].message
+    );
+    let upgrade = v
+        .warnings
+        .iter()
+        .filter(|w| w.kind == WarningKind::UpgradeNotReady)
+        .count();
+    assert_eq!(
+        upgrade, 2,
+        "the learner and the zombie problems: {:?}",
+        v.warnings
+    );
+    // A known-bad version is a warning: the cluster still serves.
+    assert!(v.healthy);
+
+    let fine = on_version("3.5.26");
+    assert!(
+        !fine.has_warning(WarningKind::KnownBadVersion)
+            && !fine.has_warning(WarningKind::UpgradeNotReady),
+        "{:?}",
+        fine.warnings
+    );
+}
+
+fn hashes(pairs: &[(u64, u32)]) -> Consistency {
+    let members = pairs
+        .iter()
+        .map(|(i, h)| (Id(*i), MemberHash::answered(*h, 10, 0.1)))
+        .collect();
+    consistency::judge(50, members, |id| id.to_string(), UNIX_EPOCH, 0.3)
+}
+
+#[test]
+fn an_inconsistency_fails_the_verdict_and_names_the_member() {
+    let (_, probes) = three();
+    let context = BuildContext {
+        consistency: Some(hashes(&[(1, 7), (2, 7), (3, 8)])),
+        ..BuildContext::default()
+    };
+    let v = build_with("prod", &probes, UNIX_EPOCH, &context);
+    assert!(
+        !v.healthy,
+        "members that hold different data are not a healthy cluster"
+    );
+    let w: Vec<&Warning> = v
+        .warnings
+        .iter()
+        .filter(|w| w.kind == WarningKind::DataInconsistent)
+        .collect();
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].member_id, Some(Id(3)));
+    assert!(
+        w[0].message.starts_with("member m2 holds different data"),
+        "{}",
+        w[0].message
+    );
+
+    // Consistent, or unknown: the verdict is the poll's.
+    let mut v = build("prod", &probes, UNIX_EPOCH);
+    v.attach_consistency(hashes(&[(1, 7), (2, 7), (3, 7)]), &Thresholds::default());
+    assert!(v.healthy && !v.has_warning(WarningKind::DataInconsistent));
+    v.attach_consistency(hashes(&[(1, 7), (2, 9)]), &Thresholds::default());
+    assert!(!v.healthy, "attached later, it fails the verdict too");
+}
+
+#[test]
+fn a_corrupt_alarm_is_shown_beside_the_inconsistency() {
+    let (_, mut probes) = three();
+    for p in &mut probes {
+        p.alarms = Ok(vec![Alarm {
+            member_id: Id(3),
+            kind: "CORRUPT".into(),
+        }]);
+    }
+    let context = BuildContext {
+        consistency: Some(hashes(&[(1, 7), (2, 7), (3, 8)])),
+        ..BuildContext::default()
+    };
+    let v = build_with("prod", &probes, UNIX_EPOCH, &context);
+    let w = v
+        .warnings
+        .iter()
+        .find(|w| w.kind == WarningKind::DataInconsistent)
+        .unwrap();
+    assert!(
+        w.message.contains("(CORRUPT alarm active)"),
+        "{}",
+        w.message
+    );
+}

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use super::versions::{Impact, KnownIssue, known_issues};
 use super::{
     ClusterView, EndpointHealth, QuorumState, Thresholds, Warning, WarningKind, same_endpoint,
 };
@@ -34,7 +35,95 @@ pub(super) fn collect(view: &ClusterView, thresholds: &Thresholds) -> Vec<Warnin
     endpoints(view, &mut out);
     membership(view, &mut out);
     vitals(view, thresholds, &mut out);
+    consistency(view, &mut out);
+    drift(view, &mut out);
+    versions(view, &mut out);
     out
+}
+
+/// The last KV hash consistency check, when it found members that disagree: one warning per differing member.
+fn consistency(view: &ClusterView, out: &mut Vec<Warning>) {
+    let Some(c) = view
+        .consistency
+        .as_ref()
+        .filter(|_| view.data_inconsistent())
+    else {
+        return;
+    };
+    for id in &c.differing_members {
+        let name = view
+            .member(*id)
+            .map_or_else(|| id.to_string(), |m| m.display_name());
+        let corrupt = view
+            .alarms
+            .iter()
+            .any(|a| a.member_id == *id && a.kind == "CORRUPT");
+        let alarm = if corrupt {
+            " (CORRUPT alarm active)"
+        } else {
+            ""
+        };
+        out.push(about_member(
+            WarningKind::DataInconsistent,
+            *id,
+            format!("member {name} holds different data{alarm}: {}", c.message),
+        ));
+    }
+}
+
+/// Members whose member list differs from the majority's.
+fn drift(view: &ClusterView, out: &mut Vec<Warning>) {
+    for d in &view.membership_drift {
+        let name = view
+            .member(d.member_id)
+            .map_or_else(|| d.member_id.to_string(), |m| m.display_name());
+        out.push(Warning {
+            kind: WarningKind::MembershipDrift,
+            message: format!(
+                "member {name}'s member list differs from the one {} of {} members give: {}",
+                d.agreeing,
+                d.compared,
+                d.differences.join("; ")
+            ),
+            member_id: Some(d.member_id),
+            endpoint: Some(d.endpoint.clone()),
+        });
+    }
+}
+
+/// Versions with a known problem (see `versions::KNOWN_ISSUES`): one warning per problem, naming the members.
+fn versions(view: &ClusterView, out: &mut Vec<Warning>) {
+    let mut affected: Vec<(&'static KnownIssue, Vec<String>)> = Vec::new();
+    for e in view.endpoints.iter().filter(|e| !view.is_foreign(e)) {
+        let Some(version) = e.version.as_deref() else {
+            continue;
+        };
+        let name = e.member_name.as_deref().unwrap_or(&e.endpoint);
+        for issue in known_issues(version) {
+            let who = format!("{name} ({version})");
+            match affected.iter_mut().find(|(i, _)| *i == issue) {
+                Some((_, members)) if !members.contains(&who) => members.push(who),
+                Some(_) => {}
+                None => affected.push((issue, vec![who])),
+            }
+        }
+    }
+    for (issue, members) in affected {
+        let kind = match issue.impact {
+            Impact::Running => WarningKind::KnownBadVersion,
+            Impact::Upgrade => WarningKind::UpgradeNotReady,
+        };
+        out.push(cluster_wide(
+            kind,
+            format!(
+                "{}: {}; {} ({})",
+                members.join(", "),
+                issue.problem,
+                issue.advice,
+                issue.reference
+            ),
+        ));
+    }
 }
 
 /// Disk, apply and process health from each member's vital signs.

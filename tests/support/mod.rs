@@ -474,7 +474,7 @@ impl EtcdCluster {
         settings
     }
 
-    async fn try_client(&self, i: usize, timeout: Duration) -> Option<Client> {
+    pub async fn try_client(&self, i: usize, timeout: Duration) -> Option<Client> {
         let connector = Connector::new(self.connect_settings(timeout)).expect("harness connector");
         let endpoint = Endpoint::parse(&self.client_url(i)).expect("member URL");
         connector.connect(&endpoint).await.ok()
@@ -611,6 +611,22 @@ impl EtcdCluster {
             let _ = child.wait();
         }
         m.frozen = false;
+    }
+
+    /// SIGTERM, waiting for the member to exit: etcd commits and closes its database first (after a SIGKILL the
+    /// last writes may be in the WAL only, replayed at the next start).
+    pub fn stop(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        m.signal(libc::SIGTERM);
+        if let Some(mut child) = m.child.take() {
+            let _ = child.wait();
+        }
+        m.frozen = false;
+    }
+
+    /// The member's data directory (`member/snap/db` is its bbolt database).
+    pub fn data_dir(&self, i: usize) -> &Path {
+        &self.members[i].data_dir
     }
 
     /// SIGSTOP: the process keeps its sockets open but answers nothing, like a hung member.

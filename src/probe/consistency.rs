@@ -1,0 +1,268 @@
+//! The KV hash consistency check: HashKV on every voting member, one after another, at one pinned revision that
+//! all of them have applied; judged by `view::consistency`.
+//!
+//! Why pinned: HashKV without a revision hashes each member's own latest revision, and members a few writes
+//! apart then "differ" although nothing is wrong (what `etcdctl endpoint hashkv` shows under writes). The pinned
+//! revision is the lowest current revision among the members, read just before: every member has applied it,
+//! and a compaction is the least likely to have passed it. Why one after another: HashKV walks the whole
+//! keyspace of the member's database, so the cluster pays for one walk at a time, followers first and the
+//! leader last (as a defragmentation goes).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use etcd_client::Client;
+
+use crate::etcd::connect::Connector;
+use crate::etcd::endpoint::Endpoint;
+use crate::etcd::error as failure;
+use crate::id::Id;
+use crate::units::human_bytes;
+use crate::view::consistency::judge;
+use crate::view::{ClusterView, Consistency, ConsistencyState, MemberHash};
+
+/// The bounds of a check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsistencyOptions {
+    /// A member whose database is larger is not hashed (its result is then unknown): the walk's cost grows with
+    /// the database.
+    pub max_db_size: Option<u64>,
+    /// How long one member's HashKV may take.
+    pub member_timeout: Duration,
+}
+
+pub const DEFAULT_MAX_DB_SIZE: u64 = 8 << 30;
+pub const DEFAULT_MEMBER_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for ConsistencyOptions {
+    fn default() -> Self {
+        ConsistencyOptions {
+            max_db_size: Some(DEFAULT_MAX_DB_SIZE),
+            member_timeout: DEFAULT_MEMBER_TIMEOUT,
+        }
+    }
+}
+
+/// A voting member to hash, and how to reach it.
+struct Voter {
+    id: Id,
+    endpoint: Endpoint,
+    client: Option<Client>,
+}
+
+/// How often the whole check is tried when a compaction got in the way (it moves the compact revision of the
+/// members between two calls): once more, at a fresh revision.
+const ATTEMPTS: usize = 2;
+
+/// Checks the voting members of the cluster `view` describes. Never fails: what went wrong is in the result.
+pub async fn check(
+    view: &ClusterView,
+    connector: &Connector,
+    options: &ConsistencyOptions,
+) -> Consistency {
+    let started = Instant::now();
+    let mut result = attempt(view, connector, options, None).await;
+    for _ in 1..ATTEMPTS {
+        let compaction_got_in_the_way = result.state == ConsistencyState::Unknown
+            && (result.message.contains("compaction ran")
+                || result
+                    .members
+                    .values()
+                    .any(|m| m.error.as_deref().is_some_and(|e| e.contains("compacted"))));
+        if !compaction_got_in_the_way {
+            break;
+        }
+        tracing::debug!(
+            cluster = view.cluster,
+            "a compaction got in the way: checking again"
+        );
+        result = attempt(view, connector, options, None).await;
+    }
+    result.seconds = started.elapsed().as_secs_f64();
+    result
+}
+
+/// The check at a revision chosen by the caller (once, without the retry): what a revision some member has
+/// compacted, or has not reached, comes to.
+pub async fn check_at(
+    view: &ClusterView,
+    connector: &Connector,
+    options: &ConsistencyOptions,
+    revision: i64,
+) -> Consistency {
+    attempt(view, connector, options, Some(revision)).await
+}
+
+async fn attempt(
+    view: &ClusterView,
+    connector: &Connector,
+    options: &ConsistencyOptions,
+    pinned: Option<i64>,
+) -> Consistency {
+    let checked_at = SystemTime::now();
+    let started = Instant::now();
+    let name = |id: Id| {
+        view.member(id)
+            .map_or_else(|| id.to_string(), |m| m.display_name())
+    };
+    let mut answers: BTreeMap<Id, MemberHash> = BTreeMap::new();
+    let mut voters: Vec<Voter> = Vec::new();
+    for m in view.members.iter().filter(|m| !m.is_learner) {
+        match reachable(view, m.id, options) {
+            Ok(endpoint) => voters.push(Voter {
+                id: m.id,
+                endpoint,
+                client: None,
+            }),
+            Err(why) => {
+                answers.insert(m.id, MemberHash::failed(why, None));
+            }
+        }
+    }
+    if voters.is_empty() && answers.is_empty() {
+        return Consistency::unknown(
+            checked_at,
+            answers,
+            "no voting member is known (no member list read)".into(),
+        );
+    }
+    // The pinned revision: the lowest current revision, read from every member now.
+    let mut revisions: Vec<i64> = Vec::new();
+    for v in &mut voters {
+        match current_revision(connector, v).await {
+            Ok(rev) => revisions.push(rev),
+            Err(why) => {
+                answers.insert(v.id, MemberHash::failed(why, None));
+            }
+        }
+    }
+    let Some(revision) = pinned.or_else(|| revisions.into_iter().min()) else {
+        let reasons: Vec<String> = answers
+            .iter()
+            .filter_map(|(id, m)| Some(format!("{}: {}", name(*id), m.error.as_deref()?)))
+            .collect();
+        return Consistency::unknown(
+            checked_at,
+            answers,
+            format!(
+                "no voting member could be asked for a revision to pin: {}",
+                reasons.join("; ")
+            ),
+        );
+    };
+    // Followers first, the leader last; members that did not answer Status are not asked.
+    voters.retain(|v| !answers.contains_key(&v.id));
+    voters.sort_by_key(|v| Some(v.id) == view.leader_id);
+    for v in &mut voters {
+        let answer = hash_at(v, revision, options.member_timeout).await;
+        answers.insert(v.id, answer);
+    }
+    judge(
+        revision,
+        answers,
+        name,
+        checked_at,
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+/// The endpoint through which the view reached this member this poll, or why it is not hashed.
+fn reachable(
+    view: &ClusterView,
+    member: Id,
+    options: &ConsistencyOptions,
+) -> Result<Endpoint, String> {
+    let rows: Vec<_> = view
+        .endpoints
+        .iter()
+        .filter(|e| e.member_id == Some(member) && !view.is_foreign(e))
+        .collect();
+    let Some(row) = rows.iter().find(|e| e.raft_term.is_some()) else {
+        return Err(match rows.first() {
+            Some(e) => format!(
+                "not reachable: {}",
+                e.error.as_deref().unwrap_or("it did not answer")
+            ),
+            None => "not probed: none of the endpoints reaches it".into(),
+        });
+    };
+    if let (Some(size), Some(max)) = (row.db_size_bytes, options.max_db_size)
+        && size > max
+    {
+        return Err(format!(
+            "not hashed: its database is {}, over max_db_size {}",
+            human_bytes(size),
+            human_bytes(max)
+        ));
+    }
+    Endpoint::parse(&row.endpoint).map_err(|e| format!("{}: {e}", row.endpoint))
+}
+
+/// Connects (once per check) and reads the member's current revision from Status, checking that the endpoint
+/// still answers as this member.
+async fn current_revision(connector: &Connector, voter: &mut Voter) -> Result<i64, String> {
+    let client = connector
+        .connect(&voter.endpoint)
+        .await
+        .map_err(|e| e.to_string())?;
+    let timeout = connector.settings().command_timeout;
+    let status = match tokio::time::timeout(timeout, client.maintenance_client().status()).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(format!(
+                "Status failed: {}",
+                failure::describe_etcd_error(&e)
+            ));
+        }
+        Err(_) => {
+            return Err(format!(
+                "Status timed out after {}",
+                humantime::format_duration(timeout)
+            ));
+        }
+    };
+    let header = status.header().ok_or("Status answered without a header")?;
+    if header.member_id() != voter.id.0 {
+        return Err(format!(
+            "{} now answers as member {}",
+            voter.endpoint.url(),
+            Id(header.member_id())
+        ));
+    }
+    voter.client = Some(client);
+    Ok(header.revision())
+}
+
+/// HashKV at `revision` on one member, bounded by `timeout`.
+async fn hash_at(voter: &mut Voter, revision: i64, timeout: Duration) -> MemberHash {
+    let Some(client) = voter.client.as_ref() else {
+        return MemberHash::failed("not connected".into(), None);
+    };
+    let started = Instant::now();
+    let mut maintenance = client.maintenance_client();
+    let outcome = tokio::time::timeout(timeout, maintenance.hash_kv(revision)).await;
+    let seconds = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(Ok(r)) => MemberHash::answered(r.hash(), r.compact_version(), seconds),
+        Ok(Err(e)) => {
+            let message = failure::describe_etcd_error(&e);
+            let why = if message.contains("compacted") {
+                format!("revision {revision} was compacted on this member meanwhile ({message})")
+            } else if message.contains("future revision") {
+                format!("revision {revision} is in this member's future: it is behind ({message})")
+            } else if message.contains("permission denied") {
+                format!("HashKV needs the root role: {message}")
+            } else {
+                format!("HashKV failed: {message}")
+            };
+            MemberHash::failed(why, Some(seconds))
+        }
+        Err(_) => MemberHash::failed(
+            format!(
+                "HashKV did not answer within {} (member_timeout)",
+                humantime::format_duration(timeout)
+            ),
+            Some(seconds),
+        ),
+    }
+}
