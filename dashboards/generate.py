@@ -190,6 +190,18 @@ panel("state-timeline", "Alarms", [(f"etcd_sentinel_alarm_active{{{C}}}", "{{mem
                                               "1": {"text": "raised", "color": "red"}}}],
       options={"showValue": "never", "mergeValues": True})
 
+panel("stat", "KV hashes", [(f"etcd_sentinel_cluster_kv_consistent{{{C}}}", "")], w=8, h=4, options=STAT,
+      mappings=yes_no("agree", "DIFFER"),
+      description="The last consistency check: the voting members' HashKV at one pinned revision. No value: "
+                  "unknown (GET /api/v1/clusters/$cluster, key consistency, says why).")
+panel("stat", "Last consistency check", [
+    (f"time() - etcd_sentinel_cluster_kv_consistency_check_timestamp_seconds{{{C}}}", "")], w=8, h=4, unit="s",
+      options={**STAT, "colorMode": "none"}, description="Age of the last check, whatever its result.")
+panel("stat", "Consistency check duration", [
+    (f"etcd_sentinel_cluster_kv_consistency_check_duration_seconds{{{C}}}", "")], w=8, h=4, unit="s",
+      options={**STAT, "colorMode": "none"},
+      description="HashKV reads every member's whole database, one member after another.")
+
 # --- Latency -------------------------------------------------------------------------------------------------
 row("Latency")
 panel("timeseries", "WAL fsync p99", [
