@@ -180,6 +180,10 @@ fn consistency(previous: &ClusterView, current: &ClusterView, out: &mut Events) 
         _ => None,
     };
     out.push(kind, now.message.clone(), member, None);
+    // When the check ended, not when the view it was shown on was polled.
+    if let Some(event) = out.list.last_mut() {
+        event.time = now.checked_at + std::time::Duration::from_secs_f64(now.seconds.max(0.0));
+    }
 }
 
 /// Only the member list as read this poll tells who joined or left: an unreachable cluster does not look emptied.

@@ -184,6 +184,12 @@ pub fn check_s3_prefix(prefix: &str) -> Result<(), String> {
 /// so that they exclude each other out of the box.
 pub const DEFAULT_LOCK_PREFIX: &str = "/etcd-sentinel/maintenance";
 
+/// The KV hash consistency check's defaults (`[cluster.consistency]`, `status --consistency`): every 5 minutes,
+/// members up to 8 GiB, a minute per member's HashKV.
+pub const DEFAULT_CONSISTENCY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+pub const DEFAULT_CONSISTENCY_MAX_DB_SIZE: u64 = 8 << 30;
+pub const DEFAULT_HASH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The key prefix of the maintenance lock in etcd: absolute, printable, at most 256 bytes; returned without a
 /// trailing slash (the lock's keys go under it).
 pub fn check_lock_prefix(prefix: &str) -> Result<String, String> {

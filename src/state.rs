@@ -41,6 +41,9 @@ pub struct DefragMemory {
     /// Held by a defragmentation run for the whole run and by a consistency check for the whole check: HashKV
     /// is never asked of a member this process defragments (it would wait for the rewrite to end).
     pub member_work: Arc<tokio::sync::Mutex<()>>,
+    /// Stops the consistency check in progress: a defragmentation about to start pulls it rather than wait for a
+    /// check that only reads.
+    pub consistency_stop: Mutex<Option<tokio_util::sync::CancellationToken>>,
 }
 
 impl History {

@@ -366,6 +366,9 @@ pub struct ClusterView {
     pub alarms_stale: bool,
     /// The last KV hash consistency check; `null` until one ran.
     pub consistency: Option<Consistency>,
+    /// The verdict of the poll alone, before the consistency check's result is counted in.
+    #[serde(skip)]
+    pub poll_healthy: bool,
     /// Members whose member list differs from the majority's (shown as `membership_drift` warnings).
     #[serde(skip)]
     pub membership_drift: Vec<Drift>,
@@ -398,7 +401,7 @@ impl ClusterView {
     /// Sets the result of a consistency check, and what follows from it: the warnings and the verdict.
     pub fn attach_consistency(&mut self, consistency: Consistency, thresholds: &Thresholds) {
         self.consistency = Some(consistency);
-        self.healthy = self.healthy && !self.data_inconsistent();
+        self.healthy = self.poll_healthy && !self.data_inconsistent();
         self.warnings = warnings::collect(self, thresholds);
     }
 
@@ -609,11 +612,12 @@ pub fn build_with(
         alarms: alarms.into_iter().collect(),
         alarms_stale,
         consistency,
+        poll_healthy: healthy,
         membership_drift,
         warnings: Vec::new(),
     };
     // Members that hold different data fail the verdict as a CORRUPT alarm does.
-    view.healthy = view.healthy && !view.data_inconsistent();
+    view.healthy = view.poll_healthy && !view.data_inconsistent();
     view.warnings = warnings::collect(&view, &context.thresholds);
     view
 }

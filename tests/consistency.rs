@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use etcd_sentinel::etcd::connect::{ConnectSettings, Connector};
 use etcd_sentinel::etcd::endpoint::Endpoint;
-use etcd_sentinel::probe::consistency::{ConsistencyOptions, check, check_at};
+use etcd_sentinel::probe::consistency::{ConsistencyOptions, NeverBusy, check, check_at};
 use etcd_sentinel::probe::poller::ClusterPoller;
 use etcd_sentinel::settings::Target;
 use etcd_sentinel::view::{ClusterView, ConsistencyState};
@@ -182,7 +182,7 @@ async fn a_down_member_or_an_unusable_revision_is_unknown_never_a_pass() {
     assert_eq!(c.state, ConsistencyState::Unknown, "{}", c.message);
     assert!(c.message.contains("future"), "{}", c.message);
     // The check itself pins a revision that works, compacted history or not.
-    let c = check(&view, &connector, &options).await;
+    let c = check(&view, &connector, &options, &NeverBusy).await;
     assert_eq!(c.state, ConsistencyState::Consistent, "{}", c.message);
     assert!(c.revision.unwrap() >= current, "{c:?}");
     assert!(
@@ -194,10 +194,10 @@ async fn a_down_member_or_an_unusable_revision_is_unknown_never_a_pass() {
 
     // A member too large for max_db_size is not hashed: unknown, and why.
     let small = ConsistencyOptions {
-        max_db_size: Some(1024),
+        max_db_size: 1024,
         ..ConsistencyOptions::default()
     };
-    let c = check(&view, &connector, &small).await;
+    let c = check(&view, &connector, &small, &NeverBusy).await;
     assert_eq!(c.state, ConsistencyState::Unknown);
     assert!(c.message.contains("over max_db_size"), "{}", c.message);
 
@@ -334,7 +334,8 @@ async fn the_daemon_checks_on_its_own_schedule_and_exports_the_result() {
     let daemon = Daemon::start(&config_for(&[(
         "c",
         &cluster,
-        "interval = \"1s\"\n[cluster.consistency]\ninterval = \"2s\"",
+        // Polls far apart: a check's result is shown at once, not at the next poll.
+        "interval = \"30s\"\n[cluster.consistency]\ninterval = \"2s\"",
     )]));
     daemon.wait_ready().await;
     let view = wait_for("a consistency check", Duration::from_secs(15), || async {
@@ -385,4 +386,36 @@ async fn the_daemon_checks_on_its_own_schedule_and_exports_the_result() {
         .collect();
     assert!(kinds.contains(&"data_consistent"), "{kinds:?}");
     assert!(kinds.contains(&"consistency_unknown"), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn no_member_is_hashed_while_a_defragmentation_holds_the_lock() {
+    use etcd_sentinel::maintenance::lock::{LockSettings, MaintenanceLock, Owner};
+    let cluster = EtcdCluster::start(3).await;
+    let lock = MaintenanceLock::acquire(
+        vec![cluster.client(0).await],
+        &LockSettings::default(),
+        Owner::me("defrag of prod"),
+    )
+    .await
+    .unwrap();
+    let (code, view, out) = status_consistency(&cluster, &[]).await;
+    assert_eq!(code, 1, "{out}");
+    let c = &view["consistency"];
+    assert_eq!(c["state"], "unknown", "{c:#}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not checked: a defragmentation is running: defrag of prod on"),
+        "{c:#}"
+    );
+    assert!(
+        c["members"].as_object().unwrap().is_empty(),
+        "nobody was asked: {c:#}"
+    );
+    lock.release().await;
+    let (code, view, out) = status_consistency(&cluster, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(view["consistency"]["state"], "consistent");
 }

@@ -113,9 +113,14 @@ fn from_flags(args: &RunArgs) -> Result<Config, CliError> {
 pub async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let (config, source) = match &args.config {
         Some(path) => {
-            if args.connection.endpoints.is_some() || args.interval.is_some() {
+            if args.connection.endpoints.is_some()
+                || args.interval.is_some()
+                || args.consistency_interval.is_some()
+            {
                 return Err(CliError::Usage(
-                    "use either --config or --endpoints/--interval, not both".into(),
+                    "use either --config or --endpoints/--interval/--consistency-interval, not both \
+                     ([cluster.consistency] in the file)"
+                        .into(),
                 ));
             }
             let config = config::load(path).map_err(|e| CliError::Usage(e.to_string()))?;

@@ -54,15 +54,15 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
     // A TLS file that cannot be read is a usage error (exit 2); nothing was tried yet.
     let connector = Connector::new(settings).map_err(|e| CliError::Usage(e.to_string()))?;
 
-    let lock_prefix = etcd_sentinel::settings::check_lock_prefix(&args.lock_prefix)
-        .map_err(|e| CliError::Usage(format!("--lock-prefix: {e}")))?;
     let thresholds = target.thresholds;
     let connector = Arc::new(connector);
     let mut poller = ClusterPoller::new(target, connector.clone()).one_shot();
     let mut view = poller.poll().await;
     if args.consistency {
+        let lock_prefix = etcd_sentinel::settings::check_lock_prefix(&args.lock_prefix)
+            .map_err(|e| CliError::Usage(format!("--lock-prefix: {e}")))?;
         let options = ConsistencyOptions {
-            max_db_size: Some(args.max_db_size),
+            max_db_size: args.max_db_size,
             member_timeout: args.hash_timeout,
         };
         let result = match consistency::check_unless_defragmenting(

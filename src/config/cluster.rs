@@ -113,16 +113,10 @@ fn consistency(
     raw: &RawConsistency,
 ) -> Result<ConsistencyConfig, ConfigError> {
     let key = |name: &str| keys.key(&format!("consistency.{name}"));
+    // Durations are longer than zero (`enabled = false` turns the check off).
     let positive = |raw: &Option<Spanned<String>>, name: &str, default: Duration| match raw {
         None => Ok(default),
-        Some(v) => match src.duration(v, key(name))? {
-            d if d.is_zero() => Err(src.invalid(
-                v,
-                key(name),
-                "must be longer than 0 (enabled = false turns the check off)",
-            )),
-            d => Ok(d),
-        },
+        Some(v) => src.duration(v, key(name)),
     };
     let interval = positive(
         &raw.interval,
@@ -191,13 +185,7 @@ fn defrag(
     };
     let bytes = |raw: &Option<Spanned<RawBytes>>, name: &str, default: u64| match raw {
         None => Ok(default),
-        Some(v) => match v.get_ref() {
-            RawBytes::Bytes(n) => u64::try_from(*n)
-                .map_err(|_| src.invalid(v, key(name), format!("{n}: a size is not negative"))),
-            RawBytes::Text(t) => {
-                crate::units::parse_bytes(t).map_err(|e| src.invalid(v, key(name), e))
-            }
-        },
+        Some(v) => bytes(src, v, key(name)),
     };
     let threshold = match &d.disalarm_threshold {
         None => 0.9,

@@ -86,9 +86,9 @@ pub struct ConsistencyConfig {
 }
 
 impl ConsistencyConfig {
-    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
-    pub const DEFAULT_MAX_DB_SIZE: u64 = 8 << 30;
-    pub const DEFAULT_HASH_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_INTERVAL: Duration = crate::settings::DEFAULT_CONSISTENCY_INTERVAL;
+    pub const DEFAULT_MAX_DB_SIZE: u64 = crate::settings::DEFAULT_CONSISTENCY_MAX_DB_SIZE;
+    pub const DEFAULT_HASH_TIMEOUT: Duration = crate::settings::DEFAULT_HASH_TIMEOUT;
 }
 
 impl Default for ConsistencyConfig {
@@ -622,6 +622,52 @@ cp-1 = "http://10.0.0.1:2381/metrics"
 
     fn error_of(text: &str) -> String {
         parse("s.toml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_consistency_check_is_on_by_default_and_configurable() {
+        let one = "[[cluster]]\nname = \"a\"\nendpoints = [\"a:1\"]\n";
+        let c = &parse("s.toml", one).unwrap().clusters[0];
+        assert_eq!(c.consistency, ConsistencyConfig::default());
+        assert_eq!(c.consistency.interval, Some(Duration::from_secs(300)));
+        let c = &parse(
+            "s.toml",
+            &format!("{one}[cluster.consistency]\ninterval = \"1h\"\nmax_db_size = \"2GiB\"\nhash_timeout = \"2m\"\n"),
+        )
+        .unwrap()
+        .clusters[0];
+        assert_eq!(c.consistency.interval, Some(Duration::from_secs(3600)));
+        assert_eq!(c.consistency.max_db_size, 2 << 30);
+        assert_eq!(c.consistency.hash_timeout, Duration::from_secs(120));
+        let off = &parse(
+            "s.toml",
+            &format!("{one}[cluster.consistency]\nenabled = false\n"),
+        )
+        .unwrap()
+        .clusters[0];
+        assert_eq!(off.consistency.interval, None);
+        for (table, expected) in [
+            (
+                "interval = \"0s\"",
+                "s.toml:5: cluster[0].consistency.interval: \"0s\": must be longer than zero",
+            ),
+            (
+                "max_db_size = 0",
+                "s.toml:5: cluster[0].consistency.max_db_size: 0 would hash no member",
+            ),
+            (
+                "max_db_size = \"lots\"",
+                "s.toml:5: cluster[0].consistency.max_db_size",
+            ),
+            (
+                "hash_timeout = \"soon\"",
+                "s.toml:5: cluster[0].consistency.hash_timeout",
+            ),
+            ("intervall = \"5m\"", "unknown field `intervall`"),
+        ] {
+            let e = error_of(&format!("{one}[cluster.consistency]\n{table}\n"));
+            assert!(e.contains(expected), "{table}: {e}");
+        }
     }
 
     #[test]

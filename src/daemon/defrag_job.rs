@@ -129,7 +129,16 @@ impl DefragJob {
     /// like the API's kill switch.
     pub async fn run_once(&self, started_by: String, shutdown: &CancellationToken) {
         use futures_util::FutureExt;
-        // A consistency check in progress ends first (bounded by its hash timeouts).
+        // A consistency check in progress is stopped (it only reads; its last result stands) and ends first.
+        if let Some(check) = self
+            .memory
+            .consistency_stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            check.cancel();
+        }
         let _exclusive = tokio::select! {
             guard = self.memory.member_work.lock() => guard,
             () = shutdown.cancelled() => return,

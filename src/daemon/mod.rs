@@ -190,12 +190,12 @@ impl Daemon {
                 cluster: config.name.clone(),
                 every,
                 options: ConsistencyOptions {
-                    max_db_size: Some(config.consistency.max_db_size),
+                    max_db_size: config.consistency.max_db_size,
                     member_timeout: config.consistency.hash_timeout,
                 },
                 lock_prefix: config.lock_prefix.clone(),
                 connector: connector.clone(),
-                member_work: history.defrag.member_work.clone(),
+                memory: history.defrag.clone(),
                 publish: consistency_tx,
             };
             let complete = complete.clone();

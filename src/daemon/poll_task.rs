@@ -107,6 +107,10 @@ pub async fn run(
         .last_view();
     if let Some(view) = last {
         poller.resume_from(&view);
+        // A reload that turned the check off: no check will replace the last result, so it is not shown.
+        if config.consistency.interval.is_none() {
+            poller.set_consistency(None);
+        }
     }
     let mut ticker = tokio::time::interval(config.interval);
     // A poll that overruns its interval delays the next one instead of causing a burst of catch-up polls.

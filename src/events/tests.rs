@@ -384,4 +384,27 @@ fn a_consistency_check_is_an_event_when_its_state_changes() {
         "{}",
         odd[0].message
     );
+    assert_eq!(
+        odd[0].time,
+        UNIX_EPOCH + Duration::from_secs_f64(0.2),
+        "stamped when the check ended"
+    );
+    // A member down at the next check: unknown, an event of its own.
+    let mut unknown = view_of(&probes, 5);
+    let members = [
+        (crate::id::Id(1), MemberHash::answered(7, 5, 0.1)),
+        (
+            crate::id::Id(2),
+            MemberHash::failed("not reachable".into(), None),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    unknown.attach_consistency(
+        judge(41, members, |id| id.to_string(), UNIX_EPOCH, 0.2),
+        &Thresholds::default(),
+    );
+    let events = diff(&with([7, 7, 8], 4), &unknown);
+    assert_eq!(kinds(&events), vec![EventKind::ConsistencyUnknown]);
+    assert!(!EventKind::ConsistencyUnknown.is_bad());
 }

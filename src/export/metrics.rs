@@ -840,10 +840,7 @@ impl ClusterFamilies {
         self.kv_consistent
             .with_label_values(&[cluster])
             .set(flag(consistent));
-        for (id, m) in &c.members {
-            if m.hash.is_none() {
-                continue;
-            }
+        for id in &c.compared_members {
             let name = view.member(*id).map(|m| m.name.clone()).unwrap_or_default();
             self.member_kv_consistent
                 .with_label_values(&[cluster, name.as_str(), id.to_string().as_str()])

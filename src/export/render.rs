@@ -264,14 +264,12 @@ pub fn table(view: &ClusterView, options: &TableOptions) -> String {
 }
 
 /// Whether the cluster may be upgraded to the next minor version, in one line: what stands in the way (the
-/// warnings say the details), or `ready` with the version every member runs. `None` when no version is known.
+/// warnings say the details), `ready` with the version every member runs, or `unknown` while some member's
+/// version is not known. `None` when no version is known at all.
 fn upgrade_line(view: &ClusterView) -> Option<String> {
-    let versions: std::collections::BTreeSet<&str> = view
-        .endpoints
-        .iter()
-        .filter(|e| !view.is_foreign(e))
-        .filter_map(|e| e.version.as_deref())
-        .collect();
+    let ours = || view.endpoints.iter().filter(|e| !view.is_foreign(e));
+    let versions: std::collections::BTreeSet<&str> =
+        ours().filter_map(|e| e.version.as_deref()).collect();
     let first = *versions.iter().next()?;
     let mut blockers: Vec<&str> = Vec::new();
     for w in &view.warnings {
@@ -280,19 +278,32 @@ fn upgrade_line(view: &ClusterView) -> Option<String> {
             WarningKind::UpgradeNotReady => "a version to upgrade (patch) before the next minor",
             WarningKind::VersionSkew => "members on different versions",
             WarningKind::LearnerPresent => "a learner not promoted",
+            WarningKind::MembershipDrift => "members that disagree about the membership",
+            WarningKind::DataInconsistent => "members that hold different data",
             _ => continue,
         };
         if !blockers.contains(&what) {
             blockers.push(what);
         }
     }
-    Some(if blockers.is_empty() {
-        format!("upgrade readiness: ready (every member runs {first})")
-    } else {
+    let silent: Vec<&str> = ours()
+        .filter(|e| e.version.is_none())
+        .map(|e| e.member_name.as_deref().unwrap_or(&e.endpoint))
+        .collect();
+    Some(if !blockers.is_empty() {
         format!(
             "upgrade readiness: not ready: {} (see warnings)",
             blockers.join(", ")
         )
+    } else if !silent.is_empty() || !view.healthy {
+        let why = if silent.is_empty() {
+            "the cluster is not healthy".to_string()
+        } else {
+            format!("no version known for {}", silent.join(", "))
+        };
+        format!("upgrade readiness: unknown ({why})")
+    } else {
+        format!("upgrade readiness: ready (every member runs {first})")
     })
 }
 

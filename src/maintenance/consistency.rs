@@ -6,7 +6,8 @@
 
 use crate::etcd::connect::Connector;
 use crate::etcd::endpoint::Endpoint;
-use crate::probe::consistency::{ConsistencyOptions, check};
+use crate::id::Id;
+use crate::probe::consistency::{Busy, ConsistencyOptions, check};
 use crate::view::{ClusterView, Consistency};
 
 use super::lock;
@@ -40,15 +41,37 @@ pub async fn defragmenting(
     }
 }
 
-/// The check, unless another runner defragments the cluster: then `Err` with who does.
+/// A member is busy while a defragmentation holds the maintenance lock (the lock does not say which member it is
+/// on, so every member is).
+struct DefragLock<'a> {
+    connector: &'a Connector,
+    view: &'a ClusterView,
+    prefix: &'a str,
+}
+
+impl Busy for DefragLock<'_> {
+    async fn busy(&self, _member: Id) -> Option<String> {
+        defragmenting(self.connector, self.view, self.prefix)
+            .await
+            .map(|holder| format!("a defragmentation is running: {holder}"))
+    }
+}
+
+/// The check, unless another runner defragments the cluster: then `Err` with who does. A defragmentation that
+/// starts during the check leaves the members not hashed yet out (the result is then unknown).
 pub async fn check_unless_defragmenting(
     view: &ClusterView,
     connector: &Connector,
     options: &ConsistencyOptions,
     lock_prefix: &str,
 ) -> Result<Consistency, String> {
-    if let Some(holder) = defragmenting(connector, view, lock_prefix).await {
-        return Err(format!("a defragmentation is running: {holder}"));
+    let lock = DefragLock {
+        connector,
+        view,
+        prefix: lock_prefix,
+    };
+    if let Some(why) = lock.busy(Id(0)).await {
+        return Err(why);
     }
-    Ok(check(view, connector, options).await)
+    Ok(check(view, connector, options, &lock).await)
 }

@@ -26,20 +26,31 @@ use crate::view::{ClusterView, Consistency, ConsistencyState, MemberHash};
 pub struct ConsistencyOptions {
     /// A member whose database is larger is not hashed (its result is then unknown): the walk's cost grows with
     /// the database.
-    pub max_db_size: Option<u64>,
+    pub max_db_size: u64,
     /// How long one member's HashKV may take.
     pub member_timeout: Duration,
 }
 
-pub const DEFAULT_MAX_DB_SIZE: u64 = 8 << 30;
-pub const DEFAULT_MEMBER_TIMEOUT: Duration = Duration::from_secs(60);
-
 impl Default for ConsistencyOptions {
     fn default() -> Self {
         ConsistencyOptions {
-            max_db_size: Some(DEFAULT_MAX_DB_SIZE),
-            member_timeout: DEFAULT_MEMBER_TIMEOUT,
+            max_db_size: crate::settings::DEFAULT_CONSISTENCY_MAX_DB_SIZE,
+            member_timeout: crate::settings::DEFAULT_HASH_TIMEOUT,
         }
+    }
+}
+
+/// Asked before each member's HashKV: why it must not be hashed now (it is being defragmented), if so.
+pub trait Busy {
+    fn busy(&self, member: Id) -> impl std::future::Future<Output = Option<String>> + Send;
+}
+
+/// Nothing is ever busy (one-shot checks that looked once, tests).
+pub struct NeverBusy;
+
+impl Busy for NeverBusy {
+    async fn busy(&self, _member: Id) -> Option<String> {
+        None
     }
 }
 
@@ -59,16 +70,13 @@ pub async fn check(
     view: &ClusterView,
     connector: &Connector,
     options: &ConsistencyOptions,
+    busy: &impl Busy,
 ) -> Consistency {
     let started = Instant::now();
-    let mut result = attempt(view, connector, options, None).await;
+    let mut result = attempt(view, connector, options, None, busy).await;
     for _ in 1..ATTEMPTS {
-        let compaction_got_in_the_way = result.state == ConsistencyState::Unknown
-            && (result.message.contains("compaction ran")
-                || result
-                    .members
-                    .values()
-                    .any(|m| m.error.as_deref().is_some_and(|e| e.contains("compacted"))));
+        let compaction_got_in_the_way =
+            result.state == ConsistencyState::Unknown && result.compaction_interfered;
         if !compaction_got_in_the_way {
             break;
         }
@@ -76,7 +84,7 @@ pub async fn check(
             cluster = view.cluster,
             "a compaction got in the way: checking again"
         );
-        result = attempt(view, connector, options, None).await;
+        result = attempt(view, connector, options, None, busy).await;
     }
     result.seconds = started.elapsed().as_secs_f64();
     result
@@ -90,7 +98,7 @@ pub async fn check_at(
     options: &ConsistencyOptions,
     revision: i64,
 ) -> Consistency {
-    attempt(view, connector, options, Some(revision)).await
+    attempt(view, connector, options, Some(revision), &NeverBusy).await
 }
 
 async fn attempt(
@@ -98,6 +106,7 @@ async fn attempt(
     connector: &Connector,
     options: &ConsistencyOptions,
     pinned: Option<i64>,
+    busy: &impl Busy,
 ) -> Consistency {
     let checked_at = SystemTime::now();
     let started = Instant::now();
@@ -154,7 +163,11 @@ async fn attempt(
     voters.retain(|v| !answers.contains_key(&v.id));
     voters.sort_by_key(|v| Some(v.id) == view.leader_id);
     for v in &mut voters {
-        let answer = hash_at(v, revision, options.member_timeout).await;
+        // Asked again before each member: a defragmentation may have started since the check began.
+        let answer = match busy.busy(v.id).await {
+            Some(why) => MemberHash::failed(format!("not hashed: {why}"), None),
+            None => hash_at(v, revision, options.member_timeout).await,
+        };
         answers.insert(v.id, answer);
     }
     judge(
@@ -186,13 +199,13 @@ fn reachable(
             None => "not probed: none of the endpoints reaches it".into(),
         });
     };
-    if let (Some(size), Some(max)) = (row.db_size_bytes, options.max_db_size)
-        && size > max
+    if let Some(size) = row.db_size_bytes
+        && size > options.max_db_size
     {
         return Err(format!(
             "not hashed: its database is {}, over max_db_size {}",
             human_bytes(size),
-            human_bytes(max)
+            human_bytes(options.max_db_size)
         ));
     }
     Endpoint::parse(&row.endpoint).map_err(|e| format!("{}: {e}", row.endpoint))
@@ -243,12 +256,32 @@ async fn hash_at(voter: &mut Voter, revision: i64, timeout: Duration) -> MemberH
     let outcome = tokio::time::timeout(timeout, maintenance.hash_kv(revision)).await;
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
-        Ok(Ok(r)) => MemberHash::answered(r.hash(), r.compact_version(), seconds),
+        // Through a load balancer or after a reconnection another member could answer: its hash must not count
+        // for this one.
+        Ok(Ok(r)) => match r.header().map(|h| h.member_id()) {
+            Some(id) if id == voter.id.0 => {
+                MemberHash::answered(r.hash(), r.compact_version(), seconds)
+            }
+            other => MemberHash::failed(
+                format!(
+                    "HashKV was answered by member {} through {}",
+                    other.map_or_else(|| "(unnamed)".to_string(), |id| Id(id).to_string()),
+                    voter.endpoint.url()
+                ),
+                Some(seconds),
+            ),
+        },
         Ok(Err(e)) => {
             let message = failure::describe_etcd_error(&e);
-            let why = if message.contains("compacted") {
-                format!("revision {revision} was compacted on this member meanwhile ({message})")
-            } else if message.contains("future revision") {
+            if message.contains("compacted") {
+                return MemberHash::compacted(
+                    format!(
+                        "revision {revision} was compacted on this member meanwhile ({message})"
+                    ),
+                    Some(seconds),
+                );
+            }
+            let why = if message.contains("future revision") {
                 format!("revision {revision} is in this member's future: it is behind ({message})")
             } else if message.contains("permission denied") {
                 format!("HashKV needs the root role: {message}")

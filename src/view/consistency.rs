@@ -33,6 +33,15 @@ impl ConsistencyState {
 
 crate::names::serialize_as_name!(ConsistencyState);
 
+/// Why a member gave no hash, when the check can do something about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashFailure {
+    /// The pinned revision was compacted on the member meanwhile: a check at a fresh revision may succeed.
+    Compacted,
+    /// Anything else (down, refused, in its future, too large, timed out).
+    Other,
+}
+
 /// What one member answered to HashKV at the pinned revision, or why it did not.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemberHash {
@@ -42,6 +51,8 @@ pub struct MemberHash {
     pub error: Option<String>,
     /// How long the member took to answer.
     pub seconds: Option<f64>,
+    #[serde(skip)]
+    pub failure: Option<HashFailure>,
 }
 
 impl MemberHash {
@@ -51,6 +62,7 @@ impl MemberHash {
             compact_revision: Some(compact_revision),
             error: None,
             seconds: Some(seconds),
+            failure: None,
         }
     }
 
@@ -60,6 +72,15 @@ impl MemberHash {
             compact_revision: None,
             error: Some(error),
             seconds,
+            failure: Some(HashFailure::Other),
+        }
+    }
+
+    /// The pinned revision was compacted on this member.
+    pub fn compacted(error: String, seconds: Option<f64>) -> Self {
+        MemberHash {
+            failure: Some(HashFailure::Compacted),
+            ..MemberHash::failed(error, seconds)
         }
     }
 }
@@ -80,6 +101,13 @@ pub struct Consistency {
     pub message: String,
     /// How long the whole check took.
     pub seconds: f64,
+    /// The members whose hashes were compared with each other (the metric per member is theirs only).
+    #[serde(skip)]
+    pub compared_members: Vec<Id>,
+    /// A compaction got in the way (a member compacted the revision, or compact revisions differ): a check at a
+    /// fresh revision may conclude.
+    #[serde(skip)]
+    pub compaction_interfered: bool,
 }
 
 impl Consistency {
@@ -97,6 +125,8 @@ impl Consistency {
             differing_members: Vec::new(),
             message,
             seconds: 0.0,
+            compared_members: Vec::new(),
+            compaction_interfered: false,
         }
     }
 
@@ -127,6 +157,8 @@ pub fn judge(
         differing_members: Vec::new(),
         message: String::new(),
         seconds,
+        compared_members: Vec::new(),
+        compaction_interfered: false,
     };
     // Comparable answers: grouped by compact revision.
     let mut groups: BTreeMap<i64, Vec<(Id, u32)>> = BTreeMap::new();
@@ -145,9 +177,15 @@ pub fn judge(
         let (differing, message) = describe_disagreement(revision, *compact, answers, &name);
         result.state = ConsistencyState::Inconsistent;
         result.differing_members = differing;
+        result.compared_members = answers.iter().map(|(id, _)| *id).collect();
         result.message = message;
         return result;
     }
+    result.compaction_interfered = groups.len() > 1
+        || result
+            .members
+            .values()
+            .any(|m| m.failure == Some(HashFailure::Compacted));
     let failed: Vec<String> = result
         .members
         .iter()
@@ -179,6 +217,7 @@ pub fn judge(
             .map(|(c, a)| (*c, a.as_slice()))
             .unwrap_or((0, &[]));
         result.state = ConsistencyState::Consistent;
+        result.compared_members = answers.iter().map(|(id, _)| *id).collect();
         let hash = answers.first().map_or(0, |(_, h)| *h);
         format!(
             "{} voting members agree: hash {} at revision {revision} (compact revision {compact})",

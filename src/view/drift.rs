@@ -39,11 +39,12 @@ fn normalise(members: &[Member]) -> List {
         .collect()
 }
 
-/// One member whose member list differs from the majority's.
+/// One member whose member list differs from the majority's; or, when no list is held by a majority, all of
+/// them at once (`member_id` and `endpoint` are then `None`: no member can be blamed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Drift {
-    pub member_id: Id,
-    pub endpoint: String,
+    pub member_id: Option<Id>,
+    pub endpoint: Option<String>,
     /// How many of the members compared give the majority's list, and how many were compared.
     pub agreeing: usize,
     pub compared: usize,
@@ -91,12 +92,45 @@ pub(super) fn compare(probes: &[ProbeResult], cluster_id: Option<Id>) -> Vec<Dri
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| id.to_string())
     };
+    let display = |id: Id| -> String {
+        let name = name_of(id);
+        if name == id.to_string() {
+            name
+        } else {
+            format!("{name} ({id})")
+        }
+    };
+    if 2 * agreeing <= lists.len() {
+        // No majority (two members that disagree, or three different lists): which one is right cannot be told.
+        let differences = lists
+            .iter()
+            .filter(|(_, _, list)| list != majority)
+            .map(|(id, _, list)| {
+                format!(
+                    "{} against {}: {}",
+                    display(*id),
+                    lists
+                        .iter()
+                        .find(|(_, _, l)| l == majority)
+                        .map_or_else(String::new, |(first, _, _)| display(*first)),
+                    differences(list, majority, &name_of).join(", ")
+                )
+            })
+            .collect();
+        return vec![Drift {
+            member_id: None,
+            endpoint: None,
+            agreeing,
+            compared: lists.len(),
+            differences,
+        }];
+    }
     lists
         .iter()
         .filter(|(_, _, list)| list != majority)
         .map(|(id, endpoint, list)| Drift {
-            member_id: *id,
-            endpoint: endpoint.clone(),
+            member_id: Some(*id),
+            endpoint: Some(endpoint.clone()),
             agreeing,
             compared: lists.len(),
             differences: differences(list, majority, &name_of),

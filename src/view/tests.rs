@@ -730,8 +730,10 @@ fn member_lists_that_agree_are_no_drift() {
 }
 
 #[test]
-fn a_learner_promotion_missing_from_one_member_is_drift() {
-    // Recorded shape of etcd 3.5 before 3.5.20 after a promotion: m2 still lists m2 as a learner.
+fn a_member_that_still_lists_a_promoted_learner_is_drift() {
+    // m2 lists m2 as a learner while the others list a voter: what a member reading another store says in the
+    // middle of a 3.5 → 3.6 upgrade after etcd-io/etcd#19557 (3.6 reads the v3 store, where 3.5 before 3.5.20 did
+    // not persist the promotion), or a member that has not applied the promotion yet.
     let (members, _) = three();
     let mut stale = members.clone();
     stale[2].is_learner = true;
@@ -775,7 +777,7 @@ fn missing_extra_and_changed_members_are_named() {
     let v = with_lists(vec![odd, members.clone(), members.clone()]);
     let d = &v.membership_drift;
     assert_eq!(d.len(), 1);
-    assert_eq!(d[0].member_id, Id(1));
+    assert_eq!(d[0].member_id, Some(Id(1)));
     let all = d[0].differences.join("; ");
     assert!(all.contains("lacks member m1 (0000000000000002)"), "{all}");
     assert!(
@@ -896,6 +898,10 @@ fn an_inconsistency_fails_the_verdict_and_names_the_member() {
     assert!(v.healthy && !v.has_warning(WarningKind::DataInconsistent));
     v.attach_consistency(hashes(&[(1, 7), (2, 9)]), &Thresholds::default());
     assert!(!v.healthy, "attached later, it fails the verdict too");
+    // And a later agreement gives the poll's verdict back (no reason left to fail it).
+    v.attach_consistency(hashes(&[(1, 7), (2, 7), (3, 7)]), &Thresholds::default());
+    assert!(v.healthy, "{:?}", v.warnings);
+    assert!(!v.has_warning(WarningKind::DataInconsistent));
 }
 
 #[test]
@@ -921,5 +927,38 @@ fn a_corrupt_alarm_is_shown_beside_the_inconsistency() {
         w.message.contains("(CORRUPT alarm active)"),
         "{}",
         w.message
+    );
+}
+
+#[test]
+fn without_a_majority_no_member_is_blamed() {
+    let (members, mut probes) = three();
+    let mut other = members.clone();
+    other[0].is_learner = true;
+    probes[0].members = Ok(members.clone());
+    probes[1].members = Ok(other);
+    probes[2] = down(2);
+    let v = build("prod", &probes, UNIX_EPOCH);
+    let drift: Vec<&Warning> = v
+        .warnings
+        .iter()
+        .filter(|w| w.kind == WarningKind::MembershipDrift)
+        .collect();
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(
+        drift[0].member_id, None,
+        "one against one: neither is the odd one"
+    );
+    assert!(
+        drift[0].message.contains("none held by a majority"),
+        "{}",
+        drift[0].message
+    );
+    assert!(
+        drift[0]
+            .message
+            .contains("m1 (0000000000000002) against m0 (0000000000000001)"),
+        "{}",
+        drift[0].message
     );
 }

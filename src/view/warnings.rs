@@ -74,19 +74,29 @@ fn consistency(view: &ClusterView, out: &mut Vec<Warning>) {
 /// Members whose member list differs from the majority's.
 fn drift(view: &ClusterView, out: &mut Vec<Warning>) {
     for d in &view.membership_drift {
-        let name = view
-            .member(d.member_id)
-            .map_or_else(|| d.member_id.to_string(), |m| m.display_name());
-        out.push(Warning {
-            kind: WarningKind::MembershipDrift,
-            message: format!(
-                "member {name}'s member list differs from the one {} of {} members give: {}",
-                d.agreeing,
+        let message = match d.member_id {
+            Some(id) => {
+                let name = view
+                    .member(id)
+                    .map_or_else(|| id.to_string(), |m| m.display_name());
+                format!(
+                    "member {name}'s member list differs from the one {} of {} members give: {}",
+                    d.agreeing,
+                    d.compared,
+                    d.differences.join("; ")
+                )
+            }
+            None => format!(
+                "the {} members answering give different member lists, none held by a majority: {}",
                 d.compared,
                 d.differences.join("; ")
             ),
-            member_id: Some(d.member_id),
-            endpoint: Some(d.endpoint.clone()),
+        };
+        out.push(Warning {
+            kind: WarningKind::MembershipDrift,
+            message,
+            member_id: d.member_id,
+            endpoint: d.endpoint.clone(),
         });
     }
 }
