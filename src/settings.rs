@@ -185,9 +185,11 @@ pub fn check_s3_prefix(prefix: &str) -> Result<(), String> {
 pub const DEFAULT_LOCK_PREFIX: &str = "/etcd-sentinel/maintenance";
 
 /// The KV hash consistency check's defaults (`[cluster.consistency]`, `status --consistency`): every 5 minutes,
-/// members up to 8 GiB, a minute per member's HashKV.
+/// members up to 2 GiB (etcd's default quota), a minute per member's HashKV. The size bounds what a check costs:
+/// a member answers none of its own requests that need an apply while it hashes, about a second per GiB here
+/// (docs/benchmarks.md), so a larger database is hashed only when the operator says so.
 pub const DEFAULT_CONSISTENCY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
-pub const DEFAULT_CONSISTENCY_MAX_DB_SIZE: u64 = 8 << 30;
+pub const DEFAULT_CONSISTENCY_MAX_DB_SIZE: u64 = 2 << 30;
 pub const DEFAULT_HASH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The key prefix of the maintenance lock in etcd: absolute, printable, at most 256 bytes; returned without a

@@ -35,7 +35,7 @@ pub struct StatusArgs {
     pub consistency: bool,
 
     /// With --consistency: members whose database is larger are not hashed (the result is then unknown)
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "8GiB", requires = "consistency")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "2GiB", requires = "consistency")]
     pub max_db_size: u64,
 
     /// With --consistency: how long one member's HashKV may take

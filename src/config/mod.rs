@@ -632,12 +632,12 @@ cp-1 = "http://10.0.0.1:2381/metrics"
         assert_eq!(c.consistency.interval, Some(Duration::from_secs(300)));
         let c = &parse(
             "s.toml",
-            &format!("{one}[cluster.consistency]\ninterval = \"1h\"\nmax_db_size = \"2GiB\"\nhash_timeout = \"2m\"\n"),
+            &format!("{one}[cluster.consistency]\ninterval = \"1h\"\nmax_db_size = \"4GiB\"\nhash_timeout = \"2m\"\n"),
         )
         .unwrap()
         .clusters[0];
         assert_eq!(c.consistency.interval, Some(Duration::from_secs(3600)));
-        assert_eq!(c.consistency.max_db_size, 2 << 30);
+        assert_eq!(c.consistency.max_db_size, 4 << 30);
         assert_eq!(c.consistency.hash_timeout, Duration::from_secs(120));
         let off = &parse(
             "s.toml",
