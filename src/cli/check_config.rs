@@ -57,6 +57,15 @@ pub fn run(args: CheckConfigArgs) -> Result<ExitCode, CliError> {
                 c.lock_prefix
             );
         }
+        match c.consistency.interval {
+            None => println!("    consistency: off"),
+            Some(every) => println!(
+                "    consistency: every {}, members up to {}, {} per HashKV",
+                humantime::format_duration(every),
+                etcd_sentinel::units::human_bytes(c.consistency.max_db_size),
+                humantime::format_duration(c.consistency.hash_timeout)
+            ),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -34,7 +34,7 @@ pub struct RunArgs {
 
     /// Without --config: how often to compare the voting members' KV hashes (HashKV at one pinned revision);
     /// 0s turns the check off [default: 5m]
-    #[arg(long, env = "ETCD_SENTINEL_CONSISTENCY_INTERVAL", value_parser = parse_wait, value_name = "DURATION")]
+    #[arg(long, env = "ETCD_SENTINEL_CONSISTENCY_INTERVAL", value_parser = parse_wait, value_name = "DURATION", allow_hyphen_values = true)]
     pub consistency_interval: Option<Duration>,
 
     /// File holding the token that unlocks mutating API endpoints (POST /api/v1/reload); without a token
@@ -77,6 +77,15 @@ fn from_flags(args: &RunArgs) -> Result<Config, CliError> {
     let interval = args.interval.unwrap_or(DEFAULT_INTERVAL);
     if interval < config::MIN_INTERVAL {
         return Err(CliError::Usage("--interval: must be at least 100ms".into()));
+    }
+    if let Some(every) = args.consistency_interval
+        && !every.is_zero()
+        && every < config::ConsistencyConfig::MIN_INTERVAL
+    {
+        return Err(CliError::Usage(
+            "--consistency-interval: must be at least 1s (each check reads every member's whole database), or 0s for off"
+                .into(),
+        ));
     }
     Ok(Config {
         listen: config::default_listen(),

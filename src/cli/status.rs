@@ -35,16 +35,24 @@ pub struct StatusArgs {
     pub consistency: bool,
 
     /// With --consistency: members whose database is larger are not hashed (the result is then unknown)
-    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, default_value = "2GiB", requires = "consistency")]
+    #[arg(long, value_name = "BYTES", value_parser = parse_db_size, default_value = "2GiB", requires = "consistency", allow_hyphen_values = true)]
     pub max_db_size: u64,
 
     /// With --consistency: how long one member's HashKV may take
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "60s", requires = "consistency")]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "60s", requires = "consistency", allow_hyphen_values = true)]
     pub hash_timeout: Duration,
 
     /// With --consistency: the maintenance lock's key prefix; no hash is asked while a defragmentation holds it
     #[arg(long, env = "ETCD_SENTINEL_LOCK_PREFIX", value_name = "PREFIX", default_value = lock::DEFAULT_PREFIX)]
     pub lock_prefix: String,
+}
+
+/// A size above zero: 0 would hash no member.
+fn parse_db_size(text: &str) -> Result<u64, String> {
+    match parse_bytes(text)? {
+        0 => Err("0 would hash no member".into()),
+        n => Ok(n),
+    }
 }
 
 pub async fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
@@ -63,7 +71,7 @@ pub async fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::Usage(format!("--lock-prefix: {e}")))?;
         let options = ConsistencyOptions {
             max_db_size: args.max_db_size,
-            member_timeout: args.hash_timeout,
+            hash_timeout: args.hash_timeout,
         };
         let result = match consistency::check_unless_defragmenting(
             &view,

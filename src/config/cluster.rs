@@ -123,6 +123,15 @@ fn consistency(
         "interval",
         ConsistencyConfig::DEFAULT_INTERVAL,
     )?;
+    if let Some(v) = &raw.interval
+        && interval < ConsistencyConfig::MIN_INTERVAL
+    {
+        return Err(src.invalid(
+            v,
+            key("interval"),
+            "must be at least 1s (each check reads every member's whole database)",
+        ));
+    }
     let max_db_size = match &raw.max_db_size {
         None => ConsistencyConfig::DEFAULT_MAX_DB_SIZE,
         Some(v) => match bytes(src, v, key("max_db_size"))? {

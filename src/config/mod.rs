@@ -89,6 +89,8 @@ impl ConsistencyConfig {
     pub const DEFAULT_INTERVAL: Duration = crate::settings::DEFAULT_CONSISTENCY_INTERVAL;
     pub const DEFAULT_MAX_DB_SIZE: u64 = crate::settings::DEFAULT_CONSISTENCY_MAX_DB_SIZE;
     pub const DEFAULT_HASH_TIMEOUT: Duration = crate::settings::DEFAULT_HASH_TIMEOUT;
+    /// Each check reads every member's whole database: a typo like `5ms` for `5m` must not hammer a cluster.
+    pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 }
 
 impl Default for ConsistencyConfig {

@@ -191,7 +191,7 @@ impl Daemon {
                 every,
                 options: ConsistencyOptions {
                     max_db_size: config.consistency.max_db_size,
-                    member_timeout: config.consistency.hash_timeout,
+                    hash_timeout: config.consistency.hash_timeout,
                 },
                 lock_prefix: config.lock_prefix.clone(),
                 connector: connector.clone(),

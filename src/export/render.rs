@@ -286,10 +286,18 @@ fn upgrade_line(view: &ClusterView) -> Option<String> {
             blockers.push(what);
         }
     }
-    let silent: Vec<&str> = ours()
+    // Members no endpoint reached this poll (not probed, or down) have no version known either.
+    let mut silent: Vec<String> = ours()
         .filter(|e| e.version.is_none())
-        .map(|e| e.member_name.as_deref().unwrap_or(&e.endpoint))
+        .map(|e| e.member_name.clone().unwrap_or_else(|| e.endpoint.clone()))
         .collect();
+    for m in &view.members {
+        let answered = ours().any(|e| e.member_id == Some(m.id) && e.version.is_some());
+        let name = m.display_name();
+        if !answered && !silent.contains(&name) {
+            silent.push(name);
+        }
+    }
     Some(if !blockers.is_empty() {
         format!(
             "upgrade readiness: not ready: {} (see warnings)",

@@ -4,6 +4,10 @@
 //! this process is kept apart by the cluster's member-work mutex (see the daemon); one by another runner (a
 //! CronJob, another daemon) is seen through the maintenance lock it holds.
 
+use std::collections::BTreeSet;
+
+use etcd_client::Client;
+
 use crate::etcd::connect::Connector;
 use crate::etcd::endpoint::Endpoint;
 use crate::id::Id;
@@ -12,48 +16,95 @@ use crate::view::{ClusterView, Consistency};
 
 use super::lock;
 
-/// Who holds the maintenance lock to defragment the cluster now, if anyone. Asked of the first healthy member;
-/// when the lock cannot be read the answer is `None` (the check goes on: a hash that meets a defragmentation
-/// only waits, bounded by its timeout).
-pub async fn defragmenting(
-    connector: &Connector,
-    view: &ClusterView,
+/// Who holds the maintenance lock to defragment the cluster now, if anyone, asked through `client`. `Err` when
+/// the lock could not be read there.
+async fn holder_defragmenting(
+    client: &mut Client,
     prefix: &str,
-) -> Option<String> {
-    let endpoint = view
-        .endpoints
-        .iter()
-        .filter(|e| e.healthy && !view.is_foreign(e))
-        .find_map(|e| Endpoint::parse(&e.endpoint).ok())?;
-    let mut client = connector.connect(&endpoint).await.ok()?;
-    let timeout = connector.settings().command_timeout;
-    match tokio::time::timeout(timeout, lock::holder(&mut client, prefix)).await {
-        Ok(Ok(Some(holder))) if holder.starts_with("defrag") => Some(holder),
-        Ok(Ok(_)) => None,
-        Ok(Err(e)) => {
-            tracing::debug!(
-                cluster = view.cluster,
-                "cannot read the maintenance lock: {e}"
-            );
-            None
-        }
-        Err(_) => None,
+    timeout: std::time::Duration,
+) -> Result<Option<String>, String> {
+    match tokio::time::timeout(timeout, lock::holder(client, prefix)).await {
+        Ok(Ok(Some(holder))) if holder.starts_with("defrag") => Ok(Some(holder)),
+        Ok(Ok(_)) => Ok(None),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(timeout)
+        )),
     }
 }
 
 /// A member is busy while a defragmentation holds the maintenance lock (the lock does not say which member it is
-/// on, so every member is).
+/// on, so every member is). The lock is read through one member that answers, the leader first, kept for the
+/// whole check; a member that did not answer is not asked again (a frozen one would cost a command timeout at
+/// every member of the check). When no member can read the lock the answer is "not busy": the check goes on, and
+/// a hash that meets a defragmentation only waits, bounded by its timeout.
 struct DefragLock<'a> {
     connector: &'a Connector,
     view: &'a ClusterView,
     prefix: &'a str,
+    reader: tokio::sync::Mutex<(Option<Client>, BTreeSet<String>)>,
+}
+
+impl DefragLock<'_> {
+    /// Healthy endpoints of the cluster, the leader's first.
+    fn candidates(&self) -> Vec<String> {
+        let mut rows: Vec<_> = self
+            .view
+            .endpoints
+            .iter()
+            .filter(|e| e.healthy && !self.view.is_foreign(e))
+            .collect();
+        rows.sort_by_key(|e| !e.is_leader);
+        rows.into_iter().map(|e| e.endpoint.clone()).collect()
+    }
 }
 
 impl Busy for DefragLock<'_> {
     async fn busy(&self, _member: Id) -> Option<String> {
-        defragmenting(self.connector, self.view, self.prefix)
-            .await
-            .map(|holder| format!("a defragmentation is running: {holder}"))
+        let timeout = self.connector.settings().command_timeout;
+        let mut reader = self.reader.lock().await;
+        let (client, failed) = &mut *reader;
+        if let Some(c) = client.as_mut() {
+            match holder_defragmenting(c, self.prefix, timeout).await {
+                Ok(found) => return found.map(|h| format!("a defragmentation is running: {h}")),
+                Err(e) => {
+                    tracing::debug!(
+                        cluster = self.view.cluster,
+                        "cannot read the maintenance lock: {e}"
+                    );
+                    *client = None;
+                }
+            }
+        }
+        for url in self.candidates() {
+            if failed.contains(&url) {
+                continue;
+            }
+            let Ok(endpoint) = Endpoint::parse(&url) else {
+                continue;
+            };
+            let connected = tokio::time::timeout(timeout, self.connector.connect(&endpoint)).await;
+            let Ok(Ok(mut c)) = connected else {
+                failed.insert(url);
+                continue;
+            };
+            match holder_defragmenting(&mut c, self.prefix, timeout).await {
+                Ok(found) => {
+                    *client = Some(c);
+                    return found.map(|h| format!("a defragmentation is running: {h}"));
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        cluster = self.view.cluster,
+                        endpoint = url,
+                        "cannot read the maintenance lock: {e}"
+                    );
+                    failed.insert(url);
+                }
+            }
+        }
+        None
     }
 }
 
@@ -65,13 +116,18 @@ pub async fn check_unless_defragmenting(
     options: &ConsistencyOptions,
     lock_prefix: &str,
 ) -> Result<Consistency, String> {
+    let started = std::time::Instant::now();
     let lock = DefragLock {
         connector,
         view,
         prefix: lock_prefix,
+        reader: tokio::sync::Mutex::new((None, BTreeSet::new())),
     };
     if let Some(why) = lock.busy(Id(0)).await {
         return Err(why);
     }
-    Ok(check(view, connector, options, &lock).await)
+    let mut result = check(view, connector, options, &lock).await;
+    // The lock's first read is part of what the check cost.
+    result.seconds = started.elapsed().as_secs_f64();
+    Ok(result)
 }

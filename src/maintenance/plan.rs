@@ -58,11 +58,19 @@ pub const CAUGHT_UP: u64 = 1000;
 /// leader's commit index (sparing the leader), else the leader; a learner only when it is the only member. The
 /// error says why none qualifies.
 pub fn snapshot_source(view: &ClusterView) -> Result<&EndpointState, String> {
+    // A member the last consistency check found holding other data than the majority is never the source: a
+    // backup of it would preserve the divergence and retention would drop the good ones.
+    let differs = |e: &EndpointState| {
+        view.data_inconsistent()
+            && e.member_id
+                .is_some_and(|id| view.consistency.as_ref().is_some_and(|c| c.differs(id)))
+    };
     let ours = |e: &&EndpointState| {
         e.state == EndpointHealth::Healthy
             && !view.is_foreign(e)
             && e.member_id.is_some()
             && !e.stale
+            && !differs(e)
     };
     let leader_index = view
         .endpoints
@@ -89,7 +97,14 @@ pub fn snapshot_source(view: &ClusterView) -> Result<&EndpointState, String> {
             let states: Vec<String> = view
                 .endpoints
                 .iter()
-                .map(|e| format!("{} {}", e.endpoint, <&'static str>::from(e.state)))
+                .map(|e| {
+                    let state = if differs(e) {
+                        "holding data that differs (consistency check)"
+                    } else {
+                        <&'static str>::from(e.state)
+                    };
+                    format!("{} {state}", e.endpoint)
+                })
                 .collect();
             format!(
                 "no member to read a snapshot from: none is a healthy voting member (with the leader or caught up \
@@ -157,6 +172,38 @@ mod tests {
             e.contains("no member to read a snapshot from") && e.contains("unreachable"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_member_found_holding_other_data_is_never_the_snapshot_source() {
+        use crate::settings::Thresholds;
+        use crate::view::{MemberHash, consistency::judge};
+        let members: Vec<_> = (0..3).map(member).collect();
+        let probes: Vec<_> = (0..3).map(|i| healthy_probe(i, &members, 0)).collect();
+        let check = |hashes: [u32; 3]| {
+            let answers = hashes
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    (
+                        crate::id::Id(i as u64 + 1),
+                        MemberHash::answered(*h, 1, 0.1),
+                    )
+                })
+                .collect();
+            judge(9, answers, |id| id.to_string(), UNIX_EPOCH, 0.1)
+        };
+        let mut v = view::build("prod", &probes, UNIX_EPOCH);
+        // m1 would be chosen (the first caught-up follower); it is the odd one.
+        v.attach_consistency(check([7, 8, 7]), &Thresholds::default());
+        assert_eq!(
+            snapshot_source(&v).unwrap().member_name.as_deref(),
+            Some("m2")
+        );
+        // No majority: nobody to trust.
+        v.attach_consistency(check([7, 8, 9]), &Thresholds::default());
+        let e = snapshot_source(&v).unwrap_err();
+        assert!(e.contains("holding data that differs"), "{e}");
     }
 
     #[test]

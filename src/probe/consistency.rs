@@ -28,14 +28,14 @@ pub struct ConsistencyOptions {
     /// the database.
     pub max_db_size: u64,
     /// How long one member's HashKV may take.
-    pub member_timeout: Duration,
+    pub hash_timeout: Duration,
 }
 
 impl Default for ConsistencyOptions {
     fn default() -> Self {
         ConsistencyOptions {
             max_db_size: crate::settings::DEFAULT_CONSISTENCY_MAX_DB_SIZE,
-            member_timeout: crate::settings::DEFAULT_HASH_TIMEOUT,
+            hash_timeout: crate::settings::DEFAULT_HASH_TIMEOUT,
         }
     }
 }
@@ -86,8 +86,74 @@ pub async fn check(
         );
         result = attempt(view, connector, options, None, busy).await;
     }
+    if result.state == ConsistencyState::Inconsistent {
+        result = confirm(view, connector, options, busy, result).await;
+    }
     result.seconds = started.elapsed().as_secs_f64();
     result
+}
+
+/// How long to wait before each confirming hash of an inconsistent result.
+const CONFIRM_AFTER: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(5)];
+
+/// Hashes the members again at the same revision before an inconsistency is believed. A member's hash at one
+/// revision and compact revision is deterministic once its compaction has finished, but etcd hashes differently
+/// while a compaction is still removing old revisions from the database (seen on 3.4 and 3.5 after compacting a
+/// key space whose keys were all deleted: the members differed for about two seconds, then agreed). So only
+/// hashes that did not change between two asks count; hashes that keep changing are `unknown`.
+async fn confirm(
+    view: &ClusterView,
+    connector: &Connector,
+    options: &ConsistencyOptions,
+    busy: &impl Busy,
+    first: Consistency,
+) -> Consistency {
+    let mut previous = first;
+    for delay in CONFIRM_AFTER {
+        tokio::time::sleep(delay).await;
+        let again = attempt(view, connector, options, previous.revision, busy).await;
+        if again.state != ConsistencyState::Inconsistent {
+            // Agreed once the compaction was over, or could not be asked again (unknown, never a pass).
+            let mut again = again;
+            again.message = format!(
+                "{} (asked again {} after the hashes differed: a compaction was still in progress)",
+                again.message,
+                humantime::format_duration(delay)
+            );
+            return again;
+        }
+        let stable = again
+            .members
+            .iter()
+            .filter(|(_, m)| m.hash.is_some())
+            .all(|(id, m)| {
+                previous
+                    .members
+                    .get(id)
+                    .is_some_and(|p| p.hash == m.hash && p.compact_revision == m.compact_revision)
+            });
+        if stable {
+            let mut confirmed = again;
+            confirmed.message = format!(
+                "{} (the same hashes when asked again {} later)",
+                confirmed.message,
+                humantime::format_duration(delay)
+            );
+            return confirmed;
+        }
+        previous = again;
+    }
+    let mut unsettled = Consistency::unknown(
+        previous.checked_at,
+        previous.members.clone(),
+        format!(
+            "the members' hashes at revision {} changed between asks (a compaction still in progress): {}",
+            previous.revision.unwrap_or_default(),
+            previous.message
+        ),
+    );
+    unsettled.revision = previous.revision;
+    unsettled
 }
 
 /// The check at a revision chosen by the caller (once, without the retry): what a revision some member has
@@ -166,7 +232,7 @@ async fn attempt(
         // Asked again before each member: a defragmentation may have started since the check began.
         let answer = match busy.busy(v.id).await {
             Some(why) => MemberHash::failed(format!("not hashed: {why}"), None),
-            None => hash_at(v, revision, options.member_timeout).await,
+            None => hash_at(v, revision, options.hash_timeout).await,
         };
         answers.insert(v.id, answer);
     }
@@ -292,7 +358,7 @@ async fn hash_at(voter: &mut Voter, revision: i64, timeout: Duration) -> MemberH
         }
         Err(_) => MemberHash::failed(
             format!(
-                "HashKV did not answer within {} (member_timeout)",
+                "HashKV did not answer within {} (hash_timeout)",
                 humantime::format_duration(timeout)
             ),
             Some(seconds),

@@ -143,7 +143,15 @@ fn differences(theirs: &List, majority: &List, name_of: &impl Fn(Id) -> String) 
     let mut out = Vec::new();
     for (id, m) in majority {
         match theirs.get(id) {
-            None => out.push(format!("lacks member {} ({id})", name_of(*id))),
+            None => {
+                let name = name_of(*id);
+                let who = if name == id.to_string() {
+                    name
+                } else {
+                    format!("{name} ({id})")
+                };
+                out.push(format!("lacks member {who}"))
+            }
             Some(t) if t != m => {
                 let who = name_of(*id);
                 if t.is_learner != m.is_learner {
