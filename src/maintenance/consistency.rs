@@ -43,8 +43,11 @@ struct DefragLock<'a> {
     connector: &'a Connector,
     view: &'a ClusterView,
     prefix: &'a str,
-    reader: tokio::sync::Mutex<(Option<Client>, BTreeSet<String>)>,
+    reader: tokio::sync::Mutex<LockReader>,
 }
+
+/// The member the lock is read through (its URL and connection), and the URLs that did not answer.
+type LockReader = (Option<(String, Client)>, BTreeSet<String>);
 
 impl DefragLock<'_> {
     /// Healthy endpoints of the cluster, the leader's first.
@@ -65,14 +68,16 @@ impl Busy for DefragLock<'_> {
         let timeout = self.connector.settings().command_timeout;
         let mut reader = self.reader.lock().await;
         let (client, failed) = &mut *reader;
-        if let Some(c) = client.as_mut() {
+        if let Some((url, c)) = client.as_mut() {
             match holder_defragmenting(c, self.prefix, timeout).await {
                 Ok(found) => return found.map(|h| format!("a defragmentation is running: {h}")),
                 Err(e) => {
                     tracing::debug!(
                         cluster = self.view.cluster,
+                        endpoint = url.as_str(),
                         "cannot read the maintenance lock: {e}"
                     );
+                    failed.insert(url.clone());
                     *client = None;
                 }
             }
@@ -91,7 +96,7 @@ impl Busy for DefragLock<'_> {
             };
             match holder_defragmenting(&mut c, self.prefix, timeout).await {
                 Ok(found) => {
-                    *client = Some(c);
+                    *client = Some((url, c));
                     return found.map(|h| format!("a defragmentation is running: {h}"));
                 }
                 Err(e) => {
