@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use crate::etcd::endpoint::Endpoint;
 use crate::id::Id;
-use crate::view::{FailureKind, Member, ProbeError, ProbeMetrics, ProbeResult, StatusInfo};
+use crate::view::{
+    Consistency, FailureKind, Member, MemberHash, ProbeError, ProbeMetrics, ProbeResult, StatusInfo,
+};
 
 pub const CLUSTER: Id = Id(0xc1);
 
@@ -133,4 +135,32 @@ pub fn with_latencies(
             .collect();
     }
     p
+}
+
+/// A consistency check's result: member `i + 1` answered `hashes[i]` (`None`: "not reachable"), at revision 40 and
+/// compact revision 5, checked at the epoch in 0.2 s.
+pub fn checked(hashes: &[Option<u32>]) -> Consistency {
+    let members = hashes
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let answer = match h {
+                Some(h) => MemberHash::answered(*h, 5, 0.1),
+                None => MemberHash::failed("not reachable".into(), None),
+            };
+            (Id(i as u64 + 1), answer)
+        })
+        .collect();
+    crate::view::consistency::judge(
+        40,
+        members,
+        |id| id.to_string(),
+        std::time::SystemTime::UNIX_EPOCH,
+        0.2,
+    )
+}
+
+/// `checked` where every member answered.
+pub fn hashed(hashes: &[u32]) -> Consistency {
+    checked(&hashes.iter().copied().map(Some).collect::<Vec<_>>())
 }

@@ -347,35 +347,20 @@ fn quorum_at_risk_has_one_definition_for_warnings_and_events() {
 #[test]
 fn a_consistency_check_is_an_event_when_its_state_changes() {
     use crate::settings::Thresholds;
-    use crate::view::MemberHash;
-    use crate::view::consistency::judge;
     let (_, probes) = three();
-    let check = |hashes: [u32; 3]| {
-        let members = hashes
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                (
-                    crate::id::Id(i as u64 + 1),
-                    MemberHash::answered(*h, 5, 0.1),
-                )
-            })
-            .collect();
-        judge(40, members, |id| id.to_string(), UNIX_EPOCH, 0.2)
-    };
-    let with = |hashes: [u32; 3], at: u64| {
+    let with = |check: crate::view::Consistency, at: u64| {
         let mut v = view_of(&probes, at);
-        v.attach_consistency(check(hashes), &Thresholds::default());
+        v.attach_consistency(check, &Thresholds::default());
         v
     };
     let none = view_of(&probes, 1);
-    let agree = with([7, 7, 7], 2);
+    let agree = with(hashed(&[7, 7, 7]), 2);
     assert_eq!(kinds(&diff(&none, &agree)), vec![EventKind::DataConsistent]);
     assert!(
-        diff(&agree, &with([7, 7, 7], 3)).is_empty(),
+        diff(&agree, &with(hashed(&[7, 7, 7]), 3)).is_empty(),
         "no news, no event"
     );
-    let odd = diff(&agree, &with([7, 7, 8], 4));
+    let odd = diff(&agree, &with(hashed(&[7, 7, 8]), 4));
     assert_eq!(kinds(&odd), vec![EventKind::DataInconsistent]);
     assert_eq!(odd[0].member_id, Some(crate::id::Id(3)));
     assert!(EventKind::DataInconsistent.is_bad());
@@ -390,21 +375,8 @@ fn a_consistency_check_is_an_event_when_its_state_changes() {
         "stamped when the check ended"
     );
     // A member down at the next check: unknown, an event of its own.
-    let mut unknown = view_of(&probes, 5);
-    let members = [
-        (crate::id::Id(1), MemberHash::answered(7, 5, 0.1)),
-        (
-            crate::id::Id(2),
-            MemberHash::failed("not reachable".into(), None),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    unknown.attach_consistency(
-        judge(41, members, |id| id.to_string(), UNIX_EPOCH, 0.2),
-        &Thresholds::default(),
-    );
-    let events = diff(&with([7, 7, 8], 4), &unknown);
+    let unknown = with(checked(&[Some(7), None]), 5);
+    let events = diff(&with(hashed(&[7, 7, 8]), 4), &unknown);
     assert_eq!(kinds(&events), vec![EventKind::ConsistencyUnknown]);
     assert!(!EventKind::ConsistencyUnknown.is_bad());
 }

@@ -268,9 +268,8 @@ pub fn table(view: &ClusterView, options: &TableOptions) -> String {
 /// version is not known. `None` when no version is known at all.
 fn upgrade_line(view: &ClusterView) -> Option<String> {
     let ours = || view.endpoints.iter().filter(|e| !view.is_foreign(e));
-    let versions: std::collections::BTreeSet<&str> =
-        ours().filter_map(|e| e.version.as_deref()).collect();
-    let first = *versions.iter().next()?;
+    // Without blockers there is no version skew: any member's version is every member's.
+    let version = ours().find_map(|e| e.version.as_deref())?;
     let mut blockers: Vec<&str> = Vec::new();
     for w in &view.warnings {
         let what = match w.kind {
@@ -311,7 +310,7 @@ fn upgrade_line(view: &ClusterView) -> Option<String> {
         };
         format!("upgrade readiness: unknown ({why})")
     } else {
-        format!("upgrade readiness: ready (every member runs {first})")
+        format!("upgrade readiness: ready (every member runs {version})")
     })
 }
 

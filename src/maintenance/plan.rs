@@ -177,31 +177,17 @@ mod tests {
     #[test]
     fn a_member_found_holding_other_data_is_never_the_snapshot_source() {
         use crate::settings::Thresholds;
-        use crate::view::{MemberHash, consistency::judge};
         let members: Vec<_> = (0..3).map(member).collect();
         let probes: Vec<_> = (0..3).map(|i| healthy_probe(i, &members, 0)).collect();
-        let check = |hashes: [u32; 3]| {
-            let answers = hashes
-                .iter()
-                .enumerate()
-                .map(|(i, h)| {
-                    (
-                        crate::id::Id(i as u64 + 1),
-                        MemberHash::answered(*h, 1, 0.1),
-                    )
-                })
-                .collect();
-            judge(9, answers, |id| id.to_string(), UNIX_EPOCH, 0.1)
-        };
         let mut v = view::build("prod", &probes, UNIX_EPOCH);
         // m1 would be chosen (the first caught-up follower); it is the odd one.
-        v.attach_consistency(check([7, 8, 7]), &Thresholds::default());
+        v.attach_consistency(hashed(&[7, 8, 7]), &Thresholds::default());
         assert_eq!(
             snapshot_source(&v).unwrap().member_name.as_deref(),
             Some("m2")
         );
         // No majority: nobody to trust.
-        v.attach_consistency(check([7, 8, 9]), &Thresholds::default());
+        v.attach_consistency(hashed(&[7, 8, 9]), &Thresholds::default());
         let e = snapshot_source(&v).unwrap_err();
         assert!(e.contains("holding data that differs"), "{e}");
     }

@@ -15,11 +15,12 @@ use etcd_client::Client;
 
 use crate::etcd::connect::Connector;
 use crate::etcd::endpoint::Endpoint;
-use crate::etcd::error as failure;
 use crate::id::Id;
 use crate::units::human_bytes;
 use crate::view::consistency::judge;
-use crate::view::{ClusterView, Consistency, ConsistencyState, MemberHash};
+use crate::view::{ClusterView, Consistency, ConsistencyState, FailureKind, MemberHash};
+
+use super::deadline::Deadline;
 
 /// The bounds of a check.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,11 +55,11 @@ impl Busy for NeverBusy {
     }
 }
 
-/// A voting member to hash, and how to reach it.
+/// A voting member that answered Status: how to ask it for its hash.
 struct Voter {
     id: Id,
     endpoint: Endpoint,
-    client: Option<Client>,
+    client: Client,
 }
 
 /// How often the whole check is tried when a compaction got in the way (it moves the compact revision of the
@@ -76,7 +77,7 @@ pub async fn check(
     let mut result = attempt(view, connector, options, None, busy).await;
     for _ in 1..ATTEMPTS {
         let compaction_got_in_the_way =
-            result.state == ConsistencyState::Unknown && result.compaction_interfered;
+            result.state == ConsistencyState::Unknown && result.compaction_interfered();
         if !compaction_got_in_the_way {
             break;
         }
@@ -112,13 +113,17 @@ async fn confirm(
     for delay in CONFIRM_AFTER {
         tokio::time::sleep(delay).await;
         let again = attempt(view, connector, options, previous.revision, busy).await;
+        let after = humantime::format_duration(delay);
         if again.state != ConsistencyState::Inconsistent {
             // Agreed once the compaction was over, or could not be asked again (unknown, never a pass).
+            let why = match again.state {
+                ConsistencyState::Consistent => ": a compaction was still in progress",
+                _ => "",
+            };
             let mut again = again;
             again.message = format!(
-                "{} (asked again {} after the hashes differed: a compaction was still in progress)",
-                again.message,
-                humantime::format_duration(delay)
+                "{} (asked again {after} after the hashes differed{why})",
+                again.message
             );
             return again;
         }
@@ -135,9 +140,8 @@ async fn confirm(
         if stable {
             let mut confirmed = again;
             confirmed.message = format!(
-                "{} (the same hashes when asked again {} later)",
-                confirmed.message,
-                humantime::format_duration(delay)
+                "{} (the same hashes when asked again {after} later)",
+                confirmed.message
             );
             return confirmed;
         }
@@ -181,20 +185,16 @@ async fn attempt(
             .map_or_else(|| id.to_string(), |m| m.display_name())
     };
     let mut answers: BTreeMap<Id, MemberHash> = BTreeMap::new();
-    let mut voters: Vec<Voter> = Vec::new();
+    let mut reachable_voters: Vec<(Id, Endpoint)> = Vec::new();
     for m in view.members.iter().filter(|m| !m.is_learner) {
         match reachable(view, m.id, options) {
-            Ok(endpoint) => voters.push(Voter {
-                id: m.id,
-                endpoint,
-                client: None,
-            }),
+            Ok(endpoint) => reachable_voters.push((m.id, endpoint)),
             Err(why) => {
                 answers.insert(m.id, MemberHash::failed(why, None));
             }
         }
     }
-    if voters.is_empty() && answers.is_empty() {
+    if reachable_voters.is_empty() && answers.is_empty() {
         return Consistency::unknown(
             checked_at,
             answers,
@@ -203,11 +203,19 @@ async fn attempt(
     }
     // The pinned revision: the lowest current revision, read from every member now.
     let mut revisions: Vec<i64> = Vec::new();
-    for v in &mut voters {
-        match current_revision(connector, v).await {
-            Ok(rev) => revisions.push(rev),
+    let mut voters: Vec<Voter> = Vec::new();
+    for (id, endpoint) in reachable_voters {
+        match current_revision(connector, id, &endpoint).await {
+            Ok((rev, client)) => {
+                revisions.push(rev);
+                voters.push(Voter {
+                    id,
+                    endpoint,
+                    client,
+                });
+            }
             Err(why) => {
-                answers.insert(v.id, MemberHash::failed(why, None));
+                answers.insert(id, MemberHash::failed(why, None));
             }
         }
     }
@@ -226,9 +234,8 @@ async fn attempt(
         );
     };
     // Followers first, the leader last; members that did not answer Status are not asked.
-    voters.retain(|v| !answers.contains_key(&v.id));
     voters.sort_by_key(|v| Some(v.id) == view.leader_id);
-    for v in &mut voters {
+    for v in &voters {
         // Asked again before each member: a defragmentation may have started since the check began.
         let answer = match busy.busy(v.id).await {
             Some(why) => MemberHash::failed(format!("not hashed: {why}"), None),
@@ -279,52 +286,46 @@ fn reachable(
 
 /// Connects (once per check) and reads the member's current revision from Status, checking that the endpoint
 /// still answers as this member.
-async fn current_revision(connector: &Connector, voter: &mut Voter) -> Result<i64, String> {
+async fn current_revision(
+    connector: &Connector,
+    member: Id,
+    endpoint: &Endpoint,
+) -> Result<(i64, Client), String> {
     let client = connector
-        .connect(&voter.endpoint)
+        .connect(endpoint)
         .await
         .map_err(|e| e.to_string())?;
-    let timeout = connector.settings().command_timeout;
-    let status = match tokio::time::timeout(timeout, client.maintenance_client().status()).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(format!(
-                "Status failed: {}",
-                failure::describe_etcd_error(&e)
-            ));
-        }
-        Err(_) => {
-            return Err(format!(
-                "Status timed out after {}",
-                humantime::format_duration(timeout)
-            ));
-        }
-    };
+    let status = within(connector.settings().command_timeout)
+        .bound(client.maintenance_client().status())
+        .await
+        .map_err(|e| format!("Status: {e}"))?;
     let header = status.header().ok_or("Status answered without a header")?;
-    if header.member_id() != voter.id.0 {
+    if header.member_id() != member.0 {
         return Err(format!(
             "{} now answers as member {}",
-            voter.endpoint.url(),
+            endpoint.url(),
             Id(header.member_id())
         ));
     }
-    voter.client = Some(client);
-    Ok(header.revision())
+    Ok((header.revision(), client))
 }
 
-/// HashKV at `revision` on one member, bounded by `timeout`.
-async fn hash_at(voter: &mut Voter, revision: i64, timeout: Duration) -> MemberHash {
-    let Some(client) = voter.client.as_ref() else {
-        return MemberHash::failed("not connected".into(), None);
-    };
+/// A deadline `budget` from now.
+fn within(budget: Duration) -> Deadline {
+    Deadline::from_now_within(budget, Instant::now() + budget)
+}
+
+/// HashKV at `revision` on one member, bounded by `timeout` (`hash_timeout`).
+async fn hash_at(voter: &Voter, revision: i64, timeout: Duration) -> MemberHash {
     let started = Instant::now();
-    let mut maintenance = client.maintenance_client();
-    let outcome = tokio::time::timeout(timeout, maintenance.hash_kv(revision)).await;
+    let outcome = within(timeout)
+        .bound(voter.client.maintenance_client().hash_kv(revision))
+        .await;
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
         // Through a load balancer or after a reconnection another member could answer: its hash must not count
         // for this one.
-        Ok(Ok(r)) => match r.header().map(|h| h.member_id()) {
+        Ok(r) => match r.header().map(|h| h.member_id()) {
             Some(id) if id == voter.id.0 => {
                 MemberHash::answered(r.hash(), r.compact_version(), seconds)
             }
@@ -337,31 +338,20 @@ async fn hash_at(voter: &mut Voter, revision: i64, timeout: Duration) -> MemberH
                 Some(seconds),
             ),
         },
-        Ok(Err(e)) => {
-            let message = failure::describe_etcd_error(&e);
-            if message.contains("compacted") {
-                return MemberHash::compacted(
-                    format!(
-                        "revision {revision} was compacted on this member meanwhile ({message})"
-                    ),
-                    Some(seconds),
-                );
-            }
-            let why = if message.contains("future revision") {
-                format!("revision {revision} is in this member's future: it is behind ({message})")
-            } else if message.contains("permission denied") {
-                format!("HashKV needs the root role: {message}")
-            } else {
-                format!("HashKV failed: {message}")
+        Err(e) if e.message.contains("compacted") => MemberHash::compacted(
+            format!("revision {revision} was compacted on this member meanwhile ({e})"),
+            Some(seconds),
+        ),
+        Err(e) => {
+            let why = match e.kind {
+                FailureKind::Timeout => format!("HashKV {e} (hash_timeout)"),
+                FailureKind::Auth => format!("HashKV refused (it needs the root role): {e}"),
+                _ if e.message.contains("future revision") => {
+                    format!("revision {revision} is in this member's future: it is behind ({e})")
+                }
+                _ => format!("HashKV failed: {e}"),
             };
             MemberHash::failed(why, Some(seconds))
         }
-        Err(_) => MemberHash::failed(
-            format!(
-                "HashKV did not answer within {} (hash_timeout)",
-                humantime::format_duration(timeout)
-            ),
-            Some(seconds),
-        ),
     }
 }

@@ -104,10 +104,6 @@ pub struct Consistency {
     /// The members whose hashes were compared with each other (the metric per member is theirs only).
     #[serde(skip)]
     pub compared_members: Vec<Id>,
-    /// A compaction got in the way (a member compacted the revision, or compact revisions differ): a check at a
-    /// fresh revision may conclude.
-    #[serde(skip)]
-    pub compaction_interfered: bool,
 }
 
 impl Consistency {
@@ -126,8 +122,22 @@ impl Consistency {
             message,
             seconds: 0.0,
             compared_members: Vec::new(),
-            compaction_interfered: false,
         }
+    }
+
+    /// A compaction got in the way (a member compacted the revision, or the members' compact revisions differ):
+    /// a check at a fresh revision may conclude.
+    pub fn compaction_interfered(&self) -> bool {
+        let compacts: std::collections::BTreeSet<i64> = self
+            .members
+            .values()
+            .filter_map(|m| m.compact_revision)
+            .collect();
+        compacts.len() > 1
+            || self
+                .members
+                .values()
+                .any(|m| m.failure == Some(HashFailure::Compacted))
     }
 
     /// Whether this member's hash was found to differ.
@@ -158,7 +168,6 @@ pub fn judge(
         message: String::new(),
         seconds,
         compared_members: Vec::new(),
-        compaction_interfered: false,
     };
     // Comparable answers: grouped by compact revision.
     let mut groups: BTreeMap<i64, Vec<(Id, u32)>> = BTreeMap::new();
@@ -181,11 +190,7 @@ pub fn judge(
         result.message = message;
         return result;
     }
-    result.compaction_interfered = groups.len() > 1
-        || result
-            .members
-            .values()
-            .any(|m| m.failure == Some(HashFailure::Compacted));
+
     let failed: Vec<String> = result
         .members
         .iter()

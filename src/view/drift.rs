@@ -85,35 +85,21 @@ pub(super) fn compare(probes: &[ProbeResult], cluster_id: Option<Id>) -> Vec<Dri
     let Some(&(majority, _)) = counts.iter().find(|(_, n)| *n == agreeing) else {
         return Vec::new();
     };
-    let name_of = |id: Id| -> String {
-        majority
-            .get(&id)
-            .map(|e| e.name.clone())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| id.to_string())
-    };
-    let display = |id: Id| -> String {
-        let name = name_of(id);
-        if name == id.to_string() {
-            name
-        } else {
-            format!("{name} ({id})")
-        }
-    };
     if 2 * agreeing <= lists.len() {
-        // No majority (two members that disagree, or three different lists): which one is right cannot be told.
+        // No majority (two members that disagree, or three different lists): which one is right cannot be told;
+        // each list is set against the first most common one.
+        let holder = lists
+            .iter()
+            .find(|(_, _, l)| l == majority)
+            .map_or_else(String::new, |(id, _, _)| label(majority, *id));
         let differences = lists
             .iter()
             .filter(|(_, _, list)| list != majority)
             .map(|(id, _, list)| {
                 format!(
-                    "{} against {}: {}",
-                    display(*id),
-                    lists
-                        .iter()
-                        .find(|(_, _, l)| l == majority)
-                        .map_or_else(String::new, |(first, _, _)| display(*first)),
-                    differences(list, majority, &name_of).join(", ")
+                    "{} against {holder}: {}",
+                    label(majority, *id),
+                    differences(list, majority).join(", ")
                 )
             })
             .collect();
@@ -133,27 +119,35 @@ pub(super) fn compare(probes: &[ProbeResult], cluster_id: Option<Id>) -> Vec<Dri
             endpoint: Some(endpoint.clone()),
             agreeing,
             compared: lists.len(),
-            differences: differences(list, majority, &name_of),
+            differences: differences(list, majority),
         })
         .collect()
 }
 
+/// A member's name as `list` gives it, or its id while it has none.
+fn name(list: &List, id: Id) -> String {
+    list.get(&id)
+        .map(|e| e.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| id.to_string())
+}
+
+/// `name (id)`, or the id alone for a member without a name.
+fn label(list: &List, id: Id) -> String {
+    match list.get(&id).filter(|e| !e.name.is_empty()) {
+        Some(e) => format!("{} ({id})", e.name),
+        None => id.to_string(),
+    }
+}
+
 /// What `theirs` says that `majority` does not, in words.
-fn differences(theirs: &List, majority: &List, name_of: &impl Fn(Id) -> String) -> Vec<String> {
+fn differences(theirs: &List, majority: &List) -> Vec<String> {
     let mut out = Vec::new();
     for (id, m) in majority {
         match theirs.get(id) {
-            None => {
-                let name = name_of(*id);
-                let who = if name == id.to_string() {
-                    name
-                } else {
-                    format!("{name} ({id})")
-                };
-                out.push(format!("lacks member {who}"))
-            }
+            None => out.push(format!("lacks member {}", label(majority, *id))),
             Some(t) if t != m => {
-                let who = name_of(*id);
+                let who = name(majority, *id);
                 if t.is_learner != m.is_learner {
                     let role = |learner: bool| if learner { "a learner" } else { "a voter" };
                     out.push(format!(

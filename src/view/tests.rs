@@ -6,6 +6,11 @@ fn kinds(view: &ClusterView) -> Vec<WarningKind> {
     view.warnings.iter().map(|w| w.kind).collect()
 }
 
+/// The view's warnings of one kind.
+fn warnings_of(view: &ClusterView, kind: WarningKind) -> Vec<&Warning> {
+    view.warnings.iter().filter(|w| w.kind == kind).collect()
+}
+
 #[test]
 fn healthy_three_member_cluster() {
     let (_, probes) = three();
@@ -99,10 +104,7 @@ fn survivors_of_a_dead_leader_still_count_towards_quorum() {
     let k = kinds(&v);
     assert!(k.contains(&WarningKind::NoLeader) && k.contains(&WarningKind::LeaderElection));
     assert_eq!(
-        v.warnings
-            .iter()
-            .filter(|w| w.kind == WarningKind::MemberUnhealthy)
-            .count(),
+        warnings_of(&v, WarningKind::MemberUnhealthy).len(),
         1,
         "only the dead leader: {:?}",
         v.warnings
@@ -136,13 +138,7 @@ fn partial_probe_trusts_the_linearizable_read_for_quorum() {
         "two voters not probed: tolerance unknown, not negative"
     );
     assert!(v.healthy);
-    assert_eq!(
-        v.warnings
-            .iter()
-            .filter(|w| w.kind == WarningKind::MemberNotProbed)
-            .count(),
-        2
-    );
+    assert_eq!(warnings_of(&v, WarningKind::MemberNotProbed).len(), 2);
 }
 
 #[test]
@@ -213,13 +209,7 @@ fn nospace_alarm_is_shown_but_corrupt_makes_the_member_unhealthy() {
     );
     assert!(!v.endpoints[2].healthy);
     assert!(v.endpoints[2].error.as_deref().unwrap().contains("CORRUPT"));
-    assert_eq!(
-        v.warnings
-            .iter()
-            .filter(|w| w.kind == WarningKind::Alarm)
-            .count(),
-        2
-    );
+    assert_eq!(warnings_of(&v, WarningKind::Alarm).len(), 2);
 }
 
 #[test]
@@ -738,11 +728,7 @@ fn a_member_that_still_lists_a_promoted_learner_is_drift() {
     let mut stale = members.clone();
     stale[2].is_learner = true;
     let v = with_lists(vec![members.clone(), members.clone(), stale]);
-    let drift: Vec<&Warning> = v
-        .warnings
-        .iter()
-        .filter(|w| w.kind == WarningKind::MembershipDrift)
-        .collect();
+    let drift = warnings_of(&v, WarningKind::MembershipDrift);
     assert_eq!(drift.len(), 1, "{drift:?}");
     assert_eq!(drift[0].member_id, Some(Id(3)));
     assert!(
@@ -819,11 +805,7 @@ fn on_version(version: &str) -> ClusterView {
 #[test]
 fn known_bad_versions_are_warned_of_with_the_reference() {
     let v = on_version("3.5.1");
-    let bad: Vec<&Warning> = v
-        .warnings
-        .iter()
-        .filter(|w| w.kind == WarningKind::KnownBadVersion)
-        .collect();
+    let bad = warnings_of(&v, WarningKind::KnownBadVersion);
     assert_eq!(bad.len(), 1, "one warning naming every member: {bad:?}");
     assert!(
         bad[0]
@@ -837,11 +819,7 @@ fn known_bad_versions_are_warned_of_with_the_reference() {
         "{}",
         bad[0].message
     );
-    let upgrade = v
-        .warnings
-        .iter()
-        .filter(|w| w.kind == WarningKind::UpgradeNotReady)
-        .count();
+    let upgrade = warnings_of(&v, WarningKind::UpgradeNotReady).len();
     assert_eq!(
         upgrade, 2,
         "the learner and the zombie problems: {:?}",
@@ -859,19 +837,11 @@ fn known_bad_versions_are_warned_of_with_the_reference() {
     );
 }
 
-fn hashes(pairs: &[(u64, u32)]) -> Consistency {
-    let members = pairs
-        .iter()
-        .map(|(i, h)| (Id(*i), MemberHash::answered(*h, 10, 0.1)))
-        .collect();
-    consistency::judge(50, members, |id| id.to_string(), UNIX_EPOCH, 0.3)
-}
-
 #[test]
 fn an_inconsistency_fails_the_verdict_and_names_the_member() {
     let (_, probes) = three();
     let context = BuildContext {
-        consistency: Some(hashes(&[(1, 7), (2, 7), (3, 8)])),
+        consistency: Some(hashed(&[7, 7, 8])),
         ..BuildContext::default()
     };
     let v = build_with("prod", &probes, UNIX_EPOCH, &context);
@@ -879,11 +849,7 @@ fn an_inconsistency_fails_the_verdict_and_names_the_member() {
         !v.healthy,
         "members that hold different data are not a healthy cluster"
     );
-    let w: Vec<&Warning> = v
-        .warnings
-        .iter()
-        .filter(|w| w.kind == WarningKind::DataInconsistent)
-        .collect();
+    let w = warnings_of(&v, WarningKind::DataInconsistent);
     assert_eq!(w.len(), 1);
     assert_eq!(w[0].member_id, Some(Id(3)));
     assert!(
@@ -894,12 +860,12 @@ fn an_inconsistency_fails_the_verdict_and_names_the_member() {
 
     // Consistent, or unknown: the verdict is the poll's.
     let mut v = build("prod", &probes, UNIX_EPOCH);
-    v.attach_consistency(hashes(&[(1, 7), (2, 7), (3, 7)]), &Thresholds::default());
+    v.attach_consistency(hashed(&[7, 7, 7]), &Thresholds::default());
     assert!(v.healthy && !v.has_warning(WarningKind::DataInconsistent));
-    v.attach_consistency(hashes(&[(1, 7), (2, 9)]), &Thresholds::default());
+    v.attach_consistency(hashed(&[7, 9]), &Thresholds::default());
     assert!(!v.healthy, "attached later, it fails the verdict too");
     // And a later agreement gives the poll's verdict back (no reason left to fail it).
-    v.attach_consistency(hashes(&[(1, 7), (2, 7), (3, 7)]), &Thresholds::default());
+    v.attach_consistency(hashed(&[7, 7, 7]), &Thresholds::default());
     assert!(v.healthy, "{:?}", v.warnings);
     assert!(!v.has_warning(WarningKind::DataInconsistent));
 }
@@ -914,15 +880,11 @@ fn a_corrupt_alarm_is_shown_beside_the_inconsistency() {
         }]);
     }
     let context = BuildContext {
-        consistency: Some(hashes(&[(1, 7), (2, 7), (3, 8)])),
+        consistency: Some(hashed(&[7, 7, 8])),
         ..BuildContext::default()
     };
     let v = build_with("prod", &probes, UNIX_EPOCH, &context);
-    let w = v
-        .warnings
-        .iter()
-        .find(|w| w.kind == WarningKind::DataInconsistent)
-        .unwrap();
+    let w = warnings_of(&v, WarningKind::DataInconsistent)[0];
     assert!(
         w.message.contains("(CORRUPT alarm active)"),
         "{}",
@@ -939,11 +901,7 @@ fn without_a_majority_no_member_is_blamed() {
     probes[1].members = Ok(other);
     probes[2] = down(2);
     let v = build("prod", &probes, UNIX_EPOCH);
-    let drift: Vec<&Warning> = v
-        .warnings
-        .iter()
-        .filter(|w| w.kind == WarningKind::MembershipDrift)
-        .collect();
+    let drift = warnings_of(&v, WarningKind::MembershipDrift);
     assert_eq!(drift.len(), 1, "{drift:?}");
     assert_eq!(
         drift[0].member_id, None,
